@@ -1,0 +1,68 @@
+"""The papermill runner on small real notebooks written by the test."""
+import json
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from adgen_utils.runner import NotebookFailed, run_series, series
+
+
+def write_notebook(path, *sources, parameters='run_dir = "unset"\ngreeting = "hi"'):
+    nb = new_notebook()
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                   "language_info": {"name": "python"}}
+    cell = new_code_cell(parameters)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell] + [new_code_cell(s) for s in sources]
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def notebooks(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    write_notebook(folder / "01_first.ipynb",
+                   "from pathlib import Path\nPath(run_dir, 'first.txt').write_text(greeting)")
+    write_notebook(folder / "02_second.ipynb",
+                   "from pathlib import Path\nPath(run_dir, 'second.txt').write_text(greeting)")
+    (folder / "scratch.ipynb").write_text("{}")  # not part of the numbered series
+    return folder
+
+
+def test_series_runs_in_order_with_parameters_and_overrides(notebooks, tmp_path):
+    lines = []
+    runs = run_series("ci", run_dir=tmp_path / "run", overrides={"greeting": "hello"},
+                      notebooks_dir=notebooks, progress=False, log=lines.append)
+    assert [r.name for r in runs] == ["01_first", "02_second"]
+    assert (tmp_path / "run" / "first.txt").read_text() == "hello"
+    assert (tmp_path / "run" / "notebooks" / "02_second.ipynb").exists()
+    assert lines[0].startswith("[1/2] 01_first (ci)")
+    summary = json.loads((tmp_path / "run" / "run_summary.json").read_text())
+    assert [n["status"] for n in summary["notebooks"]] == ["ok", "ok"]
+
+
+def test_only_selects_by_number_or_name(notebooks):
+    assert [p.stem for p in series(notebooks, ["2"])] == ["02_second"]
+    assert [p.stem for p in series(notebooks, ["01_first", "02"])] == ["01_first", "02_second"]
+    with pytest.raises(ValueError, match="No notebook '07'.*01_first, 02_second"):
+        series(notebooks, ["07"])
+
+
+def test_first_failure_stops_the_series_with_a_clear_message(notebooks, tmp_path):
+    write_notebook(notebooks / "01_first.ipynb", "x = 1", "raise ValueError('the corpus is missing')")
+    with pytest.raises(NotebookFailed) as error:
+        run_series("ci", run_dir=tmp_path / "run", notebooks_dir=notebooks, progress=False, log=lambda _: None)
+    message = str(error.value)
+    assert "01_first failed in cell" in message and "ValueError: the corpus is missing" in message
+    assert str(tmp_path / "run" / "notebooks" / "01_first.ipynb") in message
+    assert not (tmp_path / "run" / "second.txt").exists()
+    summary = json.loads((tmp_path / "run" / "run_summary.json").read_text())
+    assert [n["status"] for n in summary["notebooks"]] == ["failed"]
+
+
+def test_unknown_parameters_and_profiles_are_refused(notebooks, tmp_path):
+    with pytest.raises(ValueError, match="declares \\['colour'\\]"):
+        run_series("ci", run_dir=tmp_path / "run", overrides={"colour": "red"}, notebooks_dir=notebooks)
+    with pytest.raises(ValueError, match="Unknown profile 'huge'"):
+        run_series("huge", notebooks_dir=notebooks)
