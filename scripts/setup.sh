@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv with everything adgen needs, once: later calls return at once unless
+# requirements.txt or pyproject.toml changed. PYTHON picks the interpreter (3.10+).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+stamp=.venv/.adgen-installed
+if [[ -f $stamp && $stamp -nt requirements.txt && $stamp -nt pyproject.toml ]]; then
+    exit 0
+fi
+echo "setup: installing adgen and its dependencies into .venv (a few minutes the first time)" >&2
+started=$SECONDS
+[[ -x .venv/bin/python ]] || "$python" -m venv .venv
+# torch first and pinned: anything that asks for an unpinned torch would pull a CUDA build.
+.venv/bin/python -m pip install --quiet torch==2.13.0
+.venv/bin/python -m pip install --quiet -r requirements.txt
+touch "$stamp"
+echo "setup: done in $((SECONDS - started)) s" >&2

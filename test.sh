@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Run the tests, installing first if needed: the ci profile of the notebook series,
+# then pytest over the unit tests and (nbval) the executed ci notebooks.
+# Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")"
+scripts/setup.sh
+.venv/bin/adgen run --profile ci --no-progress
+exec .venv/bin/python -m pytest tests runs/ci/notebooks --nbval-lax --nbval-current-env "$@"
