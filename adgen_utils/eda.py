@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .figures import save_figure
+from .sequences import ORIGINAL_WINDOW, window_count
 from .text import is_word, tokenize
 
 # Function words that crowd out the informative ones in a word-frequency chart.
@@ -23,9 +24,6 @@ GENERIC_OPENERS = frozenset(
     "new compatible replacement for with the a an original genuine universal premium upgraded "
     "upgrade brand oem authentic official certified hot sale latest pack set pcs replaced".split()
 )
-# The original study's model: windows of 4 one-hot word vectors predicting a one-hot next word.
-ORIGINAL_WINDOW = 4
-ORIGINAL_STEP = 3
 ORIGINAL_OOM_ADS = 25_000
 FULL_CORPUS_ADS = 3_200_000
 
@@ -49,11 +47,6 @@ class CorpusProfile:
 def one_hot_gib(windows, vocabulary):
     """GiB of float32 one-hot arrays for the original model: (windows, 4, V) inputs + (windows, V) targets."""
     return np.asarray(windows, dtype=np.float64) * (ORIGINAL_WINDOW + 1) * np.asarray(vocabulary) * 4 / 2**30
-
-
-def original_windows(tokens: int | np.ndarray):
-    """Number of the original's training windows (4 tokens predicting the next, step 3) in a stream."""
-    return np.maximum((np.asarray(tokens) - ORIGINAL_WINDOW - 1) // ORIGINAL_STEP + 1, 0)
 
 
 def profile_corpus(ads: Sequence[str], growth_points: int = 40, seed: int = 0, progress: bool = False) -> CorpusProfile:
@@ -91,7 +84,7 @@ def profile_corpus(ads: Sequence[str], growth_points: int = 40, seed: int = 0, p
         total += len(ad_tokens)
         if i in checkpoints:
             vocabulary = len(token_counts)
-            rows.append((i, total, vocabulary, float(one_hot_gib(original_windows(total), vocabulary))))
+            rows.append((i, total, vocabulary, float(one_hot_gib(window_count(total), vocabulary))))
     growth = pd.DataFrame(rows, columns=["ads", "tokens", "distinct_tokens", "one_hot_gib"])
     return CorpusProfile(token_counts, brands, characters, token_lengths, word_lengths, growth)
 
@@ -229,7 +222,7 @@ def plot_vocabulary_growth(growth: pd.DataFrame, figures_dir=None, memory_gib: f
     tokens_per_ad = growth["tokens"].iloc[-1] / growth["ads"].iloc[-1]
     reach = np.geomspace(growth["ads"].iloc[-1], FULL_CORPUS_ADS, 30)
     projected = k * reach**beta
-    projected_gib = one_hot_gib(original_windows(reach * tokens_per_ad), projected)
+    projected_gib = one_hot_gib(window_count(reach * tokens_per_ad), projected)
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2))
     left.plot(growth["ads"], growth["distinct_tokens"], "o-", ms=3, label="measured")

@@ -37,8 +37,8 @@ def test_growth_curve_is_monotone_and_ends_at_the_whole_corpus():
 
 def test_one_hot_size_matches_the_original_windows():
     # 13 tokens -> windows of 4 inputs + 1 target, step 3: starts 0, 3, 6 -> 3 windows.
-    assert eda.original_windows(13) == 3
-    assert eda.original_windows(4) == 0
+    assert eda.window_count(13) == 3
+    assert eda.window_count(4) == 0
     assert eda.one_hot_gib(1000, 2**18) == pytest.approx(1000 * 5 * 2**18 * 4 / 2**30)
 
 
