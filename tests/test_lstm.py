@@ -1,0 +1,192 @@
+"""LSTM models on real tiny corpora: exact losses, training, resume after a kill, metrics, generation."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from adgen_utils import lstm, sequences
+from adgen_utils.text import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocabulary, tokenize
+
+BRANDS = ["Apple", "Sony", "Fitbit", "Garmin", "Samsung"]
+PRODUCTS = ["Watch Band", "TV Remote", "Charger Cable", "Screen Protector"]
+COLOURS = ["Black", "White", "Blue"]
+ADS = [f"{b} {p} {c}" for b in BRANDS for p in PRODUCTS for c in COLOURS]  # 60 ads, a learnable grammar
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    vocabulary = Vocabulary.build((tokenize(a) for a in ADS), min_count=1)
+    train, _ = sequences.encode_ads(ADS * 3, vocabulary)
+    validation, _ = sequences.encode_ads(ADS[::4], vocabulary)
+    return vocabulary, train, validation
+
+
+def _arrays_of(arrays, n):
+    subset = arrays.subset(range(n))
+    return subset.ids, subset.offsets
+
+
+def tiny(**overrides):
+    settings = dict(embedding_dim=16, units=16, batch_size=16, epochs=3, learning_rate=0.02, dropout=0.0)
+    settings.update(overrides)
+    return lstm.LSTMConfig(**settings)
+
+
+@pytest.mark.parametrize("model_input", ["one_hot", "embedding"])
+def test_models_map_ids_to_logits_and_save_with_their_custom_layers(model_input, corpus, tmp_path):
+    vocabulary, train, _ = corpus
+    model = lstm.build_model(tiny(input=model_input, layers=2), len(vocabulary))
+    ids = np.array([[BOS_ID, 4, 5, PAD_ID]], dtype=np.int32)
+    logits = model(ids).numpy()
+    assert logits.shape == (1, 4, len(vocabulary)) and logits.dtype == np.float32
+    assert model.get_layer("encoder").get_layer("lstm_2") is not None
+    model.save(tmp_path / "model.keras")
+    again = lstm.load_model(tmp_path)
+    np.testing.assert_allclose(again(ids).numpy(), logits, rtol=1e-5, atol=1e-6)
+
+
+def test_invalid_settings_are_refused():
+    with pytest.raises(ValueError, match="input"):
+        lstm.LSTMConfig(input="bag_of_words")
+    with pytest.raises(ValueError, match="loss"):
+        lstm.LSTMConfig(loss="hinge")
+    with pytest.raises(ValueError, match="units"):
+        lstm.LSTMConfig(units=0)
+
+
+def test_loss_is_the_exact_cross_entropy_per_real_token(corpus):
+    import tensorflow as tf
+
+    vocabulary, train, _ = corpus
+    model = lstm.build_model(tiny(), len(vocabulary))
+    trainer = lstm.LanguageModelTrainer(model)
+    trainer.compile(optimizer="adam")
+    ids, targets, weights = next(iter(sequences.many_to_many_dataset(train, 16)))
+    results = trainer.test_on_batch(ids, targets, weights, return_dict=True)
+    logits = model(ids).numpy().astype(np.float64)
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    chosen = np.take_along_axis(log_probs, targets.numpy()[..., None], -1)[..., 0]
+    mask = weights.numpy() == 1
+    assert results["loss"] == pytest.approx(-chosen[mask].mean(), rel=1e-4)
+    assert results["accuracy"] == pytest.approx((logits.argmax(-1) == targets.numpy())[mask].mean(), abs=1e-6)
+    assert tf.reduce_all(tf.equal(targets[weights == 0], 0))
+    first_batch = sequences.TokenArrays(*_arrays_of(train, 16))
+    metrics = lstm.evaluate_model(model, first_batch, batch_size=16)
+    assert metrics["predictions"] == first_batch.predictions
+    assert metrics["cross_entropy"] > 0
+
+
+@pytest.mark.parametrize("loss", ["full", "sampled"])
+def test_training_learns_saves_and_reloads_instead_of_retraining(loss, corpus, tmp_path):
+    vocabulary, train, validation = corpus
+    config = tiny(loss=loss, sampled=8, epochs=4)
+    before = lstm.evaluate_model(lstm.build_model(config, len(vocabulary)), validation)
+    logs = []
+    result = lstm.train_language_model(config, vocabulary, train, validation, tmp_path, log=logs.append)
+    after = lstm.evaluate_model(result.model, validation)
+    assert after["cross_entropy"] < before["cross_entropy"] - 0.5
+    assert list(result.history["epoch"]) == list(range(len(result.history)))
+    assert {"val_loss", "val_accuracy", "val_top5_accuracy"} <= set(result.history.columns)
+    for name in ("model.keras", "vocabulary.json", "training.json", "history.csv"):
+        assert (tmp_path / name).exists()
+    assert not (tmp_path / "backup").exists()  # removed after a finished run
+    assert any(line.startswith("epoch 1/4") for line in logs)
+    logs.clear()
+    again = lstm.train_language_model(config, vocabulary, train, validation, tmp_path, log=logs.append)
+    assert logs and logs[0].startswith("already trained")
+    assert lstm.evaluate_model(again.model, validation)["cross_entropy"] == pytest.approx(after["cross_entropy"], rel=1e-5)
+    logs.clear()
+    lstm.train_language_model(tiny(loss=loss, sampled=8, epochs=1), vocabulary, train, validation, tmp_path, log=logs.append)
+    assert logs[0].startswith("settings changed")
+
+
+RESUMABLE_RUN = textwrap.dedent('''
+    import sys, time
+    import keras
+    from adgen_utils import lstm, sequences
+    from adgen_utils.text import Vocabulary, tokenize
+    ADS = {ads!r}
+    vocabulary = Vocabulary.build((tokenize(a) for a in ADS), min_count=1)
+    train, _ = sequences.encode_ads(ADS * 3, vocabulary)
+    validation, _ = sequences.encode_ads(ADS[::4], vocabulary)
+    config = lstm.LSTMConfig(embedding_dim=16, units=16, batch_size=16, epochs=4, learning_rate=0.02, dropout=0.0, patience=10)
+
+    class Announce(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            print("finished", epoch + 1, flush=True)
+            time.sleep(float(sys.argv[2]))
+
+    result = lstm.train_language_model(config, vocabulary, train, validation, sys.argv[1], progress=False,
+                                       log=lambda line: print(line, flush=True), extra_callbacks=[Announce()])
+    print("started at", result.started_at_epoch, "epochs", len(result.history), flush=True)
+''')
+
+
+def test_a_killed_run_resumes_after_its_last_finished_epoch(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(RESUMABLE_RUN.format(ads=ADS))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    child = subprocess.Popen([sys.executable, str(script), str(tmp_path / "run"), "30"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        for line in child.stdout:
+            if line.startswith("finished 2"):
+                break
+        child.send_signal(signal.SIGKILL)  # killed while "sleeping" after epoch 2
+    finally:
+        child.wait(timeout=60)
+    assert (tmp_path / "run" / "backup").exists()
+    resumed = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "0"],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming after epoch 2" in resumed.stdout
+    assert "finished 3" in resumed.stdout and "finished 1" not in resumed.stdout
+    assert "started at 2 epochs 4" in resumed.stdout
+    history = lstm.read_history(tmp_path / "run")
+    assert history["epoch"].tolist() == [0, 1, 2, 3]
+
+
+def test_unigram_baseline_by_hand(corpus):
+    vocabulary, _, validation = corpus
+    metrics = lstm.unigram_baseline(vocabulary, validation)
+    probs = np.asarray(vocabulary.counts, float) / sum(vocabulary.counts)
+    targets = [t for i in range(len(validation)) for t in validation.ad(i)[1:]]
+    assert metrics["predictions"] == len(targets)
+    assert metrics["cross_entropy"] == pytest.approx(-np.mean(np.log(probs[targets])))
+    assert metrics["perplexity"] == pytest.approx(np.exp(metrics["cross_entropy"]))
+    assert metrics["unknown_targets"] == 0
+
+
+def test_decoding_controls():
+    rng = np.random.default_rng(0)
+    logits = np.array([9.0, 8.0, 7.0, 0.0, 3.0, 2.0, 1.0])  # ids 0-2 are banned specials by default
+    assert lstm.pick_next_token(logits, rng, greedy=True) == 4
+    assert {lstm.pick_next_token(logits, rng, top_k=1) for _ in range(20)} == {4}
+    assert {lstm.pick_next_token(logits, rng, top_p=0.01) for _ in range(20)} == {4}
+    draws = {lstm.pick_next_token(logits, rng, top_k=2, temperature=5.0) for _ in range(200)}
+    assert draws == {4, 5}
+    for bad in ({"temperature": 0}, {"top_p": 0}, {"top_k": -1}):
+        with pytest.raises(ValueError):
+            lstm.pick_next_token(logits, rng, **bad)
+
+
+def test_generation_refuses_bad_prompts_and_never_emits_special_tokens(corpus, tmp_path):
+    vocabulary, train, validation = corpus
+    result = lstm.train_language_model(tiny(epochs=6), vocabulary, train, validation, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        lstm.generate(result.model, vocabulary, "   ")
+    with pytest.raises(ValueError, match="None of the prompt's words"):
+        lstm.generate(result.model, vocabulary, "Xqzvw Wkjhgf")
+    partly = lstm.generate(result.model, vocabulary, "Apple Wkjhgf", seed=1, max_new_tokens=5)
+    assert partly.unknown_prompt_words == ["Wkjhgf"] and partly.text.startswith("Apple Wkjhgf")
+    assert len(partly.new_tokens) <= 5
+    greedy = lstm.generate(result.model, vocabulary, "Sony", greedy=True)
+    assert greedy.text.split()[1] in {"Watch", "TV", "Charger", "Screen"}
+    assert not {"<pad>", "<unk>", "<bos>", "<eos>"} & set(greedy.new_tokens)
+    assert len(greedy.new_tokens) < 40  # it learned to stop at <eos>
+    table = lstm.generation_table(result.model, vocabulary, ["Sony", "Wkjhgf"], {"greedy": {"greedy": True}})
+    assert table.loc["Wkjhgf", "greedy"].startswith("[None of the prompt's words")
