@@ -15,6 +15,10 @@ PROFILES: dict[str, dict] = {
         "figures_in_run_dir": True,
         "notebooks": {
             "01_eda": {"data_source": "embedded", "sample_size": 3000, "categories": None},
+            "02_sequences": {"min_count": 2, "max_vocabulary": None},
+            "03_lstm": {"units": 32, "epochs": 2, "max_train_ads": 600, "eval_train_ads": 200},
+            "04_embedding_lstm": {"embedding_dim": 32, "units": 32, "epochs": 2, "max_train_ads": 600,
+                                  "eval_train_ads": 200, "compare_sampled_loss": True, "sampled": 64},
         },
     },
     "quick": {
@@ -22,6 +26,9 @@ PROFILES: dict[str, dict] = {
         "figures_in_run_dir": False,
         "notebooks": {
             "01_eda": {"data_source": "embedded", "sample_size": None, "categories": None},
+            "02_sequences": {"min_count": 2, "max_vocabulary": None},
+            "03_lstm": {"units": 128, "epochs": 3},
+            "04_embedding_lstm": {"embedding_dim": 128, "units": 128, "epochs": 5, "compare_sampled_loss": True},
         },
     },
     "full": {
@@ -29,6 +36,14 @@ PROFILES: dict[str, dict] = {
         "figures_in_run_dir": False,
         "notebooks": {
             "01_eda": {"data_source": "kaggle", "sample_size": None, "categories": None},
+            # The full corpus has ~1M distinct tokens: cap the vocabulary and train with the
+            # sampled softmax; batches of 256 ads are ~6,000 predictions, like the original's 4,096.
+            "02_sequences": {"min_count": 3, "max_vocabulary": 100_000},
+            "03_lstm": {"units": 128, "epochs": 10, "batch_size": 256, "loss": "sampled", "sampled": 2048,
+                        "learning_rate": 0.002, "eval_train_ads": 20_000},
+            "04_embedding_lstm": {"embedding_dim": 256, "units": 512, "layers": 2, "epochs": 10, "batch_size": 256,
+                                  "loss": "sampled", "sampled": 2048, "learning_rate": 0.002,
+                                  "eval_train_ads": 20_000, "compare_sampled_loss": False},
         },
     },
 }
