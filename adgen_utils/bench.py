@@ -1,70 +1,244 @@
-"""Benchmarks that print JSON. Each measured run is a fresh child process, so its peak RSS
-(the OS's own ``ru_maxrss``) and wall time are its own; two ways are alternated in one run."""
+"""Benchmarks that print JSON. Every measured run is a fresh child process
+(``python -m adgen_utils.bench WORKLOAD ARGS``), so its wall time and peak RSS (the OS's
+own ``ru_maxrss`` from ``wait4``) are its own; two ways of doing the same work alternate
+in one run, and the report gives medians and ratios."""
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-_LOAD_ADS = """
-import sys
-from adgen_utils.data import load_ads
-ads, report = load_ads(sys.argv[1])
-print(report.rows_read, report.rows_kept)
-"""
-# The naive baseline: pandas.read_csv on every file, no cleaning, no accounting.
-_PANDAS_READ_CSV = """
-import sys
-import pandas as pd
-from adgen_utils.data import corpus_files, resolve_source
-frames = [pd.read_csv(path, on_bad_lines="skip", encoding_errors="replace", dtype=str)
-          for path, _ in corpus_files(resolve_source(sys.argv[1]))]
-rows = sum(len(f) for f in frames)
-print(rows, rows)
-"""
+FULL_CORPUS_ROWS = 3_200_000
 
 
-def _measure(script: str, source: str) -> dict:
-    """Run ``script`` in a child Python; return its wall seconds, peak RSS (MiB) and printed rows."""
-    import os
-    import tempfile
+# ---------------------------------------------------------------------------------------
+# Workloads (run inside the child process)
 
+
+def _load_ads(source: str) -> dict:
+    from .data import load_ads
+
+    _, report = load_ads(source)
+    return {"rows_read": report.rows_read, "rows_kept": report.rows_kept}
+
+
+def _pandas_read_csv(source: str) -> dict:
+    import pandas as pd
+
+    from .data import corpus_files, resolve_source
+
+    frames = [pd.read_csv(path, on_bad_lines="skip", encoding_errors="replace", dtype=str)
+              for path, _ in corpus_files(resolve_source(source))]
+    rows = sum(len(f) for f in frames)
+    return {"rows_read": rows, "rows_kept": rows}
+
+
+def _prepare(source: str, folder: str, min_count: int, max_vocabulary: int | None) -> dict:
+    from .data import load_ads
+    from .sequences import prepare_sequences
+
+    started = time.perf_counter()
+    ads, report = load_ads(source)
+    info = prepare_sequences(ads, folder, min_count=min_count, max_vocabulary=max_vocabulary)
+    return {"seconds": time.perf_counter() - started, "rows_read": report.rows_read, "ads": len(ads), "vocabulary_size": info["vocabulary_size"],
+            "train_predictions": info["splits"]["train"]["predictions"], "train_ads": info["splits"]["train"]["ads"]}
+
+
+def _original_pipeline(folder: str, steps: int, batch_size: int = 4096) -> dict:
+    """The original: one-hot windows built in Python per batch, LSTM(128), Dense softmax, Adam(0.01)."""
+    import keras
+    import numpy as np
+
+    from .sequences import load_sequences, one_hot_batch, original_stream, original_windows
+
+    vocabulary, splits = load_sequences(folder)
+    size = len(vocabulary)
+    inputs, targets = original_windows(original_stream(splits["train"]))
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((4, size)), keras.layers.LSTM(128), keras.layers.Dropout(0.3),
+        keras.layers.Dense(size, activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy",
+                  metrics=["categorical_accuracy", "top_k_categorical_accuracy"])
+    batches = (len(targets) + batch_size - 1) // batch_size
+
+    def step(i):
+        part = slice((i % batches) * batch_size, (i % batches + 1) * batch_size)
+        x, y = one_hot_batch(inputs[part], targets[part], size)  # the original's Sequence.__getitem__
+        model.train_on_batch(x, y)
+        return len(y)
+
+    step(0)  # compile
+    started = time.perf_counter()
+    predictions = sum(step(i) for i in range(1, steps + 1))
+    seconds = time.perf_counter() - started
+    return {"vocabulary_size": size, "predictions": predictions, "train_seconds": seconds,
+            "predictions_per_second": predictions / seconds, "windows_per_epoch": int(len(targets))}
+
+
+def _many_to_many(folder: str, model_input: str, loss: str, steps: int, batch_size: int = 64,
+                  sampled: int = 512, units: int = 128) -> dict:
+    """Ours: many-to-many batches with sparse targets; ``steps`` timed training steps."""
+    from .lstm import LanguageModelTrainer, LSTMConfig, build_model
+    from .sequences import load_sequences, many_to_many_dataset
+
+    import keras
+
+    vocabulary, splits = load_sequences(folder)
+    config = LSTMConfig(input=model_input, loss=loss, sampled=sampled, units=units, embedding_dim=units,
+                        batch_size=batch_size, mixed_precision=False)
+    keras.utils.set_random_seed(0)
+    trainer = LanguageModelTrainer(build_model(config, len(vocabulary)), loss=loss, sampled=sampled)
+    trainer.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    batches = iter(many_to_many_dataset(splits["train"], batch_size, shuffle=True).repeat())
+    ids, targets, weights = next(batches)
+    trainer.train_on_batch(ids, targets, weights)  # compile
+    predictions = 0
+    started = time.perf_counter()
+    for _ in range(steps):
+        ids, targets, weights = next(batches)
+        trainer.train_on_batch(ids, targets, weights)
+        predictions += int(weights.numpy().sum())
+    seconds = time.perf_counter() - started
+    return {"vocabulary_size": len(vocabulary), "predictions": predictions, "train_seconds": seconds,
+            "predictions_per_second": predictions / seconds}
+
+
+def _train_epoch(folder: str, loss: str, batch_size: int = 64, sampled: int = 512) -> dict:
+    """One full epoch of the Embedding LSTM over the prepared training split."""
+    from .lstm import LSTMConfig, evaluate_model, train_language_model
+    from .sequences import load_sequences
+
+    vocabulary, splits = load_sequences(folder)
+    config = LSTMConfig(input="embedding", loss=loss, sampled=sampled, batch_size=batch_size, epochs=1,
+                        mixed_precision=False)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as model_dir:
+        result = train_language_model(config, vocabulary, splits["train"], splits["validation"], model_dir, progress=False,
+                                      log=lambda line: None)
+        seconds = time.perf_counter() - started
+        metrics = evaluate_model(result.model, splits["validation"])
+    return {"epoch_seconds_with_validation": seconds, "train_predictions": splits["train"].predictions,
+            "validation_cross_entropy": metrics["cross_entropy"], "validation_perplexity": metrics["perplexity"]}
+
+
+WORKLOADS = {f.__name__.lstrip("_"): f for f in
+             (_load_ads, _pandas_read_csv, _prepare, _original_pipeline, _many_to_many, _train_epoch)}
+
+
+def _child_main() -> None:
+    result = WORKLOADS[sys.argv[1]](**json.loads(sys.argv[2]))
+    print(json.dumps(result))
+
+
+# ---------------------------------------------------------------------------------------
+# Measuring (in the parent)
+
+
+def _measure(workload: str, **arguments) -> dict:
+    """Run one workload in a child Python; return its result plus wall ``seconds`` and ``peak_rss_mib``."""
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         started = time.perf_counter()
-        child = subprocess.Popen([sys.executable, "-c", script, source], stdout=stdout, stderr=stderr)
+        child = subprocess.Popen([sys.executable, "-m", "adgen_utils.bench", workload, json.dumps(arguments)],
+                                 stdout=stdout, stderr=stderr)
         _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage, not all children's
         seconds = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
         stdout.seek(0)
         stderr.seek(0)
         if child.returncode != 0:
-            raise RuntimeError(f"benchmark child failed:\n{stderr.read()[-2000:]}")
-        rows_read, rows_kept = map(int, stdout.read().split())
-    return {"seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024, "rows_read": rows_read, "rows_kept": rows_kept}
+            raise RuntimeError(f"benchmark workload {workload} failed:\n{stderr.read()[-3000:]}")
+        result = json.loads(stdout.read().strip().splitlines()[-1])
+    return {**result, "seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024}
+
+
+def _summary(measured: list[dict], rate_key: str | None = None) -> dict:
+    out = {
+        "median_seconds": round(statistics.median(m["seconds"] for m in measured), 2),
+        "seconds": [round(m["seconds"], 2) for m in measured],
+        "peak_rss_mib": round(max(m["peak_rss_mib"] for m in measured), 1),
+    }
+    if rate_key:
+        out[f"median_{rate_key}"] = round(statistics.median(m[rate_key] for m in measured), 1)
+    keep = {k: v for k, v in measured[0].items() if k not in ("seconds", "peak_rss_mib", rate_key)}
+    return {**out, **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in keep.items()}}
 
 
 def bench_data(source: str, repeats: int = 3) -> dict:
     """Time and peak RSS of ``load_ads`` against plain ``pandas.read_csv`` of the same files."""
     runs = {"adgen_load_ads": [], "pandas_read_csv": []}
     for _ in range(repeats):
-        runs["adgen_load_ads"].append(_measure(_LOAD_ADS, source))
-        runs["pandas_read_csv"].append(_measure(_PANDAS_READ_CSV, source))
-    out = {"source": source, "repeats": repeats}
-    for name, measured in runs.items():
-        out[name] = {
-            "median_seconds": round(statistics.median(m["seconds"] for m in measured), 2),
-            "seconds": [round(m["seconds"], 2) for m in measured],
-            "peak_rss_mib": round(max(m["peak_rss_mib"] for m in measured), 1),
-            "rows_read": measured[0]["rows_read"],
-            "rows_kept": measured[0]["rows_kept"],
-        }
+        runs["adgen_load_ads"].append(_measure("load_ads", source=source))
+        runs["pandas_read_csv"].append(_measure("pandas_read_csv", source=source))
+    out = {"source": source, "repeats": repeats, **{name: _summary(m) for name, m in runs.items()}}
     out["time_ratio_adgen_over_pandas"] = round(
-        out["adgen_load_ads"]["median_seconds"] / out["pandas_read_csv"]["median_seconds"], 2
-    )
+        out["adgen_load_ads"]["median_seconds"] / out["pandas_read_csv"]["median_seconds"], 2)
+    return out
+
+
+def bench_lstm(corpus: str | None, repeats: int = 2, original_steps: int = 3, steps: int = 60,
+               full_epoch: bool = False, ads_source: str = "embedded", log=print) -> dict:
+    """(a) The original one-hot window pipeline against ours on the same ads (``ads_source``),
+    same vocabulary (every training word) and LSTM(128), alternating; (b) with ``corpus``, a
+    scale run of ours: preparation, training speed with both losses, projected epoch time."""
+    out: dict = {"repeats": repeats}
+    with tempfile.TemporaryDirectory() as work:
+        small = Path(work, "ads")
+        log(f"(a) preparing {ads_source} with every training word in the vocabulary")
+        out["a_prepare"] = _summary([_measure("prepare", source=ads_source, folder=str(small), min_count=1, max_vocabulary=None)])
+        ours = {"folder": str(small), "steps": steps}
+        ways = {
+            "original_one_hot_windows": ("original_pipeline", {"folder": str(small), "steps": original_steps}),
+            "ours_lstm_one_hot_input": ("many_to_many", {**ours, "model_input": "one_hot", "loss": "full"}),
+            "ours_embedding_lstm": ("many_to_many", {**ours, "model_input": "embedding", "loss": "full"}),
+            "ours_embedding_lstm_sampled_softmax": ("many_to_many", {**ours, "model_input": "embedding", "loss": "sampled"}),
+        }
+        runs = {name: [] for name in ways}
+        for repeat in range(repeats):
+            for name, (workload, arguments) in ways.items():
+                log(f"(a) run {repeat + 1}/{repeats}: {name}")
+                runs[name].append(_measure(workload, **arguments))
+        a = {name: _summary(m, "predictions_per_second") for name, m in runs.items()}
+        base = a["original_one_hot_windows"]
+        for name in list(ways)[1:]:
+            a[name]["speedup_over_original"] = round(a[name]["median_predictions_per_second"] / base["median_predictions_per_second"], 1)
+            a[name]["peak_rss_over_original"] = round(a[name]["peak_rss_mib"] / base["peak_rss_mib"], 3)
+        out["a_original_vs_ours"] = a
+
+        if corpus:
+            large = Path(work, "corpus")
+            log(f"(b) preparing {corpus}")
+            prepared = _measure("prepare", source=corpus, folder=str(large), min_count=2, max_vocabulary=None)
+            b = {"corpus": corpus, "prepare": _summary([prepared])}
+            scale = FULL_CORPUS_ROWS / max(prepared["rows_read"], 1)
+            for loss in ("full", "sampled"):
+                log(f"(b) training speed, {loss} softmax")
+                speed = _measure("many_to_many", folder=str(large), model_input="embedding", loss=loss,
+                                 steps=steps if loss == "sampled" else max(steps // 6, 5))
+                per_second = speed["predictions_per_second"]
+                b[f"train_{loss}_softmax"] = {
+                    "predictions_per_second": round(per_second, 1),
+                    "peak_rss_mib": round(speed["peak_rss_mib"], 1),
+                    "epoch_hours_this_corpus": round(prepared["train_predictions"] / per_second / 3600, 2),
+                    "projected_epoch_hours_full_corpus": round(prepared["train_predictions"] * scale / per_second / 3600, 2),
+                }
+            b["full_corpus_scale_factor"] = round(scale, 2)
+            if full_epoch:
+                log("(b) one whole epoch, sampled softmax")
+                b["one_epoch_sampled_softmax"] = _summary([_measure("train_epoch", folder=str(large), loss="sampled")])
+            out["b_scale"] = b
     return out
 
 
 def print_json(result: dict) -> None:
     print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    _child_main()

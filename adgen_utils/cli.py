@@ -77,6 +77,14 @@ def command_bench_data(args) -> int:
     return 0
 
 
+def command_bench_lstm(args) -> int:
+    from .bench import bench_lstm, print_json
+
+    print_json(bench_lstm(args.corpus, repeats=args.repeats, original_steps=args.original_steps, steps=args.steps,
+                          full_epoch=args.full_epoch, log=lambda line: print(line, file=sys.stderr, flush=True)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adgen", description="Generate product ad text: the adgen notebook series.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -118,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench_data.add_argument("path", help="'embedded', a CSV file or a corpus folder")
     bench_data.add_argument("--repeats", type=int, default=3, help="runs of each way, alternated")
     bench_data.set_defaults(handler=command_bench_data)
+    bench_lstm = bench_commands.add_parser(
+        "lstm", help="the original one-hot window pipeline against ours, and a scale run on a corpus"
+    )
+    bench_lstm.add_argument("--corpus", help="a corpus for the scale run, e.g. ../shared/data/amazon_ads_sample10")
+    bench_lstm.add_argument("--repeats", type=int, default=2, help="runs of each way in (a), alternated")
+    bench_lstm.add_argument("--original-steps", type=int, default=3, help="timed batches of 4,096 windows for the original")
+    bench_lstm.add_argument("--steps", type=int, default=60, help="timed batches of 64 ads for ours")
+    bench_lstm.add_argument("--full-epoch", action="store_true", help="(b) also train one whole epoch (sampled softmax)")
+    bench_lstm.set_defaults(handler=command_bench_lstm)
     return parser
 
 
