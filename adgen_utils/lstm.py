@@ -496,11 +496,17 @@ def pick_next_token(
     top_k: int = 0,
     top_p: float = 1.0,
     banned: Sequence[int] = (PAD_ID, UNK_ID, BOS_ID),
+    repetition_penalty: float = 1.0,
+    previous: Sequence[int] = (),
 ) -> int:
     """Choose the next id from logits (V,): greedy, or sampling with temperature, top-k and top-p.
 
-    ``banned`` ids are never chosen (by default padding, <unk> and <bos>).
+    ``banned`` ids are never chosen (by default padding, <unk> and <bos>). A
+    ``repetition_penalty`` above 1 makes the ids in ``previous`` less likely, as in Hugging
+    Face's ``generate``: their positive logits are divided by it, negative ones multiplied.
     """
+    if repetition_penalty <= 0:
+        raise ValueError(f"repetition_penalty must be > 0, got {repetition_penalty}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if not 0 < top_p <= 1:
@@ -508,6 +514,9 @@ def pick_next_token(
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0, got {top_k}")
     scores = np.asarray(logits, dtype=np.float64).copy()
+    if repetition_penalty != 1.0 and len(previous):
+        seen = np.unique(np.asarray(previous, dtype=np.int64))
+        scores[seen] = np.where(scores[seen] > 0, scores[seen] / repetition_penalty, scores[seen] * repetition_penalty)
     scores[list(banned)] = -np.inf
     if greedy:
         return int(np.argmax(scores))
@@ -536,6 +545,7 @@ def generate(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
     seed: int | None = None,
 ) -> Generation:
     """Continue ``prompt`` token by token until <eos> or ``max_new_tokens``.
@@ -559,7 +569,8 @@ def generate(
     new_ids: list[int] = []
     for _ in range(max_new_tokens):
         logits = keras.ops.convert_to_numpy(model(np.asarray([sequence], dtype=np.int32), training=False)[0, -1])
-        next_id = pick_next_token(logits, rng, greedy, temperature, top_k, top_p)
+        next_id = pick_next_token(logits, rng, greedy, temperature, top_k, top_p,
+                                  repetition_penalty=repetition_penalty, previous=sequence[1:])
         if next_id == EOS_ID:
             break
         new_ids.append(next_id)

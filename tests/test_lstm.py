@@ -169,7 +169,9 @@ def test_decoding_controls():
     assert {lstm.pick_next_token(logits, rng, top_p=0.01) for _ in range(20)} == {4}
     draws = {lstm.pick_next_token(logits, rng, top_k=2, temperature=5.0) for _ in range(200)}
     assert draws == {4, 5}
-    for bad in ({"temperature": 0}, {"top_p": 0}, {"top_k": -1}):
+    assert lstm.pick_next_token(logits, rng, greedy=True, repetition_penalty=2.0, previous=[4, 4]) == 5
+    assert lstm.pick_next_token(logits, rng, greedy=True, repetition_penalty=1.0, previous=[4]) == 4
+    for bad in ({"temperature": 0}, {"top_p": 0}, {"top_k": -1}, {"repetition_penalty": 0}):
         with pytest.raises(ValueError):
             lstm.pick_next_token(logits, rng, **bad)
 
