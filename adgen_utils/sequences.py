@@ -2,7 +2,7 @@
 
 * The original study concatenated all ads into one token stream and cut it into windows of
   4 ids that predict the next id, moving 3 ids at a time (:func:`original_windows`); it fed
-  them as one-hot vectors (:class:`OriginalOneHotBatches`).
+  them as one-hot vectors built batch by batch (:func:`one_hot_batch`).
 * Here, every position of an ad predicts its next token, from ``<bos>`` to ``<eos>``
   (many-to-many). Ads are encoded once into a flat uint32 array plus offsets
   (:class:`TokenArrays`, saved as ``.npy`` and memory-mapped on load), and
@@ -146,21 +146,6 @@ def one_hot_batch(inputs: np.ndarray, targets: np.ndarray, vocabulary_size: int)
     y = np.zeros((len(targets), vocabulary_size), dtype=np.float32)
     y[np.arange(len(targets)), targets] = 1.0
     return x, y
-
-
-def original_one_hot_batches(inputs: np.ndarray, targets: np.ndarray, vocabulary_size: int, batch_size: int = 4096):
-    """A Keras ``PyDataset`` that builds one-hot batches in Python, as the original's ``Sequence`` did."""
-    import keras
-
-    class OriginalOneHotBatches(keras.utils.PyDataset):
-        def __len__(self):
-            return (len(targets) + batch_size - 1) // batch_size
-
-        def __getitem__(self, index):
-            part = slice(index * batch_size, (index + 1) * batch_size)
-            return one_hot_batch(inputs[part], targets[part], vocabulary_size)
-
-    return OriginalOneHotBatches()
 
 
 # ---------------------------------------------------------------------------------------
