@@ -52,7 +52,6 @@ def _prepare(source: str, folder: str, min_count: int, max_vocabulary: int | Non
 def _original_pipeline(folder: str, steps: int, batch_size: int = 4096) -> dict:
     """The original: one-hot windows built in Python per batch, LSTM(128), Dense softmax, Adam(0.01)."""
     import keras
-    import numpy as np
 
     from .sequences import load_sequences, one_hot_batch, original_stream, original_windows
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .figures import save_figure
-from .sequences import ORIGINAL_WINDOW, window_count
+from .sequences import one_hot_bytes, window_count
 from .text import is_word, tokenize
 
 # Function words that crowd out the informative ones in a word-frequency chart.
@@ -46,7 +46,7 @@ class CorpusProfile:
 
 def one_hot_gib(windows, vocabulary):
     """GiB of float32 one-hot arrays for the original model: (windows, 4, V) inputs + (windows, V) targets."""
-    return np.asarray(windows, dtype=np.float64) * (ORIGINAL_WINDOW + 1) * np.asarray(vocabulary) * 4 / 2**30
+    return one_hot_bytes(windows, vocabulary) / 2**30
 
 
 def profile_corpus(ads: Sequence[str], growth_points: int = 40, seed: int = 0, progress: bool = False) -> CorpusProfile:

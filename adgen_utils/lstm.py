@@ -114,6 +114,19 @@ def build_model(config: LSTMConfig, vocabulary_size: int) -> keras.Model:
     return keras.Model(outer_ids, logits, name=f"{config.input}_lstm")
 
 
+def weighted_hits(logits, targets, weights, top5: bool = True):
+    """Weighted counts of targets that are the top-1 and among the top-5 logits (scalars;
+    the top-5 count is 0 when ``top5`` is False). Shapes: logits (B, T, V), the rest (B, T)."""
+    flat_logits = tf.reshape(logits, [-1, tf.shape(logits)[-1]])
+    flat_targets = tf.reshape(targets, [-1])
+    flat_weights = tf.reshape(weights, [-1])
+    hit1 = tf.cast(tf.equal(tf.argmax(flat_logits, -1, output_type=tf.int32), flat_targets), tf.float32)
+    hits5 = tf.constant(0.0)
+    if top5:
+        hits5 = tf.reduce_sum(tf.cast(tf.math.in_top_k(flat_targets, flat_logits, 5), tf.float32) * flat_weights)
+    return tf.reduce_sum(hit1 * flat_weights), hits5
+
+
 class LanguageModelTrainer(keras.Model):
     """Wraps a model from :func:`build_model` for ``fit``/``evaluate`` on ``(ids, targets, weights)``.
 
@@ -142,14 +155,10 @@ class LanguageModelTrainer(keras.Model):
 
     def _record(self, logits, targets, weights, loss, total, top5=True):
         self.loss_tracker.update_state(loss, sample_weight=total)
-        flat_logits = tf.reshape(logits, [-1, tf.shape(logits)[-1]])
-        flat_targets = tf.reshape(targets, [-1])
-        flat_weights = tf.reshape(weights, [-1])
-        hit1 = tf.cast(tf.equal(tf.argmax(flat_logits, -1, output_type=tf.int32), flat_targets), tf.float32)
-        self.accuracy_tracker.update_state(tf.reduce_sum(hit1 * flat_weights) / tf.maximum(total, 1.0), sample_weight=total)
+        hits1, hits5 = weighted_hits(logits, targets, weights, top5)
+        self.accuracy_tracker.update_state(hits1 / tf.maximum(total, 1.0), sample_weight=total)
         if top5:
-            hit5 = tf.cast(tf.math.in_top_k(flat_targets, flat_logits, 5), tf.float32)
-            self.top5_tracker.update_state(tf.reduce_sum(hit5 * flat_weights) / tf.maximum(total, 1.0), sample_weight=total)
+            self.top5_tracker.update_state(hits5 / tf.maximum(total, 1.0), sample_weight=total)
 
     def _full_loss(self, ids, targets, weights, training):
         logits = self.language_model(ids, training=training)
@@ -369,13 +378,8 @@ def _batch_sums_function(model):
     def batch_sums(ids, targets, weights):
         logits = tf.cast(model(ids, training=False), tf.float32)
         per_token = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
-        flat_logits = tf.reshape(logits, [-1, tf.shape(logits)[-1]])
-        flat_targets = tf.reshape(targets, [-1])
-        flat_weights = tf.reshape(weights, [-1])
-        hit1 = tf.cast(tf.equal(tf.argmax(flat_logits, -1, output_type=tf.int32), flat_targets), tf.float32)
-        hit5 = tf.cast(tf.math.in_top_k(flat_targets, flat_logits, 5), tf.float32)
-        return tf.stack([tf.reduce_sum(per_token * weights), tf.reduce_sum(hit1 * flat_weights),
-                         tf.reduce_sum(hit5 * flat_weights), tf.reduce_sum(flat_weights)])
+        hits1, hits5 = weighted_hits(logits, targets, weights)
+        return tf.stack([tf.reduce_sum(per_token * weights), hits1, hits5, tf.reduce_sum(weights)])
 
     _BATCH_SUMS[model] = batch_sums
     return batch_sums

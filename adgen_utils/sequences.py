@@ -125,6 +125,11 @@ def window_count(tokens, window: int = ORIGINAL_WINDOW, step: int = ORIGINAL_STE
     return np.maximum((np.asarray(tokens) - window - 1) // step + 1, 0)
 
 
+def one_hot_bytes(windows, vocabulary_size):
+    """Bytes of the original's float32 one-hot arrays: (windows, 4, V) inputs + (windows, V) targets."""
+    return np.asarray(windows, dtype=np.float64) * (ORIGINAL_WINDOW + 1) * np.asarray(vocabulary_size) * 4
+
+
 def original_windows(stream: np.ndarray, window: int = ORIGINAL_WINDOW, step: int = ORIGINAL_STEP):
     """Windows of ``window`` ids and the id after each, every ``step`` ids.
 
@@ -206,8 +211,8 @@ def memory_comparison(arrays: TokenArrays, vocabulary_size: int, batch_size: int
     windows = int(window_count(len(stream)))
     return {
         "original windows": windows,
-        "original one-hot arrays, all windows (bytes)": windows * (ORIGINAL_WINDOW + 1) * vocabulary_size * 4,
-        "original one-hot batch of 4096 (bytes)": min(batch_size, windows) * (ORIGINAL_WINDOW + 1) * vocabulary_size * 4,
+        "original one-hot arrays, all windows (bytes)": int(one_hot_bytes(windows, vocabulary_size)),
+        "original one-hot batch of 4096 (bytes)": int(one_hot_bytes(min(batch_size, windows), vocabulary_size)),
         "many-to-many predictions": arrays.predictions,
         "flat uint32 ids + offsets (bytes)": int(arrays.ids.size * 4 + arrays.offsets.size * 8),
     }

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from adgen_utils import lstm, sequences
-from adgen_utils.text import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocabulary, tokenize
+from adgen_utils.text import BOS_ID, PAD_ID, Vocabulary, tokenize
 
 BRANDS = ["Apple", "Sony", "Fitbit", "Garmin", "Samsung"]
 PRODUCTS = ["Watch Band", "TV Remote", "Charger Cable", "Screen Protector"]
