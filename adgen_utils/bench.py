@@ -157,6 +157,11 @@ def _measure(workload: str, **arguments) -> dict:
     return {**result, "seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024}
 
 
+def _ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator to 3 significant digits (a fixed number of decimals would turn 0.04 into 0.0)."""
+    return float(f"{numerator / denominator:.3g}")
+
+
 def _summary(measured: list[dict], rate_key: str | None = None) -> dict:
     out = {
         "median_seconds": round(statistics.median(m["seconds"] for m in measured), 2),
@@ -176,8 +181,7 @@ def bench_data(source: str, repeats: int = 3) -> dict:
         runs["adgen_load_ads"].append(_measure("load_ads", source=source))
         runs["pandas_read_csv"].append(_measure("pandas_read_csv", source=source))
     out = {"source": source, "repeats": repeats, **{name: _summary(m) for name, m in runs.items()}}
-    out["time_ratio_adgen_over_pandas"] = round(
-        out["adgen_load_ads"]["median_seconds"] / out["pandas_read_csv"]["median_seconds"], 2)
+    out["time_ratio_adgen_over_pandas"] = _ratio(out["adgen_load_ads"]["median_seconds"], out["pandas_read_csv"]["median_seconds"])
     return out
 
 
@@ -206,8 +210,8 @@ def bench_lstm(corpus: str | None, repeats: int = 2, original_steps: int = 3, st
         a = {name: _summary(m, "predictions_per_second") for name, m in runs.items()}
         base = a["original_one_hot_windows"]
         for name in list(ways)[1:]:
-            a[name]["speedup_over_original"] = round(a[name]["median_predictions_per_second"] / base["median_predictions_per_second"], 1)
-            a[name]["peak_rss_over_original"] = round(a[name]["peak_rss_mib"] / base["peak_rss_mib"], 3)
+            a[name]["speedup_over_original"] = _ratio(a[name]["median_predictions_per_second"], base["median_predictions_per_second"])
+            a[name]["peak_rss_over_original"] = _ratio(a[name]["peak_rss_mib"], base["peak_rss_mib"])
         out["a_original_vs_ours"] = a
 
         if corpus:
