@@ -312,8 +312,8 @@ def bench_lstm(corpus: str | None, repeats: int = 2, original_steps: int = 3, st
     return out
 
 
-def bench_finetune(model: str = "smollm2-135m", repeats: int = 2, steps: int = 3, batch_size: int = 8,
-                   block_size: int = 64, lora: bool = True, log=print) -> dict:
+def bench_finetune(model: str = "smollm2-135m", repeats: int = 2, steps: int = 3, batch_size: int = 4,
+                   block_size: int = 128, lora: bool = True, log=print) -> dict:
     """Training tokens per second with packed blocks against one ad per padded row (same model,
     same ads, same rows per step), alternating in one run; plus peak RSS of each way and of LoRA."""
     ways = {

@@ -85,6 +85,24 @@ def command_bench_lstm(args) -> int:
     return 0
 
 
+def command_bench_finetune(args) -> int:
+    from .bench import bench_finetune, print_json
+
+    print_json(bench_finetune(args.model, repeats=args.repeats, steps=args.steps, batch_size=args.batch_size,
+                              block_size=args.block_size, lora=not args.no_lora,
+                              log=lambda line: print(line, file=sys.stderr, flush=True)))
+    return 0
+
+
+def command_bench_generate(args) -> int:
+    from .bench import bench_generate, print_json
+
+    print_json(bench_generate(args.model, repeats=args.repeats, prompts=args.prompts, batch_size=args.batch_size,
+                              max_new_tokens=args.max_new_tokens,
+                              log=lambda line: print(line, file=sys.stderr, flush=True)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adgen", description="Generate product ad text: the adgen notebook series.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -135,11 +153,32 @@ def build_parser() -> argparse.ArgumentParser:
     bench_lstm.add_argument("--steps", type=int, default=60, help="timed batches of 64 ads for ours")
     bench_lstm.add_argument("--full-epoch", action="store_true", help="(b) also train one whole epoch (sampled softmax)")
     bench_lstm.set_defaults(handler=command_bench_lstm)
+    model_help = "'smollm2-135m' (offline default), 'tiny', a model folder or a Hub id"
+    bench_finetune = bench_commands.add_parser(
+        "finetune", help="training tokens/s with packed blocks against one ad per padded row (and LoRA), with peak RSS"
+    )
+    bench_finetune.add_argument("--model", default="smollm2-135m", help=model_help)
+    bench_finetune.add_argument("--repeats", type=int, default=2, help="runs of each way, alternated")
+    bench_finetune.add_argument("--steps", type=int, default=3, help="timed optimizer steps per run (after 2 untimed)")
+    bench_finetune.add_argument("--batch-size", type=int, default=4, help="rows per step")
+    bench_finetune.add_argument("--block-size", type=int, default=128, help="tokens per row")
+    bench_finetune.add_argument("--no-lora", action="store_true", help="skip the LoRA run")
+    bench_finetune.set_defaults(handler=command_bench_finetune)
+    bench_generate = bench_commands.add_parser(
+        "generate", help="ads/s generating the same prompts batched against one prompt at a time"
+    )
+    bench_generate.add_argument("--model", default="smollm2-135m", help=model_help)
+    bench_generate.add_argument("--repeats", type=int, default=2, help="runs of each way, alternated")
+    bench_generate.add_argument("--prompts", type=int, default=32, help="prompts (first words of validation ads)")
+    bench_generate.add_argument("--batch-size", type=int, default=32, help="prompts per generate() call when batched")
+    bench_generate.add_argument("--max-new-tokens", type=int, default=24)
+    bench_generate.set_defaults(handler=command_bench_generate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``adgen`` console command; returns the exit status."""
+    from .pretrained import ModelUnavailable
     from .runner import NotebookFailed
 
     args = build_parser().parse_args(argv)
@@ -148,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     except NotebookFailed as error:
         print(f"adgen: {error}", file=sys.stderr)
         return 1
-    except (data.CorpusUnavailable, ValueError, FileNotFoundError) as error:
+    except (data.CorpusUnavailable, ValueError, FileNotFoundError, ModelUnavailable) as error:
         print(f"adgen: error: {error}", file=sys.stderr)
         return 2
 

@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -131,7 +132,7 @@ def ensure_offline_default(folder: str | Path | None = None) -> Path:
 
 
 def build_tiny_model(texts: Sequence[str], folder: str | Path, vocabulary_size: int = 512, layers: int = 2,
-                     width: int = 64, context: int = 128, seed: int = 0) -> Path:
+                     width: int = 64, context: int = 256, seed: int = 0) -> Path:
     """A tiny GPT-Neo (``layers`` x ``width``, ``context`` positions) with a byte-level BPE tokenizer
     of ``vocabulary_size`` tokens trained on ``texts``, saved untrained in ``folder``. About a second."""
     import torch
@@ -370,9 +371,15 @@ DECODINGS: dict[str, Decoding] = {
 }
 
 
+def context_length(model) -> int:
+    """The most positions (tokens) the model reads at once."""
+    config = model.config
+    return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 10**9)
+
+
 def _ad_start(prompt: str, tokenizer) -> str:
     """The beginning of the ad in a prompt: its last line, without special tokens."""
-    start = prompt.rsplit("\n", 1)[-1]
+    start = (prompt.splitlines() or [""])[-1]
     for special in tokenizer.all_special_tokens:
         start = start.replace(special, "")
     return start
@@ -380,9 +387,11 @@ def _ad_start(prompt: str, tokenizer) -> str:
 
 def generate_ads(model, tokenizer, prompts: Sequence[str], decoding: Decoding = Decoding(), batch_size: int = 8,
                  seed: int = 0, progress: bool = False) -> list[str]:
-    """One ad per prompt: the prompt's last line (special tokens removed) followed by the model's continuation, cut at the
-    first newline or end-of-text token. Prompts are generated ``batch_size`` at a time (left-padded);
-    sampling is reproducible for a given ``seed`` and batch size. Returns ``len(prompts)`` strings."""
+    """One ad per prompt: the prompt's last line (special tokens removed) followed by the model's
+    continuation, cut at the first newline or end-of-text token. A prompt longer than the model's
+    context loses its oldest tokens (examples first, with a warning that counts them). Prompts are
+    generated ``batch_size`` at a time (left-padded); sampling is reproducible for a given ``seed``
+    and batch size. Returns ``len(prompts)`` strings."""
     import torch
     from tqdm.auto import tqdm
     from transformers import set_seed
@@ -396,9 +405,16 @@ def generate_ads(model, tokenizer, prompts: Sequence[str], decoding: Decoding = 
     device = next(model.parameters()).device
     ads: list[str] = []
     batches = range(0, len(prompts), batch_size)
+    # A prompt longer than the model's context (less the new tokens) loses its oldest tokens.
+    context = context_length(model)
+    room = max(1, context - decoding.max_new_tokens)
+    tokenizer.truncation_side = "left"
+    cut = 0
     for start in tqdm(batches, desc="generating", unit="batch", disable=not progress):
         batch = prompts[start:start + batch_size]
-        encoded = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        encoded = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False,
+                            truncation=True, max_length=room).to(device)
+        cut += int(sum(len(ids) > room for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]))
         with torch.no_grad():
             output = model.generate(
                 **encoded, **decoding.generate_arguments(), pad_token_id=tokenizer.pad_token_id,
@@ -406,7 +422,11 @@ def generate_ads(model, tokenizer, prompts: Sequence[str], decoding: Decoding = 
             )
         new_tokens = output[:, encoded["input_ids"].shape[1]:]
         for prompt, continuation in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
-            ads.append((_ad_start(prompt, tokenizer) + continuation.split("\n", 1)[0]).strip())
+            first_line = (continuation.splitlines() or [""])[0]  # any line break ends the ad (\r, \v, U+2028...)
+            ads.append((_ad_start(prompt, tokenizer) + first_line).strip())
+    if cut:
+        warnings.warn(f"{cut} of {len(prompts)} prompts were longer than the model's context of {context} tokens "
+                      f"less {decoding.max_new_tokens} new ones: their first tokens were dropped", stacklevel=2)
     return ads
 
 
@@ -424,32 +444,68 @@ def generation_table(models: dict[str, tuple], prompts: Sequence[str], decoding:
     return pd.DataFrame(table, index=pd.Index(list(prompts), name="prompt"))
 
 
+def prompted_perplexity(model, tokenizer, ads: Sequence[str], examples: Sequence[Sequence[str]] | None = None) -> float:
+    """Perplexity (per model token) of real ``ads`` when each follows its few-shot context.
+
+    ``examples[i]`` are the example ads shown before ``ads[i]`` (as :func:`build_prompt` lays them
+    out); ``None`` or empty lists score each ad zero-shot, after the end-of-text token. Only the
+    ad's own tokens (and the newline or end-of-text token that ends it) are scored.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    total, count, cut = 0.0, 0, 0
+    for i, ad in enumerate(ads):
+        shown = list(examples[i]) if examples is not None else []
+        context = build_prompt("x", shown)[:-1] if shown else tokenizer.eos_token
+        context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+        ad_ids = tokenizer(ad.strip(), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        if len(ad_ids) < 2:
+            raise ValueError(f"ad {i} is empty")
+        room = context_length(model) - len(ad_ids)
+        if room < 1:
+            raise ValueError(f"ad {i} ({len(ad_ids)} tokens) does not fit the model's context of {context_length(model)}")
+        if len(context_ids) > room:  # the oldest examples give way
+            context_ids, cut = context_ids[-room:], cut + 1
+        ids = torch.tensor([context_ids + ad_ids], device=device)
+        labels = ids.clone()
+        labels[0, :len(context_ids)] = -100
+        with torch.no_grad():
+            loss = model(input_ids=ids, labels=labels).loss  # mean over the ad's tokens
+        total += float(loss) * len(ad_ids)
+        count += len(ad_ids)
+    if cut:
+        warnings.warn(f"{cut} of {len(ads)} contexts were longer than the model's context of {context_length(model)} "
+                      "tokens: their first tokens were dropped", stacklevel=2)
+    return float(np.exp(total / count))
+
+
 def repeated_word_share(ad: str) -> float:
     """Share of an ad's words (lower-cased) that repeat an earlier word: 0 for none, near 1 for loops."""
     words = ad.lower().split()
     return 1 - len(set(words)) / len(words) if words else 0.0
 
 
-def plot_shots(shot_ads: pd.DataFrame, training_ads: pd.Series, figures_dir=None, name: str = "05_shots"):
-    """Generated ads by number of examples in the prompt, per model: mean length in words (beside
-    the real ads' median) and the share of their words that occur in training ads (ad-likeness).
-    ``shot_ads`` has columns model, shots, ad."""
+def plot_shots(shot_ads: pd.DataFrame, shot_perplexity: pd.DataFrame, training_ads: pd.Series, figures_dir=None,
+               name: str = "05_shots"):
+    """What examples in the prompt do, per model: the perplexity of real validation ads after k
+    examples (``shot_perplexity``: columns model, shots, perplexity) and the length of generated ads
+    beside the real ads' median (``shot_ads``: columns model, shots, ad)."""
     import matplotlib.pyplot as plt
 
-    known = {w for ad in training_ads for w in ad.lower().split()}
-    table = shot_ads.assign(
-        words=shot_ads["ad"].str.split().str.len(),
-        in_ads=[np.mean([w in known for w in ad.lower().split()]) if ad.split() else 0.0 for ad in shot_ads["ad"]],
-    ).groupby(["model", "shots"])[["words", "in_ads"]].mean().reset_index()
+    lengths = shot_ads.assign(words=shot_ads["ad"].str.split().str.len()).groupby(["model", "shots"])["words"].mean()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for model, rows in table.groupby("model"):
-        left.plot(rows["shots"], rows["words"], marker="o", label=model)
-        right.plot(rows["shots"], rows["in_ads"], marker="o", label=model)
-    left.axhline(training_ads.str.split().str.len().median(), color="grey", ls="--", label="real ads (median)")
-    left.set(xlabel="examples in the prompt (shots)", ylabel="words per generated ad", title="length")
-    right.set(xlabel="examples in the prompt (shots)", ylabel="share of words seen in training ads",
-              title="ad-like vocabulary", ylim=(0, 1.02))
-    left.legend(fontsize=8)
+    for model, rows in shot_perplexity.groupby("model"):
+        left.plot(rows["shots"], rows["perplexity"], marker="o", label=model)
+    for model, rows in lengths.reset_index().groupby("model"):
+        right.plot(rows["shots"], rows["words"], marker="o", label=model)
+    right.axhline(training_ads.str.split().str.len().median(), color="grey", ls="--", label="real ads (median)")
+    left.set(xlabel="examples in the prompt (shots)", ylabel="perplexity (per model token)", yscale="log",
+             title="real validation ads: how expected?")
+    right.set(xlabel="examples in the prompt (shots)", ylabel="words per generated ad", title="generated ads: length")
+    for ax in (left, right):
+        ax.set_xticks(sorted(shot_perplexity["shots"].unique()))
+    right.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, figures_dir, name)
     return fig

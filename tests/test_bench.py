@@ -1,4 +1,4 @@
-"""The LSTM benchmark runs both ways end to end on a tiny corpus (no speed is asserted)."""
+"""The benchmarks run every way end to end on tiny inputs (no speed is asserted)."""
 from adgen_utils.bench import bench_lstm
 
 
@@ -19,3 +19,23 @@ def test_bench_lstm_compares_original_and_ours_and_scales(write_file):
     assert b["prepare"]["train_predictions"] > 0
     for loss in ("full", "sampled"):
         assert b[f"train_{loss}_softmax"]["projected_epoch_hours_full_corpus"] > 0
+
+
+def test_bench_finetune_compares_packed_and_padded_on_the_same_ads():
+    from adgen_utils.bench import bench_finetune
+
+    result = bench_finetune("tiny", repeats=1, steps=2, batch_size=4, block_size=64, log=lambda line: None)
+    ways = ["packed", "padded_to_block", "padded_to_longest_in_batch", "packed_lora"]
+    assert all(result[w]["median_tokens_per_second"] > 0 and result[w]["peak_rss_mib"] > 50 for w in ways)
+    assert result["packed"]["trained_tokens"] == 2 * 4 * 64  # packed rows are full
+    assert result["padded_to_block"]["trained_tokens"] == result["padded_to_longest_in_batch"]["trained_tokens"]
+    assert result["padded_to_block"]["trained_tokens"] < result["packed"]["trained_tokens"]
+    assert result["packed_over_padded_to_block"] > 0
+
+
+def test_bench_generate_compares_batched_and_one_at_a_time_on_the_same_prompts():
+    from adgen_utils.bench import bench_generate
+
+    result = bench_generate("tiny", repeats=1, prompts=4, batch_size=4, max_new_tokens=4, log=lambda line: None)
+    assert result["one_at_a_time"]["ads"] == result["batched"]["ads"] == 4
+    assert result["batched_over_one_at_a_time"] > 0

@@ -63,6 +63,9 @@ def test_category_conditioning_round_trips(ads, tiny):
     assert texts[0] == f"{ads['category'].iloc[0]} | {ads['ad'].iloc[0]}"
     assert finetune.strip_category(texts[0]) == ads["ad"].iloc[0]
     assert finetune.ad_prompt("Sony TV", tokenizer, "electronics") == "<|endoftext|>electronics | Sony TV"
+    assert finetune.ad_prompt(" ", tokenizer, "electronics") == "<|endoftext|>electronics |"
+    assert finetune.ad_prompt("Sony TV ", tokenizer) == "<|endoftext|>Sony TV"
+    assert finetune.strip_category("electronics | Sony TV 55 inch") == "Sony TV 55 inch"
     assert finetune.training_texts(ads.head(2)) == ads["ad"].head(2).tolist()
 
 

@@ -100,7 +100,7 @@ def test_generated_ads_are_one_line_that_starts_with_the_prompt(tiny_folder):
             **decoding.__dict__, "max_new_tokens": 8}), batch_size=2)
         assert len(ads) == 3, name
         assert ads[0].startswith("Sony TV") and ads[1].startswith("Apple Watch"), name
-        assert all("\n" not in ad and "<|endoftext|>" not in ad for ad in ads), name
+        assert all(len(ad.splitlines()) == 1 and "<|endoftext|>" not in ad for ad in ads), name
     sampled = pretrained.DECODINGS["sample top-k 40"]
     assert (pretrained.generate_ads(model, tokenizer, prompts, sampled, seed=3)
             == pretrained.generate_ads(model, tokenizer, prompts, sampled, seed=3))
@@ -126,7 +126,8 @@ def test_batched_greedy_generation_matches_one_at_a_time(tiny_folder, embedded_a
 def test_figures_of_shots_and_decodings(tmp_path):
     shot_ads = pd.DataFrame({"model": ["m"] * 4, "shots": [0, 0, 3, 3],
                              "ad": ["Sony TV is a show", "Apple Watch", "Sony TV Remote Black", "Apple Watch Band"]})
-    pretrained.plot_shots(shot_ads, pd.Series(["Sony TV Remote", "Apple Watch Band Black"]), tmp_path)
+    perplexity = pd.DataFrame({"model": ["m", "m"], "shots": [0, 3], "perplexity": [150.0, 80.0]})
+    pretrained.plot_shots(shot_ads, perplexity, pd.Series(["Sony TV Remote", "Apple Watch Band Black"]), tmp_path)
     decoded = pd.DataFrame({"decoding": ["greedy", "greedy", "beam"], "ad": ["a a a a", "b c", "d e f"]})
     pretrained.plot_decodings(decoded, tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {"05_shots.png", "05_decoding.png"}
@@ -154,5 +155,29 @@ def test_the_offline_default_is_converted_once_into_a_plain_safetensors_folder(t
         real = model(**ids, labels=ids["input_ids"]).loss
         shuffled = model(**scrambled, labels=scrambled["input_ids"]).loss
     assert real < shuffled  # a real pretrained model: the real title is far more likely
+    title = "Apple Watch Band 38mm 40mm, Stainless Steel Metal Replacement Strap for iWatch Series 4/3/2/1"
+    zero_shot = pretrained.prompted_perplexity(model, tokenizer, [title])
+    ids = tokenizer(tokenizer.eos_token + title, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    ids = torch.cat([ids, torch.tensor([[tokenizer.eos_token_id]])], dim=1)
+    labels = ids.clone()
+    labels[0, 0] = -100  # the context token is not scored
+    with torch.no_grad():
+        assert zero_shot == pytest.approx(float(torch.exp(model(input_ids=ids, labels=labels).loss)), rel=1e-4)
+    shown = [["Fitbit Charge 4 Bands", title]]  # the answer among the examples: a real model copies it
+    assert pretrained.prompted_perplexity(model, tokenizer, [title], shown) < zero_shot / 3
     ad = pretrained.generate_ads(model, tokenizer, ["Apple Watch Band"], pretrained.Decoding(max_new_tokens=6))[0]
     assert ad.startswith("Apple Watch Band")
+
+
+def test_a_prompt_longer_than_the_context_keeps_its_end_with_a_warning(tiny_folder):
+    model, tokenizer = pretrained.load_causal_lm(tiny_folder)
+    examples = ["Apple Watch Band 38mm 40mm, Stainless Steel Metal Replacement Strap for iWatch Series 4/3/2/1"] * 20
+    long_prompt = pretrained.build_prompt("Sony TV", examples)
+    assert len(tokenizer(long_prompt)["input_ids"]) > model.config.max_position_embeddings
+    with pytest.warns(UserWarning, match="1 of 2 prompts were longer than the model's context"):
+        ads = pretrained.generate_ads(model, tokenizer, [long_prompt, "Apple"], pretrained.Decoding(max_new_tokens=5))
+    assert ads[0].startswith("Sony TV") and ads[1].startswith("Apple")
+    with pytest.warns(UserWarning, match="1 of 1 contexts were longer"):
+        assert pretrained.prompted_perplexity(model, tokenizer, ["Sony TV"], [examples]) > 1
+    with pytest.raises(ValueError, match="does not fit the model's context"):
+        pretrained.prompted_perplexity(model, tokenizer, [" ".join(examples)])
