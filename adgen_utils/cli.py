@@ -169,8 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_generate.add_argument("--model", default="smollm2-135m", help=model_help)
     bench_generate.add_argument("--repeats", type=int, default=2, help="runs of each way, alternated")
-    bench_generate.add_argument("--prompts", type=int, default=32, help="prompts (first words of validation ads)")
-    bench_generate.add_argument("--batch-size", type=int, default=32, help="prompts per generate() call when batched")
+    bench_generate.add_argument("--prompts", type=int, default=64, help="prompts (first words of validation ads)")
+    bench_generate.add_argument("--batch-size", type=int, default=64, help="prompts per generate() call when batched")
     bench_generate.add_argument("--max-new-tokens", type=int, default=24)
     bench_generate.set_defaults(handler=command_bench_generate)
     return parser

@@ -33,7 +33,7 @@ from transformers.utils.notebook import NotebookProgressCallback
 
 from .data import repository_root
 from .figures import save_figure
-from .pretrained import ORIGINAL_PROMPTS, load_causal_lm, prepare_tokenizer
+from .pretrained import OFFLINE_DEFAULT, ORIGINAL_PROMPTS, ensure_offline_default, load_causal_lm, prepare_tokenizer
 
 RESULT_FILE = "finetune.json"
 HISTORY_FILE = "history.csv"
@@ -463,15 +463,18 @@ def run_aitextgen(train_texts: Sequence[str], output_dir: str | Path, model: str
     """Fine-tune with aitextgen, as the original did, in its own environment (a child process).
 
     ``model`` is ``"tiny"`` (a 2-layer GPT-2 built by aitextgen with a tokenizer trained on the ads),
-    a Hub id such as ``"EleutherAI/gpt-neo-125M"`` (the original's) or a local folder. The ads are
+    a Hub id such as ``"EleutherAI/gpt-neo-125M"`` (the original's), ``"smollm2-135m"`` or a local
+    folder (re-saved as ``pytorch_model.bin`` for aitextgen, with the folder's own tokenizer). The ads are
     written one per line to ``output_dir/train.txt``. Returns the worker's report: a training-loss
-    sample (nats/token), ``train_seconds``, ``peak_rss_mib``, one generated ad per prompt, and
+    sample (nats/token), ``load_and_train_seconds``, ``peak_rss_mib``, one generated ad per prompt, and
     ``model_dir`` (safetensors, loadable with :func:`adgen_utils.pretrained.load_causal_lm`).
     """
     texts = [t.strip() for t in train_texts]
     if not texts or any(not t or "\n" in t for t in texts):
         raise ValueError("aitextgen trains on one ad per line: give non-empty ads without newlines")
     python = Path(python) if python else aitextgen_python()
+    if model == OFFLINE_DEFAULT:
+        model = str(ensure_offline_default())
     output_dir = Path(output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "train.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")

