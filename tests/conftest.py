@@ -18,3 +18,21 @@ def write_file(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def embedded_ads():
+    """The embedded corpus, cleaned and split (DataFrame with ad, category, split, ...)."""
+    from adgen_utils.data import load_ads
+
+    ads, _ = load_ads("embedded", progress=False)
+    return ads
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(embedded_ads, tmp_path_factory):
+    """An untrained tiny GPT-Neo with a tokenizer trained on 2,000 embedded training ads."""
+    from adgen_utils import pretrained
+
+    return pretrained.resolve_model("tiny", models_dir=tmp_path_factory.mktemp("models"),
+                                    training_texts=embedded_ads.loc[embedded_ads["split"] == "train", "ad"].head(2000))

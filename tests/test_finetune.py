@@ -13,20 +13,16 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 from adgen_utils import finetune, pretrained
-from adgen_utils.data import load_ads
 
 
 @pytest.fixture(scope="module")
-def ads():
-    loaded, _ = load_ads("embedded", progress=False)
-    return loaded
+def ads(embedded_ads):
+    return embedded_ads
 
 
 @pytest.fixture(scope="module")
-def tiny(ads, tmp_path_factory):
-    folder = pretrained.resolve_model("tiny", models_dir=tmp_path_factory.mktemp("models"),
-                                      training_texts=ads.loc[ads["split"] == "train", "ad"].head(2000))
-    return folder, pretrained.prepare_tokenizer(AutoTokenizer.from_pretrained(folder))
+def tiny(tiny_folder):
+    return tiny_folder, pretrained.prepare_tokenizer(AutoTokenizer.from_pretrained(tiny_folder))
 
 
 def test_packing_keeps_every_token_and_masks_only_the_tail(tiny):
@@ -134,7 +130,7 @@ RESUMABLE = textwrap.dedent("""
     from transformers import TrainerCallback
     import adgen_utils.finetune as finetune
     from adgen_utils.data import load_ads
-
+    
     class Report(TrainerCallback):  # announces each checkpoint, then dawdles so it can be killed
         def on_save(self, args, state, control, **kwargs):
             print(f"saved {{state.global_step}}", flush=True)

@@ -9,20 +9,6 @@ import torch
 from transformers import AutoConfig, pipeline
 
 from adgen_utils import pretrained
-from adgen_utils.data import load_ads
-
-
-@pytest.fixture(scope="session")
-def embedded_ads():
-    ads, _ = load_ads("embedded", progress=False)
-    return ads
-
-
-@pytest.fixture(scope="session")
-def tiny_folder(embedded_ads, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models")
-    return pretrained.resolve_model("tiny", models_dir=folder,
-                                    training_texts=embedded_ads.loc[embedded_ads["split"] == "train", "ad"].head(2000))
 
 
 def test_tiny_model_is_saved_as_safetensors_and_loads_everywhere(tiny_folder):
