@@ -33,7 +33,7 @@ from transformers.utils.notebook import NotebookProgressCallback
 
 from .data import repository_root
 from .figures import save_figure
-from .pretrained import OFFLINE_DEFAULT, ORIGINAL_PROMPTS, ensure_offline_default, load_causal_lm, prepare_tokenizer
+from .pretrained import OFFLINE_DEFAULT, ORIGINAL_PROMPTS, ensure_offline_default, load_causal_lm
 
 RESULT_FILE = "finetune.json"
 HISTORY_FILE = "history.csv"
@@ -253,7 +253,6 @@ def lora_config(model, config: FinetuneConfig | None = None):
 def _load_for_training(model_path, method: str, config: FinetuneConfig):
     import torch
 
-    cuda = torch.cuda.is_available()
     if method == "full":
         return load_causal_lm(model_path, dtype=torch.float32)
     from peft import get_peft_model, prepare_model_for_kbit_training
@@ -262,8 +261,8 @@ def _load_for_training(model_path, method: str, config: FinetuneConfig):
         model, tokenizer = load_causal_lm(model_path, load_in_4bit=True)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing is not False)
     else:
-        model, tokenizer = load_causal_lm(model_path, dtype=None if cuda else torch.float32)
-        if cuda and config.gradient_checkpointing is not False:
+        model, tokenizer = load_causal_lm(model_path)  # 16-bit weights on a GPU, float32 on a CPU
+        if torch.cuda.is_available() and config.gradient_checkpointing is not False:
             model.gradient_checkpointing_enable()
             model.enable_input_require_grads()
     return get_peft_model(model, lora_config(model, config)), tokenizer
@@ -348,8 +347,7 @@ def finetune(model_path, train_texts: Sequence[str], validation_texts: Sequence[
         raise FileExistsError(f"{output_dir} holds a fine-tune with other settings; remove it or pick another folder")
     method, reason = choose_method(count_parameters(model_path), config.method)
     set_seed(config.seed)
-    model, tokenizer = _load_for_training(model_path, method, config)
-    prepare_tokenizer(tokenizer)
+    model, tokenizer = _load_for_training(model_path, method, config)  # tokenizer already padded left
     train_blocks = pack_blocks(train_texts, tokenizer, config.block_size)
     validation_blocks = pack_blocks(validation_texts, tokenizer, config.block_size)
     if progress:

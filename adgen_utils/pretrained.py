@@ -408,13 +408,12 @@ def generate_ads(model, tokenizer, prompts: Sequence[str], decoding: Decoding = 
     # A prompt longer than the model's context (less the new tokens) loses its oldest tokens.
     context = context_length(model)
     room = max(1, context - decoding.max_new_tokens)
-    tokenizer.truncation_side = "left"
     cut = 0
     for start in tqdm(batches, desc="generating", unit="batch", disable=not progress):
         batch = prompts[start:start + batch_size]
-        encoded = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False,
-                            truncation=True, max_length=room).to(device)
-        cut += int(sum(len(ids) > room for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]))
+        ids = tokenizer(batch, add_special_tokens=False)["input_ids"]
+        cut += sum(len(i) > room for i in ids)
+        encoded = tokenizer.pad({"input_ids": [i[-room:] for i in ids]}, return_tensors="pt").to(device)
         with torch.no_grad():
             output = model.generate(
                 **encoded, **decoding.generate_arguments(), pad_token_id=tokenizer.pad_token_id,
@@ -454,17 +453,18 @@ def prompted_perplexity(model, tokenizer, ads: Sequence[str], examples: Sequence
     import torch
 
     device = next(model.parameters()).device
+    context = context_length(model)
     total, count, cut = 0.0, 0, 0
     for i, ad in enumerate(ads):
         shown = list(examples[i]) if examples is not None else []
-        context = build_prompt("x", shown)[:-1] if shown else tokenizer.eos_token
-        context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+        prefix = build_prompt("x", shown)[:-1] if shown else tokenizer.eos_token
+        context_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
         ad_ids = tokenizer(ad.strip(), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         if len(ad_ids) < 2:
             raise ValueError(f"ad {i} is empty")
-        room = context_length(model) - len(ad_ids)
+        room = context - len(ad_ids)
         if room < 1:
-            raise ValueError(f"ad {i} ({len(ad_ids)} tokens) does not fit the model's context of {context_length(model)}")
+            raise ValueError(f"ad {i} ({len(ad_ids)} tokens) does not fit the model's context of {context}")
         if len(context_ids) > room:  # the oldest examples give way
             context_ids, cut = context_ids[-room:], cut + 1
         ids = torch.tensor([context_ids + ad_ids], device=device)
@@ -475,7 +475,7 @@ def prompted_perplexity(model, tokenizer, ads: Sequence[str], examples: Sequence
         total += float(loss) * len(ad_ids)
         count += len(ad_ids)
     if cut:
-        warnings.warn(f"{cut} of {len(ads)} contexts were longer than the model's context of {context_length(model)} "
+        warnings.warn(f"{cut} of {len(ads)} contexts were longer than the model's context of {context} "
                       "tokens: their first tokens were dropped", stacklevel=2)
     return float(np.exp(total / count))
 
