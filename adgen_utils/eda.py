@@ -44,6 +44,12 @@ class CorpusProfile:
     growth: pd.DataFrame
 
 
+def brand_of(words: Sequence[str]) -> str | None:
+    """The brand of an ad from its words (punctuation tokens left out): the first word that is not a
+    number or a generic opener ("New", "Compatible", "Replacement"); Amazon titles start with it."""
+    return next((w for w in words if w.lower() not in GENERIC_OPENERS and not w[0].isdigit()), None)
+
+
 def one_hot_gib(windows, vocabulary):
     """GiB of float32 one-hot arrays for the original model: (windows, 4, V) inputs + (windows, V) targets."""
     return one_hot_bytes(windows, vocabulary) / 2**30
@@ -75,7 +81,7 @@ def profile_corpus(ads: Sequence[str], growth_points: int = 40, seed: int = 0, p
         ad_tokens = tokenize(ad)
         words = [t for t in ad_tokens if is_word(t)]
         token_counts.update(ad_tokens)
-        brand = next((w for w in words if w.lower() not in GENERIC_OPENERS and not w[0].isdigit()), None)
+        brand = brand_of(words)
         if brand:
             brands[brand] += 1
         characters[index] = len(ad)
