@@ -275,11 +275,9 @@ def generate_for_prompts(models: Sequence, prompts: Sequence[str], decoding: Dec
     (an LSTM knowing none of its words) gets ``"[cannot: <reason>]"`` in its cell, never a crash."""
     table = {}
     for model in models:
-        cells = [None] * len(prompts)
-        usable = [i for i, p in enumerate(prompts) if model.problem(p) is None]
-        for i, prompt in enumerate(prompts):
-            if i not in usable:
-                cells[i] = f"[cannot: {model.problem(prompt)}]"
+        problems = [model.problem(p) for p in prompts]
+        cells = [None if problem is None else f"[cannot: {problem}]" for problem in problems]
+        usable = [i for i, problem in enumerate(problems) if problem is None]
         ads = model.generate([prompts[i] for i in usable], decoding, seed=seed,
                              categories=[categories[i] for i in usable] if categories is not None else None,
                              progress=progress)
