@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from .figures import save_figure
+from .hardware import detect_device, precision_for, torch_dtype_name
 
 OFFLINE_DEFAULT = "smollm2-135m"
 TINY = "tiny"
@@ -217,22 +218,31 @@ def _unavailable(name: str, reason: str) -> ModelUnavailable:
     )
 
 
+def default_dtype(device: str):
+    """The torch dtype a model loads in on ``device`` (``"cuda"``, ``"cuda:1"``, ``"cpu"``): the one
+    precision rule of :func:`adgen_utils.hardware.precision_for` on a GPU (bfloat16 from compute
+    capability 8.0, else float16), float32 elsewhere."""
+    import torch
+
+    precision = precision_for(detect_device()) if device.startswith("cuda") else "fp32"
+    return getattr(torch, torch_dtype_name(precision))
+
+
 def load_causal_lm(name_or_path: str | Path, device: str | None = None, dtype=None, load_in_4bit: bool = False):
     """Load a causal LM and its tokenizer from a folder or Hub id. Returns ``(model, tokenizer)``.
 
-    ``device`` defaults to CUDA when present, else CPU; ``dtype`` to float16 on CUDA (bfloat16 where
-    supported) and float32 on CPU. ``load_in_4bit`` quantizes with bitsandbytes (CUDA only). The
-    tokenizer gets a pad token (its end-of-text token) and left padding, as batched generation
-    with a decoder-only model needs. Hub ids are first looked up in the local Hub cache; a Hub that
-    cannot be reached raises :class:`ModelUnavailable` at once, naming the offline default.
+    ``device`` defaults to CUDA when present, else CPU; ``dtype`` to :func:`default_dtype` (bfloat16
+    on GPUs that run it natively, float16 on older ones such as the T4, float32 on a CPU), which is
+    also the compute dtype of 4-bit weights. ``load_in_4bit`` quantizes with bitsandbytes (CUDA
+    only). The tokenizer gets a pad token (its end-of-text token) and left padding, as batched
+    generation with a decoder-only model needs. Hub ids are first looked up in the local Hub cache;
+    a Hub that cannot be reached raises :class:`ModelUnavailable` at once, naming the offline default.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if dtype is None:
-        dtype = torch.float32 if device == "cpu" else (
-            torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    dtype = default_dtype(device) if dtype is None else dtype
     options = {"dtype": dtype, "use_safetensors": True, "trust_remote_code": False}
     if load_in_4bit:
         if device != "cuda":

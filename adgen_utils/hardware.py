@@ -1,0 +1,64 @@
+"""The machine the models run on, and the one rule for the precision they compute in.
+
+Every place that picks a precision asks :func:`precision_for`: loading a transformer
+(:func:`adgen_utils.pretrained.load_causal_lm`), fine-tuning and merging LoRA adapters
+(:mod:`adgen_utils.finetune`) and the Keras policy of the LSTMs (:mod:`adgen_utils.lstm`). bfloat16
+only where the GPU runs it natively (compute capability 8.0 and up: A100, L4, H100); older GPUs
+(T4, V100, P100) get float16, a CPU float32. A T4 answers ``torch.cuda.is_bf16_supported()`` with
+True because it can *emulate* bfloat16, several times slower than float16, so that answer is not
+asked here.
+
+Neither torch nor TensorFlow is imported at module level: the corpus layer, the CLI and the LSTM
+side can import this module for free. :func:`detect_device` imports torch when it is called.
+"""
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+
+NATIVE_BF16 = (8, 0)  # compute capability from which NVIDIA GPUs compute in bfloat16 in hardware
+PRECISIONS = ("bf16", "fp16", "fp32")
+
+
+@dataclass(frozen=True)
+class Device:
+    """One kind of accelerator (or the CPU) and how many of it this process sees."""
+
+    kind: str  # "cuda" or "cpu"
+    name: str  # e.g. "Tesla T4", "NVIDIA A100-SXM4-40GB", or the CPU's architecture
+    compute_capability: tuple[int, int] | None  # (major, minor) of a CUDA GPU; None on a CPU
+    memory_gib: float | None  # memory of one GPU in GiB (2**30 bytes); None on a CPU
+    count: int = 1  # GPUs of this kind visible to the process
+
+
+def detect_device() -> Device:
+    """The first CUDA GPU torch sees (with how many there are), else the CPU; the CPU also when
+    torch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is None or not torch.cuda.is_available():
+        return Device("cpu", platform.processor() or platform.machine(), None, None)
+    properties = torch.cuda.get_device_properties(0)
+    return Device("cuda", properties.name, tuple(torch.cuda.get_device_capability(0)),
+                  properties.total_memory / 2**30, torch.cuda.device_count())
+
+
+def precision_for(device: Device) -> str:
+    """``"bf16"`` on a GPU that computes bfloat16 natively (compute capability >= 8.0), ``"fp16"`` on
+    an older CUDA GPU (T4 7.5, V100 7.0, P100 6.0, or one whose capability is unknown), ``"fp32"`` on
+    a CPU."""
+    if device.kind != "cuda":
+        return "fp32"
+    if device.compute_capability is not None and tuple(device.compute_capability) >= NATIVE_BF16:
+        return "bf16"
+    return "fp16"
+
+
+def torch_dtype_name(precision: str) -> str:
+    """The torch dtype (an attribute of ``torch``) that weights take in ``precision``:
+    ``"bfloat16"``, ``"float16"`` or ``"float32"``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    return {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[precision]
