@@ -3,11 +3,14 @@
 Ads are joined with the tokenizer's end-of-text token and **packed** into fixed-length blocks
 (:func:`pack_blocks`): no padding is trained on, every token of every ad is kept. The project's
 validation split is evaluated before training and after every epoch (loss in nats per model token,
-perplexity = exp(loss)); a checkpoint is written each epoch and an interrupted run resumes from the
-last one. On a GPU, mixed precision (bf16 where supported, else fp16) and gradient accumulation
-apply, and :func:`choose_method` switches from full fine-tuning to LoRA (``peft``) or 4-bit QLoRA
-when full fine-tuning would not fit the GPU's memory (GPT-Neo-1.3B on a 16 GB T4). Ads can be
-prefixed with their category (``category_prefix``) so that a prompt can ask for a category.
+perplexity = exp(loss)); a checkpoint is written each epoch, and at least every
+``checkpoint_minutes`` of wall time however long an epoch is (:class:`TimedCheckpoint`), and an
+interrupted run resumes from the last one. On a GPU, mixed precision (bf16 on GPUs that compute it
+natively, fp16 on older ones such as the T4: :func:`adgen_utils.hardware.precision_for`) and
+gradient accumulation apply, and :func:`choose_method` switches from full fine-tuning to LoRA
+(``peft``) or 4-bit QLoRA when full fine-tuning would not fit the GPU's memory (GPT-Neo-1.3B on a
+16 GB T4). Ads can be prefixed with their category (``category_prefix``) so that a prompt can ask
+for a category.
 
 The result is a plain transformers folder (safetensors; LoRA adapters merged in) that reloads with
 ``from_pretrained`` and ``pipeline("text-generation")``.
@@ -28,11 +31,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
 from transformers.utils.notebook import NotebookProgressCallback
 
 from .data import repository_root
 from .figures import save_figure
+from .hardware import detect_device, precision_for
 from .pretrained import (CATEGORY_SEPARATOR, OFFLINE_DEFAULT, ORIGINAL_PROMPTS, ad_prompt,  # noqa: F401 (re-exported)
                          ensure_offline_default, load_causal_lm, strip_category)
 
@@ -61,11 +65,12 @@ class FinetuneConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     category_prefix: bool = False
-    precision: str = "auto"  # "auto" (bf16/fp16 on GPU, fp32 on CPU), "fp32", "fp16", "bf16"
+    precision: str = "auto"  # "auto" (hardware.precision_for), "fp32", "fp16", "bf16"
     gradient_checkpointing: bool | None = None  # None: on for LoRA/QLoRA on a GPU
     eval_steps: int | None = None  # None: evaluate (and checkpoint) every epoch
     save_total_limit: int = 2
     seed: int = 0
+    checkpoint_minutes: float = 15.0  # wall time between checkpoints at most, whatever the epoch length
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,7 +188,7 @@ def choose_method(parameters: int, requested: str = "auto", gpu_memory_gib: floa
     if requested not in {"auto", "full", "lora", "qlora"}:
         raise ValueError(f"method must be auto, full, lora or qlora, not {requested!r}")
     if gpu_memory_gib is None:
-        gpu_memory_gib = _gpu_memory_gib()
+        gpu_memory_gib = detect_device().memory_gib
     if requested == "qlora" and gpu_memory_gib is None:
         raise ValueError("QLoRA (4-bit) needs a CUDA GPU; use method='lora' or 'full' on a CPU")
     if requested != "auto":
@@ -203,22 +208,12 @@ def choose_method(parameters: int, requested: str = "auto", gpu_memory_gib: floa
                         f"LoRA on 16-bit weights (~{estimates['lora']:.1f} GiB; install bitsandbytes for 4-bit QLoRA)")
 
 
-def _gpu_memory_gib() -> float | None:
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    return torch.cuda.get_device_properties(0).total_memory / 2**30
-
-
 def _precision(requested: str) -> dict:
-    import torch
-
+    """``TrainingArguments`` for ``requested`` ("auto": :func:`adgen_utils.hardware.precision_for`)."""
+    device = detect_device()
     if requested == "auto":
-        if not torch.cuda.is_available():
-            return {}
-        requested = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if requested in {"fp16", "bf16"} and not torch.cuda.is_available():
+        requested = precision_for(device)
+    if requested in {"fp16", "bf16"} and device.kind != "cuda":
         raise ValueError(f"{requested} mixed precision needs a CUDA GPU here; use precision='fp32' or 'auto'")
     return {"fp16": {"fp16": True}, "bf16": {"bf16": True}, "fp32": {}}[requested]
 
@@ -311,6 +306,28 @@ class EvaluationProgress(ProgressCallback):
         (self.training_bar.write if self.training_bar is not None else print)(line)
 
 
+class TimedCheckpoint(TrainerCallback):
+    """Asks the Trainer for a checkpoint at the end of the first optimizer step after ``minutes`` of
+    wall time since the last checkpoint (or since training began), whatever the save strategy: an
+    epoch of hours on a Colab GPU then risks at most that much work. A run resumed from such a
+    checkpoint skips the batches its epoch had already trained. ``clock`` returns seconds."""
+
+    def __init__(self, minutes: float = 15.0, clock=time.monotonic):
+        self.seconds, self.clock = minutes * 60, clock
+        self.last_save = clock()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last_save = self.clock()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.clock() - self.last_save >= self.seconds:
+            control.should_save = True  # the Trainer saves on this flag under any save_strategy
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        self.last_save = self.clock()
+
+
 def finetune(model_path, train_texts: Sequence[str], validation_texts: Sequence[str], config: FinetuneConfig,
              output_dir: str | Path, progress: bool = True) -> FinetuneResult:
     """Fine-tune the model at ``model_path`` (folder or Hub id) on ``train_texts``.
@@ -324,7 +341,9 @@ def finetune(model_path, train_texts: Sequence[str], validation_texts: Sequence[
     from transformers import Trainer, TrainingArguments, set_seed
 
     output_dir = Path(output_dir)
-    settings = {"model": str(model_path), "config": asdict(config), "train_texts": len(train_texts),
+    # How often checkpoints are written does not change the model: changing it keeps the result.
+    recorded = {k: v for k, v in asdict(config).items() if k != "checkpoint_minutes"}
+    settings = {"model": str(model_path), "config": recorded, "train_texts": len(train_texts),
                 "validation_texts": len(validation_texts)}
     finished = output_dir / RESULT_FILE
     if finished.is_file():
@@ -341,6 +360,7 @@ def finetune(model_path, train_texts: Sequence[str], validation_texts: Sequence[
         print(f"method: {reason}\ntraining on {train_blocks.tokens:,} tokens ({train_blocks.texts:,} ads) in "
               f"{len(train_blocks):,} blocks of {config.block_size}; validation {validation_blocks.tokens:,} tokens",
               flush=True)
+    resume = _latest_checkpoint(output_dir / CHECKPOINTS)
     per_epoch = {"eval_strategy": "steps", "save_strategy": "steps", "eval_steps": config.eval_steps,
                  "save_steps": config.eval_steps} if config.eval_steps else {"eval_strategy": "epoch",
                                                                             "save_strategy": "epoch"}
@@ -349,7 +369,8 @@ def finetune(model_path, train_texts: Sequence[str], validation_texts: Sequence[
         per_device_eval_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation,
         num_train_epochs=config.epochs, max_steps=config.max_steps, learning_rate=config.learning_rate,
         warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay, lr_scheduler_type="linear",
-        logging_strategy="steps", logging_steps=1, logging_first_step=True, eval_on_start=True, **per_epoch,
+        logging_strategy="steps", logging_steps=1, logging_first_step=True, **per_epoch,
+        eval_on_start=resume is None,  # a resumed run has its first evaluation in the checkpoint's history
         save_total_limit=config.save_total_limit, load_best_model_at_end=False, report_to="none",
         disable_tqdm=not progress, seed=config.seed, data_seed=config.seed, use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
@@ -360,10 +381,10 @@ def finetune(model_path, train_texts: Sequence[str], validation_texts: Sequence[
                       eval_dataset=BlockDataset(validation_blocks))
     for default in (ProgressCallback, PrinterCallback, NotebookProgressCallback):
         trainer.remove_callback(default)  # they print every logged step; ours prints evaluations only
+    trainer.add_callback(TimedCheckpoint(config.checkpoint_minutes))
     if progress:
         trainer.add_callback(EvaluationProgress())
     started = time.perf_counter()
-    resume = _latest_checkpoint(output_dir / CHECKPOINTS)
     if resume is not None and progress:
         print(f"resuming from {resume.name}", flush=True)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -390,14 +411,12 @@ def finetune(model_path, train_texts: Sequence[str], validation_texts: Sequence[
 
 def _save_final(model, tokenizer, method: str, base_path, output_dir: Path) -> None:
     """Save a plain model (LoRA adapters merged) in safetensors, plus the tokenizer."""
-    import torch
-
     if method != "full":
         model.save_pretrained(output_dir / "adapter")  # the adapter alone, a few MB
         if method == "qlora":  # merge into 16-bit weights: 4-bit weights cannot take the merge exactly
             from peft import PeftModel
 
-            base, _ = load_causal_lm(base_path, dtype=torch.float16)
+            base, _ = load_causal_lm(base_path)  # on a GPU: bf16 or fp16 by hardware.precision_for
             model = PeftModel.from_pretrained(base, output_dir / "adapter")
         model = model.merge_and_unload()
     model.save_pretrained(output_dir, safe_serialization=True)

@@ -174,6 +174,76 @@ def test_a_killed_fine_tune_resumes_from_its_last_checkpoint(tiny, tmp_path):
     assert evaluated["step"].tolist() == [0, 2, 4, 6]  # the evaluations before the kill are kept
 
 
+def test_a_timed_checkpoint_is_asked_for_once_its_minutes_have_passed():
+    from transformers import TrainerControl, TrainerState
+
+    now = [0.0]
+    timed = finetune.TimedCheckpoint(minutes=15, clock=lambda: now[0])
+    state, control = TrainerState(), TrainerControl()
+    timed.on_train_begin(None, state, control)
+    asked = []
+    for minute in [5, 14, 16, 20, 31, 32]:
+        now[0] = minute * 60.0
+        control.should_save = False  # as the Trainer does at each step's beginning
+        if timed.on_step_end(None, state, control).should_save:
+            asked.append(minute)
+            timed.on_save(None, state, control)
+    assert asked == [16, 31]
+
+
+TIMED = textwrap.dedent("""
+    import sys, time
+    from transformers import TrainerCallback
+    import adgen_utils.finetune as finetune
+    from adgen_utils.data import load_ads
+
+    class Report(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            print(f"saved {{state.global_step}} in epoch {{state.epoch:.2f}}", flush=True)
+            time.sleep(float(sys.argv[2]))
+
+    finetune.EvaluationProgress = lambda: Report()
+    ads, _ = load_ads("embedded", progress=False)
+    train = ads[ads["split"] == "train"]["ad"].head(400).tolist()
+    validation = ads[ads["split"] == "validation"]["ad"].head(40).tolist()
+    # Evaluated and checkpointed per epoch (no eval_steps), an epoch far longer than the run.
+    config = finetune.FinetuneConfig(block_size=64, max_steps=5, learning_rate=3e-3,
+                                     checkpoint_minutes=float(sys.argv[3]))
+    result = finetune.finetune({model!r}, train, validation, config, sys.argv[1])
+    print("resumed_from", result.summary["resumed_from"], "steps", result.summary["steps"])
+""")
+
+
+def test_timed_checkpoints_come_within_an_epoch_and_resume(tiny, tmp_path):
+    folder, _ = tiny
+    script = tmp_path / "train.py"
+    script.write_text(TIMED.format(model=str(folder)))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    saves = []
+    # checkpoint_minutes ~ 0: a checkpoint after every optimizer step, though the strategy is per epoch.
+    child = subprocess.Popen([sys.executable, str(script), str(tmp_path / "run"), "30", "1e-9"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        for line in child.stdout:
+            if line.startswith("saved"):
+                saves.append(line.split()[1])
+            if line.startswith("saved 3"):
+                break
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=60)
+    assert saves == ["1", "2", "3"]
+    assert (tmp_path / "run" / finetune.CHECKPOINTS / "checkpoint-3" / "trainer_state.json").is_file()
+    # Resumed with the default of 15 minutes: no timed checkpoint, the one at max_steps still comes.
+    resumed = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "0", "15"], capture_output=True,
+                             text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed_from checkpoint-3 steps 5" in resumed.stdout
+    assert "saved 4" not in resumed.stdout
+    evaluated = finetune.pd.read_csv(tmp_path / "run" / finetune.HISTORY_FILE).dropna(subset=["eval_loss"])
+    assert evaluated["step"].tolist() == [0, 5]
+
+
 def test_training_history_figure(tmp_path):
     history = finetune.pd.DataFrame({"epoch": [0, 0.5, 1.0], "step": [0, 1, 2], "train_loss": [np.nan, 5.0, 4.0],
                                      "eval_loss": [6.0, np.nan, 4.5], "eval_perplexity": [403.4, np.nan, 90.0]})
