@@ -8,8 +8,11 @@ Two models, as in the original study, but trained many-to-many with sparse targe
 Both end in a Dense layer giving next-token logits of shape (batch, time, vocabulary).
 :class:`LanguageModelTrainer` trains them with the exact per-token cross-entropy (padding
 excluded), or with a sampled softmax that is far cheaper for large vocabularies; evaluation
-always uses the full softmax. :func:`train_language_model` checkpoints every epoch and resumes
-after an interruption.
+always uses the full softmax, in chunks of ads small enough that the (ads, time, vocabulary)
+logits stay within a memory budget (:func:`rows_per_chunk`). :func:`train_language_model` backs up
+every epoch and at least every ``checkpoint_minutes`` within one (:class:`TimedBackup`), and
+resumes after an interruption. Importing this module lets TensorFlow grow its GPU memory on demand
+(:func:`grow_gpu_memory`), so torch can load a model beside it.
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ import json
 import math
 import os
 import shutil
+import time
+import warnings
 import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,14 +35,32 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from .hardware import Device, precision_for  # noqa: E402
 from .sequences import TokenArrays, many_to_many_dataset  # noqa: E402
 from .text import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocabulary, detokenize, tokenize  # noqa: E402
+
+
+def grow_gpu_memory(config=None) -> None:
+    """Make TensorFlow take GPU memory as it needs it rather than all of it on first use, so that torch
+    can load a transformer beside the LSTMs (notebook 07). ``config`` is ``tf.config`` (or a stand-in)."""
+    config = config or tf.config
+    for gpu in config.list_physical_devices("GPU"):
+        try:
+            config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError as error:  # the GPUs were initialised before this module was imported
+            warnings.warn(f"TensorFlow already holds {gpu} and cannot grow its memory on demand: {error}. "
+                          "Import adgen_utils.lstm before running TensorFlow on the GPU.", RuntimeWarning,
+                          stacklevel=2)
+
+
+grow_gpu_memory()
 
 MODEL_FILE = "model.keras"
 VOCABULARY_FILE = "vocabulary.json"
 STATE_FILE = "training.json"
 HISTORY_FILE = "history.csv"
 BEST_WEIGHTS_FILE = "best.weights.h5"
+BACKUP_FOLDER = "backup"  # TimedBackup's, removed when training finishes
 
 
 @dataclass
@@ -55,8 +78,9 @@ class LSTMConfig:
     patience: int = 2  # epochs without a better validation loss before stopping
     loss: str = "full"  # "full" softmax, or "sampled" softmax in training
     sampled: int = 512  # classes drawn per step by the sampled softmax
-    mixed_precision: bool | None = None  # None: on when a GPU is visible
+    mixed_precision: bool | None = None  # None: by hardware.precision_for (bf16/fp16 on a GPU, fp32 on CPU)
     seed: int = 0
+    checkpoint_minutes: float = 15.0  # wall time between backups at most, also within an epoch
 
     def __post_init__(self):
         if self.input not in ("one_hot", "embedding"):
@@ -88,9 +112,38 @@ class OneHot(keras.layers.Layer):
         return {**super().get_config(), "depth": self.depth}
 
 
-def gpu_available() -> bool:
-    """True when TensorFlow sees a GPU."""
-    return bool(tf.config.list_physical_devices("GPU"))
+def tensorflow_device(config=None) -> Device:
+    """The first GPU TensorFlow sees (with how many there are), else the CPU. ``config`` is
+    ``tf.config`` (or a stand-in); GPU memory is not reported (None) before TensorFlow uses the GPU."""
+    config = config or tf.config
+    gpus = config.list_physical_devices("GPU")
+    if not gpus:
+        return Device("cpu", "cpu", None, None)
+    details = config.experimental.get_device_details(gpus[0])
+    capability = details.get("compute_capability")
+    return Device("cuda", details.get("device_name", gpus[0].name), tuple(capability) if capability else None,
+                  None, len(gpus))
+
+
+KERAS_POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16", "fp32": "float32"}
+
+
+def keras_policy(mixed_precision: bool | None, device: Device) -> str:
+    """The Keras dtype policy: by :func:`adgen_utils.hardware.precision_for` when ``mixed_precision``
+    is None; ``False`` is float32; ``True`` is the device's 16-bit type (float16 on a CPU)."""
+    if mixed_precision is False:
+        return "float32"
+    precision = precision_for(device)
+    if mixed_precision and precision == "fp32":
+        precision = "fp16"
+    return KERAS_POLICIES[precision]
+
+
+def rows_per_chunk(vocabulary_size: int, time_steps: int, budget_gib: float = 1.0, tensors: int = 3) -> int:
+    """How many ads (at least 1) to score at once so that ``tensors`` float32 tensors of shape (ads,
+    time_steps, vocabulary_size) fit in ``budget_gib`` GiB: e.g. 14 ads of 63 steps for a 100k vocabulary."""
+    per_row = tensors * max(time_steps, 1) * vocabulary_size * 4
+    return max(1, int(budget_gib * 2**30 // per_row))
 
 
 def build_model(config: LSTMConfig, vocabulary_size: int) -> keras.Model:
@@ -230,6 +283,58 @@ class EpochProgress(keras.callbacks.Callback):
         self.log(f"epoch {epoch + 1}/{self.epochs}: {shown}")
 
 
+class TimedBackup(keras.callbacks.BackupAndRestore):
+    """Keras's ``BackupAndRestore`` (weights, optimizer state and epoch, in ``backup_dir``) that also
+    backs up within an epoch once ``minutes`` of wall time have passed since the last backup, and
+    resumes there.
+
+    Keras restores only the epoch number: by itself a run killed mid-epoch would train that whole
+    epoch again. Here the backup also records how many of the epoch's batches were trained, and
+    the resumed run trains only the batches the epoch had left before validating and going on. Two
+    things differ from a run that was never interrupted: those remaining batches come from a fresh
+    shuffle (tf.data does not replay the interrupted epoch's order), and the epoch's training
+    loss and accuracy in the history average only the batches run after the resume.
+    """
+
+    def __init__(self, backup_dir: str, minutes: float = 15.0, clock=time.monotonic):
+        # double_checkpoint: a kill while writing the backup leaves the previous one to resume from
+        super().__init__(backup_dir, save_freq="epoch", double_checkpoint=True)
+        self.seconds, self.clock = minutes * 60, clock
+        self.last_save = clock()
+        self.to_skip = 0  # batches of the first epoch trained before the interruption
+
+    def position(self) -> tuple[int, int]:
+        """``(epochs finished, batches of the next epoch trained)`` in the backup; (0, 0) if none."""
+        path = Path(self._training_metadata_path)
+        if not path.is_file():
+            return 0, 0
+        metadata = json.loads(path.read_text())
+        return int(metadata["epoch"]), int(metadata.get("batch", 0))
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.to_skip = self.position()[1] if self.params.get("steps") else 0
+        self.last_save = self.clock()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._last_batch_seen = self.to_skip + batch + 1  # written to the backup: batches done this epoch
+        steps = self.params.get("steps") or math.inf
+        if self.to_skip and self._last_batch_seen >= steps:
+            self.model.stop_training = True  # the resumed epoch is complete; on_epoch_end undoes the stop
+        elif self.clock() - self.last_save >= self.seconds and self._last_batch_seen < steps:
+            self._save_model()  # not on an epoch's last batch: the epoch's own backup follows
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.to_skip:
+            self.model.stop_training = False  # stopped only to end the resumed epoch; EarlyStopping comes later
+            self.to_skip = 0
+        super().on_epoch_end(epoch, logs)
+
+    def _save_model(self):
+        super()._save_model()
+        self.last_save = self.clock()
+
+
 @dataclass
 class TrainingResult:
     """A trained model, its per-epoch history and where training started (0 unless resumed)."""
@@ -248,8 +353,7 @@ def _compile(trainer: LanguageModelTrainer, config: LSTMConfig, sample_ids) -> N
 
 
 def _set_precision(config: LSTMConfig) -> None:
-    mixed = gpu_available() if config.mixed_precision is None else config.mixed_precision
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    keras.mixed_precision.set_global_policy(keras_policy(config.mixed_precision, tensorflow_device()))
 
 
 def train_language_model(
@@ -261,23 +365,30 @@ def train_language_model(
     progress: bool = True,
     log=print,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    logits_budget_gib: float = 1.0,
 ) -> TrainingResult:
     """Train (or resume, or reload) a language model in ``folder``.
 
     Every epoch ends with a validation pass, a backup (``backup/``), a row in ``history.csv``
-    and, if validation loss improved, ``best.weights.h5``. A killed run called again with the
-    same settings resumes after its last finished epoch; a finished one is simply reloaded.
-    Training stops early after ``patience`` epochs without improvement, and the saved model
-    (``model.keras`` + ``vocabulary.json`` + ``training.json``) has the best weights.
+    and, if validation loss improved, ``best.weights.h5``; within an epoch a backup is also made
+    once ``config.checkpoint_minutes`` have passed since the last (see :class:`TimedBackup`). A
+    killed run called again with the same settings resumes from its last backup, mid-epoch
+    included; a finished one is simply reloaded. Training stops early after ``patience`` epochs
+    without improvement, and the saved model (``model.keras`` + ``vocabulary.json`` +
+    ``training.json``) has the best weights. Validation batches hold at most as many ads as keep
+    their logits within ``logits_budget_gib`` GiB (:func:`rows_per_chunk`); validation metrics are
+    token-weighted means, the same for any batch size.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    settings = {"config": asdict(config), "vocabulary_size": len(vocabulary), "train_ads": len(train)}
+    # How often backups are made does not change the model: a run resumes whatever it is set to.
+    recorded = {k: v for k, v in asdict(config).items() if k != "checkpoint_minutes"}
+    settings = {"config": recorded, "vocabulary_size": len(vocabulary), "train_ads": len(train)}
     state_path = folder / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.exists() else None
     if state and state["settings"] != settings:
         log("settings changed since the last run in this folder: training from scratch")
-        for name in ("backup", HISTORY_FILE, BEST_WEIGHTS_FILE, MODEL_FILE):
+        for name in (BACKUP_FOLDER, HISTORY_FILE, BEST_WEIGHTS_FILE, MODEL_FILE):
             path = folder / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         state = None
@@ -290,18 +401,24 @@ def train_language_model(
     language_model = build_model(config, len(vocabulary))
     trainer = LanguageModelTrainer(language_model, loss=config.loss, sampled=config.sampled)
     train_batches = many_to_many_dataset(train, config.batch_size, shuffle=True, seed=config.seed)
-    validation_batches = many_to_many_dataset(validation, config.batch_size)
+    longest = int(validation.lengths.max()) - 1  # time steps of the widest validation batch
+    validation_rows = min(config.batch_size, rows_per_chunk(len(vocabulary), longest, logits_budget_gib))
+    validation_batches = many_to_many_dataset(validation, validation_rows)
     _compile(trainer, config, next(iter(validation_batches))[0])
 
     history = read_history(folder)
     started_at = len(history)
     best_so_far = float(history["val_loss"].min()) if started_at else None
-    if started_at:
-        log(f"resuming after epoch {started_at} (best validation loss so far {best_so_far:.4f})")
-    state_path.write_text(json.dumps({"settings": settings, "status": "training"}, indent=2))
     steps = math.ceil(len(train) / config.batch_size)
+    backup = TimedBackup(str(folder / BACKUP_FOLDER), config.checkpoint_minutes)
+    _, batches_done = backup.position()
+    if started_at or batches_done:
+        within = f" and {batches_done} of the {steps} batches of epoch {started_at + 1}" if batches_done else ""
+        best = f" (best validation loss so far {best_so_far:.4f})" if best_so_far is not None else ""
+        log(f"resuming after epoch {started_at}{within}{best}")
+    state_path.write_text(json.dumps({"settings": settings, "status": "training"}, indent=2))
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(folder / "backup")),
+        backup,
         keras.callbacks.ModelCheckpoint(
             str(folder / BEST_WEIGHTS_FILE), monitor="val_loss", save_best_only=True,
             save_weights_only=True, initial_value_threshold=best_so_far,
@@ -352,37 +469,69 @@ def load_trained(folder: str | Path) -> tuple[keras.Model, Vocabulary]:
 # Metrics
 
 
-def evaluate_model(model: keras.Model, arrays: TokenArrays, batch_size: int = 128) -> dict:
+def evaluate_model(model: keras.Model, arrays: TokenArrays, batch_size: int = 128,
+                   logits_budget_gib: float = 1.0) -> dict:
     """Next-token metrics of ``model`` on ``arrays``, over every real target (with <eos>).
 
-    Returns ``cross_entropy`` (nats per token), ``perplexity`` (exp of it), ``accuracy``,
-    ``top5_accuracy``, ``predictions`` (count) and ``unknown_targets`` (share that is <unk>).
+    Ads are read ``batch_size`` at a time, fewer when needed to keep the logits of a batch within
+    ``logits_budget_gib`` GiB (:func:`rows_per_chunk`); the metrics do not depend on either. Returns
+    ``cross_entropy`` (nats per token), ``perplexity`` (exp of it), ``accuracy``, ``top5_accuracy``,
+    ``predictions`` (count) and ``unknown_targets`` (share that is <unk>).
     """
+    longest = int(arrays.lengths.max()) - 1
+    rows = min(batch_size, rows_per_chunk(model.output_shape[-1], longest, logits_budget_gib))
     totals = np.zeros(4)  # cross-entropy sum, top-1 hits, top-5 hits, predictions
-    batch_sums = _batch_sums_function(model)
-    for ids, targets, weights in many_to_many_dataset(arrays, batch_size):
+    batch_sums = _compiled(model, _batch_sums)
+    for ids, targets, weights in many_to_many_dataset(arrays, rows):
         totals += batch_sums(ids, targets, weights).numpy()
     return _metrics(*totals, unknown=_unknown_share(arrays))
 
 
-_BATCH_SUMS = weakref.WeakKeyDictionary()
+def target_scores(model: keras.Model, ids: np.ndarray, targets: np.ndarray):
+    """Each target's natural-log probability (B, T) float32 and whether it is the model's first
+    choice / among its five first choices (B, T) bool, for ``ids`` and ``targets`` (B, T) int32.
+    <pad>, <unk> and <bos> are never a choice. The (B, T, V) logits stay on the model's device:
+    only the (B, T) results are copied to the host."""
+    log_probs, top1, top5 = _compiled(model, _target_scores)(ids, targets)
+    return log_probs.numpy(), top1.numpy(), top5.numpy()
 
 
-def _batch_sums_function(model):
-    """One compiled function per model (traced once for any batch shape)."""
-    if model in _BATCH_SUMS:
-        return _BATCH_SUMS[model]
-    spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.float32)]
+_COMPILED = weakref.WeakKeyDictionary()  # model -> {builder: tf.function}
+_IDS_TARGETS = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32)]
 
-    @tf.function(input_signature=spec)
+
+def _compiled(model, builder):
+    """``builder(model)``, built once per model and traced once for any batch shape."""
+    functions = _COMPILED.setdefault(model, {})
+    if builder not in functions:
+        functions[builder] = builder(model)
+    return functions[builder]
+
+
+def _batch_sums(model):
+    @tf.function(input_signature=[*_IDS_TARGETS, tf.TensorSpec([None, None], tf.float32)])
     def batch_sums(ids, targets, weights):
         logits = tf.cast(model(ids, training=False), tf.float32)
         per_token = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
         hits1, hits5 = weighted_hits(logits, targets, weights)
         return tf.stack([tf.reduce_sum(per_token * weights), hits1, hits5, tf.reduce_sum(weights)])
 
-    _BATCH_SUMS[model] = batch_sums
     return batch_sums
+
+
+def _target_scores(model):
+    size = model.output_shape[-1]
+    never = tf.scatter_nd([[PAD_ID], [UNK_ID], [BOS_ID]], tf.fill([3], -np.inf), [size])  # (V,): 0 or -inf
+
+    @tf.function(input_signature=_IDS_TARGETS)
+    def scores(ids, targets):
+        logits = tf.cast(model(ids, training=False), tf.float32)
+        log_probs = tf.gather(logits, targets, batch_dims=2) - tf.reduce_logsumexp(logits, axis=-1)
+        best = tf.math.top_k(logits + never, k=min(5, size)).indices
+        hits = tf.equal(best, targets[..., None])
+        return log_probs, hits[..., 0], tf.reduce_any(hits, axis=-1)
+
+    return scores
 
 
 def unigram_baseline(vocabulary: Vocabulary, arrays: TokenArrays) -> dict:
@@ -595,4 +744,3 @@ def generation_table(model, vocabulary, prompts: Sequence[str], settings: dict[s
                 column.append(f"[{error}]")
         table[name] = column
     return pd.DataFrame(table, index=pd.Index(prompts, name="prompt"))
-

@@ -1,9 +1,11 @@
 """LSTM models on real tiny corpora: exact losses, training, resume after a kill, metrics, generation."""
+import math
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -143,7 +145,7 @@ def test_a_killed_run_resumes_after_its_last_finished_epoch(tmp_path):
     resumed = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "0"],
                              capture_output=True, text=True, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming after epoch 2" in resumed.stdout
+    assert "resuming after epoch 2" in resumed.stdout and "batches of epoch" not in resumed.stdout
     assert "finished 3" in resumed.stdout and "finished 1" not in resumed.stdout
     assert "started at 2 epochs 4" in resumed.stdout
     history = lstm.read_history(tmp_path / "run")
@@ -192,3 +194,157 @@ def test_generation_refuses_bad_prompts_and_never_emits_special_tokens(corpus, t
     assert len(greedy.new_tokens) < 40  # it learned to stop at <eos>
     table = lstm.generation_table(result.model, vocabulary, ["Sony", "Wkjhgf"], {"greedy": {"greedy": True}})
     assert table.loc["Wkjhgf", "greedy"].startswith("[None of the prompt's words")
+
+
+MID_EPOCH_RUN = textwrap.dedent('''
+    import sys, time
+    import keras
+    import numpy as np
+    from adgen_utils import lstm, sequences
+    from adgen_utils.text import Vocabulary, tokenize
+    ADS = {ads!r}
+    vocabulary = Vocabulary.build((tokenize(a) for a in ADS), min_count=1)
+    train, _ = sequences.encode_ads(ADS * 3, vocabulary)  # 180 ads: 12 batches of 16 per epoch
+    validation, _ = sequences.encode_ads(ADS[::4], vocabulary)
+    config = lstm.LSTMConfig(embedding_dim=16, units=16, batch_size=16, epochs=3, learning_rate=0.02, dropout=0.0,
+                             patience=10, checkpoint_minutes=float(sys.argv[3]))
+
+    class Announce(keras.callbacks.Callback):
+        def state(self):
+            weights = sum(float(np.abs(w).astype(np.float64).sum()) for w in self.model.get_weights())
+            return f"{{weights!r}} after {{int(self.model.optimizer.iterations)}} steps"
+
+        def on_train_begin(self, logs=None):
+            print("begins at", self.state(), flush=True)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch, self.batches = epoch, 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches += 1
+            if self.epoch == 1 and self.batches == 5 and float(sys.argv[2]):
+                print("interrupted at", self.state(), flush=True)
+                time.sleep(float(sys.argv[2]))
+
+        def on_epoch_end(self, epoch, logs=None):
+            print("epoch", epoch + 1, "ran", self.batches, "batches", flush=True)
+
+    result = lstm.train_language_model(config, vocabulary, train, validation, sys.argv[1], progress=False,
+                                       log=lambda line: print(line, flush=True), extra_callbacks=[Announce()])
+    print("started at", result.started_at_epoch, "epochs", len(result.history), flush=True)
+''')
+
+
+def test_a_run_killed_mid_epoch_resumes_there_with_its_weights_and_optimizer_state(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(MID_EPOCH_RUN.format(ads=ADS))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # checkpoint_minutes ~ 0: a backup after every batch, so the last one is just before the kill.
+    child = subprocess.Popen([sys.executable, str(script), str(tmp_path / "run"), "30", "1e-9"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        for line in child.stdout:
+            if line.startswith("interrupted at"):
+                interrupted = line.split(" at ", 1)[1].strip()
+                break
+        child.send_signal(signal.SIGKILL)  # killed after 5 of epoch 2's 12 batches
+    finally:
+        child.wait(timeout=60)
+    assert lstm.TimedBackup(str(tmp_path / "run" / "backup")).position() == (1, 5)
+    assert interrupted.endswith("after 17 steps")  # 12 in epoch 1, 5 in epoch 2
+    # Resumed with the default of 15 minutes: how often it backs up is not a setting that retrains.
+    resumed = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "0", "15"],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming after epoch 1 and 5 of the 12 batches of epoch 2" in resumed.stdout
+    assert f"begins at {interrupted}" in resumed.stdout  # the same weights and Adam step count
+    assert "epoch 2 ran 7 batches" in resumed.stdout and "epoch 3 ran 12 batches" in resumed.stdout
+    assert "epoch 1 ran" not in resumed.stdout and "started at 1 epochs 3" in resumed.stdout
+    assert lstm.read_history(tmp_path / "run")["epoch"].tolist() == [0, 1, 2]
+    assert not (tmp_path / "run" / "backup").exists()
+
+
+def test_timed_backups_come_only_when_their_minutes_have_passed(corpus, tmp_path):
+    vocabulary, train, _ = corpus
+    model = lstm.build_model(tiny(), len(vocabulary))
+    trainer = lstm.LanguageModelTrainer(model)
+    trainer.compile(optimizer="adam")
+    trainer(next(iter(sequences.many_to_many_dataset(train, 16)))[0])  # built, as fit needs it
+    now = [0.0]
+    backup = lstm.TimedBackup(str(tmp_path / "backup"), minutes=15, clock=lambda: now[0])
+    backup.set_model(trainer)
+    backup.set_params({"steps": 12, "epochs": 1})
+    backup.on_train_begin()
+    for batch, minute in enumerate([5, 14, 16, 20, 31, 32]):
+        now[0] = minute * 60.0
+        backup.on_train_batch_end(batch)
+        if batch == 1:
+            assert backup.position() == (0, 0)  # nothing after 14 minutes
+        if batch == 2:
+            assert backup.position() == (0, 3)  # after 16 minutes, 3 batches
+    assert backup.position() == (0, 5)  # again 15 minutes later (31), not at 32
+
+
+def test_tensorflow_grows_its_gpu_memory_on_demand():
+    grown, gpus = [], ["GPU:0", "GPU:1"]
+
+    def set_memory_growth(gpu, enable):
+        if gpu == "GPU:1":
+            raise RuntimeError("Physical devices cannot be modified after being initialized")
+        grown.append((gpu, enable))
+
+    config = SimpleNamespace(list_physical_devices=lambda kind: gpus if kind == "GPU" else [],
+                             experimental=SimpleNamespace(set_memory_growth=set_memory_growth))
+    with pytest.warns(RuntimeWarning, match="TensorFlow already holds GPU:1"):
+        lstm.grow_gpu_memory(config)
+    assert grown == [("GPU:0", True)]
+
+
+def test_rows_per_chunk_keeps_the_logits_within_the_budget():
+    per_row = 3 * 63 * 100_000 * 4  # three float32 (time, vocabulary) tensors per ad
+    rows = lstm.rows_per_chunk(100_000, 63)
+    assert rows == 14 and rows * per_row <= 2**30 < (rows + 1) * per_row
+    assert lstm.rows_per_chunk(100_000, 63, budget_gib=6.0) == 85
+    assert lstm.rows_per_chunk(100_000, 63, budget_gib=1e-9) == 1  # never less than one ad
+
+
+def test_metrics_are_the_same_for_any_chunk_size(corpus):
+    vocabulary, train, validation = corpus
+    lstm.keras.utils.set_random_seed(0)
+    model = lstm.build_model(tiny(), len(vocabulary))
+    trainer = lstm.LanguageModelTrainer(model)
+    trainer.compile(optimizer=lstm.keras.optimizers.Adam(0.02))
+    trainer.fit(sequences.many_to_many_dataset(train, 16, shuffle=True), epochs=2, verbose=0, shuffle=False)
+    whole = lstm.evaluate_model(model, validation, logits_budget_gib=100.0)
+    one_by_one = lstm.evaluate_model(model, validation, logits_budget_gib=1e-9)
+    assert 0.2 < whole["accuracy"] < 1  # a partly trained model: hits and misses to get right
+    for key, value in whole.items():
+        assert one_by_one[key] == pytest.approx(value, rel=1e-5), key
+    # Keras's validation metrics are token-weighted too: the same for batches of 15 and of 1 ad.
+    for rows in (15, 1):
+        logs = trainer.evaluate(sequences.many_to_many_dataset(validation, rows), verbose=0, return_dict=True)
+        assert logs["loss"] == pytest.approx(whole["cross_entropy"], rel=1e-5)
+        assert logs["accuracy"] == pytest.approx(whole["accuracy"], rel=1e-5)
+        assert logs["top5_accuracy"] == pytest.approx(whole["top5_accuracy"], rel=1e-5)
+
+
+def test_validation_batches_shrink_to_the_logits_budget(corpus, tmp_path):
+    vocabulary, train, validation = corpus
+
+    class CountValidationBatches(lstm.keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.batches = 0
+
+        def on_test_batch_end(self, batch, logs=None):
+            self.batches += 1
+
+    results = {}
+    for budget in (1.0, 1e-9):
+        counter = CountValidationBatches()
+        result = lstm.train_language_model(tiny(epochs=1), vocabulary, train, validation, tmp_path / str(budget),
+                                           progress=False, log=lambda *_: None, extra_callbacks=[counter],
+                                           logits_budget_gib=budget)
+        results[budget] = (counter.batches, float(result.history["val_loss"].iloc[0]))
+    assert results[1.0][0] == math.ceil(len(validation) / 16) and results[1e-9][0] == len(validation)
+    assert results[1e-9][1] == pytest.approx(results[1.0][1], rel=1e-4)  # same model, same validation loss
