@@ -8,6 +8,7 @@ predictions. Log-probabilities are natural logarithms, summed over an ad.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -108,11 +109,16 @@ class LSTMAdModel:
                 for i, prompt in enumerate(tqdm(prompts, desc=self.name, unit="ad", disable=not progress))]
 
     def score(self, ads: Sequence[str], categories: Sequence[str | None] | None = None, batch_size: int = 64,
-              progress: bool = False) -> pd.DataFrame:
+              progress: bool = False, logits_budget_gib: float = 1.0) -> pd.DataFrame:
         """Per ad (rows, in order): ``SCORE_COLUMNS``. A word outside the vocabulary is charged
-        P(<unk>) × P(spelling) and never counts as a hit; <pad>, <unk> and <bos> are never a choice."""
-        import keras
+        P(<unk>) × P(spelling) and never counts as a hit; <pad>, <unk> and <bos> are never a choice.
+
+        Ads are scored ``batch_size`` at a time, fewer where needed so that the logits and the
+        tensors computed from them stay within ``logits_budget_gib`` GiB of the model's device (about
+        1 GiB by default for a 100k vocabulary); only per-word results are copied to the host."""
         from tqdm.auto import tqdm
+
+        from .lstm import rows_per_chunk, target_scores
 
         token_lists = [tokenize(ad) for ad in ads]
         for i, tokens in enumerate(token_lists):
@@ -120,25 +126,20 @@ class LSTMAdModel:
                 raise ValueError(f"ad {i} is empty: nothing to score")
         results = np.zeros((len(ads), len(SCORE_COLUMNS)))
         order = sorted(range(len(ads)), key=lambda i: len(token_lists[i]))
-        for start in tqdm(range(0, len(order), batch_size), desc=self.name, unit="batch", disable=not progress):
-            members = order[start:start + batch_size]
+        widest = max(map(len, token_lists), default=0) + 1
+        rows = min(batch_size, rows_per_chunk(len(self.vocabulary), widest, logits_budget_gib, tensors=4))
+        for start in tqdm(range(0, len(order), rows), desc=self.name, unit="batch", disable=not progress):
+            members = order[start:start + rows]
             width = max(len(token_lists[i]) for i in members) + 1
             inputs = np.full((len(members), width), PAD_ID, dtype=np.int32)
-            targets = np.full((len(members), width), PAD_ID, dtype=np.int64)
+            targets = np.full((len(members), width), PAD_ID, dtype=np.int32)
             for row, i in enumerate(members):
                 ids = self.vocabulary.encode(token_lists[i])
                 inputs[row, :len(ids) + 1] = [BOS_ID, *ids]
                 targets[row, :len(ids) + 1] = [*ids, EOS_ID]
-            logits = keras.ops.convert_to_numpy(self.model(inputs, training=False)).astype(np.float32)
-            peak = logits.max(axis=-1, keepdims=True)
-            log_norm = peak[..., 0] + np.log(np.exp(logits - peak).sum(axis=-1))
-            target_log_probs = np.take_along_axis(logits, targets[..., None], axis=-1)[..., 0] - log_norm
-            logits[..., [PAD_ID, UNK_ID, BOS_ID]] = -np.inf  # never a word the model can write
-            top5 = np.argpartition(-logits, 5, axis=-1)[..., :5]
-            top1 = logits.argmax(axis=-1)
+            target_log_probs, top1, top5 = target_scores(self.model, inputs, targets)
             known = targets != UNK_ID
-            hits1 = (top1 == targets) & known
-            hits5 = (top5 == targets[..., None]).any(axis=-1) & known
+            hits1, hits5 = top1 & known, top5 & known
             for row, i in enumerate(members):
                 n = len(token_lists[i]) + 1
                 unknown = [w for w, t in zip(token_lists[i], targets[row]) if t == UNK_ID]
@@ -188,7 +189,8 @@ class TransformerAdModel:
     """A causal language model: zero-shot, few-shot (``shots`` example ads from ``examples`` before
     each ad, drawn from the same category) or fine-tuned by notebook 06 (a folder with
     ``finetune.json``: its ads follow the end-of-text token, and ``"<category> | "`` when it was
-    trained category-conditioned)."""
+    trained category-conditioned). :func:`with_shots` makes a few-shot view of a loaded model without
+    loading it again."""
 
     kind = "transformer"
     unknown_charge = "none needed: open vocabulary (bytes)"
@@ -201,8 +203,7 @@ class TransformerAdModel:
         settings = json.loads(result.read_text())["settings"] if result is not None and result.is_file() else None
         self.finetuned = settings is not None
         self.category_prefix = bool(settings and settings["config"].get("category_prefix"))
-        if shots < 0 or (shots and examples is None):
-            raise ValueError("few-shot needs shots > 0 and examples (a DataFrame of training ads with ad, category)")
+        _check_shots(shots, examples)
         self.shots, self.examples, self.seed = shots, examples, seed
         label = "fine-tuned" if self.finetuned else (f"{shots}-shot" if shots else "zero-shot")
         self.name = name or f"{Path(str(name_or_path)).name} ({label})"
@@ -277,6 +278,26 @@ class TransformerAdModel:
             predictions, hits1, hits5 = word_hits(ad, score, self._continues)
             rows.append([predictions, len(ad), len(score.log_probs), float(score.log_probs.sum()), hits1, hits5, 0])
         return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+
+
+def _check_shots(shots: int, examples: pd.DataFrame | None) -> None:
+    if shots < 0 or (shots and examples is None):
+        raise ValueError("few-shot needs shots > 0 and examples (a DataFrame of training ads with ad, category)")
+
+
+def with_shots(base: TransformerAdModel, shots: int, examples: pd.DataFrame, seed: int = 0,
+               name: str | None = None) -> TransformerAdModel:
+    """A few-shot view of an already loaded pretrained model: ``shots`` example ads from ``examples``
+    (training ads with ``ad`` and ``category``) before each ad, drawn with ``seed``. It shares the
+    base's torch module and tokenizer, so the weights are in memory (and on the GPU) once."""
+    if base.finetuned:
+        raise ValueError(f"{base.name} is fine-tuned: it reads ads after its end-of-text token, not after examples")
+    _check_shots(shots, examples)
+    view = copy.copy(base)  # shallow: model and tokenizer are the base's own objects
+    view.shots, view.examples, view.seed = shots, examples, seed
+    view.name = name or f"{Path(str(base.path)).name} ({shots}-shot)"
+    view._categories = {}  # inferred from examples, which may differ from the base's
+    return view
 
 
 def is_lstm_folder(path) -> bool:

@@ -79,6 +79,20 @@ def test_lstm_scores_match_its_own_metrics_and_charge_unknown_words(lstm_folder)
         model.score(["Sony", "  "])
 
 
+def test_lstm_scores_are_the_same_in_chunks_of_any_size(lstm_folder):
+    model = admodel.load_ad_model(lstm_folder, name="lstm")
+    ads = ["Sony TV Remote Black", "Garmin Watch Band White", "Apple Charger Cable Blue", "Fitbit Zqxwv Band",
+           "Apple Watch Band Black, Sony TV Remote White", "Garmin"]
+    whole = model.score(ads, logits_budget_gib=100.0)
+    one_by_one = model.score(ads, logits_budget_gib=1e-9)  # one ad per chunk
+    pairs = model.score(ads, batch_size=2)
+    assert whole["top1"].sum() > 0 and whole["top5"].sum() > whole["top1"].sum()  # hits and misses to get right
+    for other in (one_by_one, pairs):
+        columns = [c for c in admodel.SCORE_COLUMNS if c != "log_prob"]
+        assert other[columns].equals(whole[columns])
+        np.testing.assert_allclose(other["log_prob"], whole["log_prob"], rtol=1e-5)
+
+
 def test_word_hits_follow_the_models_greedy_word_completions():
     text = "Sony TV, Band"
     spans = [(0, 4), (4, 7), (7, 8), (8, 11), (11, 13)]  # "Sony" " TV" "," " Ba" "nd"
@@ -125,6 +139,17 @@ def test_transformer_scores_are_its_own_log_probabilities(tiny_folder, embedded_
     assert not any(ad in c for ad, c in zip(ads, contexts))
     with pytest.raises(ValueError, match="examples"):
         admodel.load_ad_model(tiny_folder, shots=2)
+
+    # The few-shot view of the zero-shot model loaded above: the same module, not a second copy.
+    view = admodel.with_shots(model, 2, train, name="tiny 2-shot view")
+    assert view.model is model.model and view.tokenizer is model.tokenizer
+    assert view.name == "tiny 2-shot view" and model.shots == 0 and model.name == "tiny"
+    assert view.contexts(ads) == contexts
+    with pytest.warns(UserWarning, match="contexts were longer than the model's context"):  # tiny: 256 tokens
+        pd.testing.assert_frame_equal(view.score(ads), few.score(ads))
+    pd.testing.assert_frame_equal(model.score(ads), scores)  # the zero-shot model is unchanged
+    with pytest.raises(ValueError, match="examples"):
+        admodel.with_shots(model, 2, None)
 
 
 def test_brand_lexicon_flags_brands_never_named_together():
