@@ -1,0 +1,112 @@
+"""The one precision rule, on the GPUs Colab and Kaggle lend (simulated through torch.cuda) and the
+CPU, and the places that apply it: loading, fine-tuning and the LSTMs' Keras policy."""
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from adgen_utils import finetune, hardware, lstm, pretrained
+from adgen_utils.hardware import Device
+
+GPUS = [  # name, compute capability, the precision it should compute in
+    ("Tesla P100-PCIE-16GB", (6, 0), "fp16"),
+    ("Tesla V100-SXM2-16GB", (7, 0), "fp16"),
+    ("Tesla T4", (7, 5), "fp16"),
+    ("NVIDIA A100-SXM4-40GB", (8, 0), "bf16"),
+    ("NVIDIA L4", (8, 9), "bf16"),
+    ("NVIDIA H100 80GB HBM3", (9, 0), "bf16"),
+]
+CPU = Device("cpu", "x86_64", None, None)
+
+
+def simulate_gpu(monkeypatch, name: str, capability: tuple[int, int], memory_gib: float = 15.0, count: int = 1):
+    """Make torch report ``count`` CUDA GPUs of this kind; like a real T4, is_bf16_supported() says
+    True for any GPU unless emulation is excluded."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda device=None: SimpleNamespace(name=name, total_memory=int(memory_gib * 2**30)))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: including_emulation or capability >= (8, 0))
+
+
+@pytest.mark.parametrize("name, capability, expected", GPUS)
+def test_bf16_only_where_the_gpu_computes_it_natively(name, capability, expected):
+    assert hardware.precision_for(Device("cuda", name, capability, 16.0)) == expected
+
+
+def test_a_cpu_computes_in_float32_and_an_unknown_gpu_in_float16():
+    assert hardware.precision_for(CPU) == "fp32"
+    assert hardware.precision_for(Device("cuda", "unknown", None, None)) == "fp16"
+    assert [hardware.torch_dtype_name(p) for p in ("bf16", "fp16", "fp32")] == ["bfloat16", "float16", "float32"]
+    with pytest.raises(ValueError, match="bf16, fp16, fp32"):
+        hardware.torch_dtype_name("int8")
+
+
+def test_detect_device_reads_torch_and_ignores_emulated_bf16(monkeypatch):
+    simulate_gpu(monkeypatch, "Tesla T4", (7, 5), memory_gib=14.75, count=2)
+    assert torch.cuda.is_bf16_supported()  # what the T4 says, and why it is not asked
+    device = hardware.detect_device()
+    assert device == Device("cuda", "Tesla T4", (7, 5), 14.75, 2)
+    assert hardware.precision_for(device) == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cpu = hardware.detect_device()
+    assert cpu.kind == "cpu" and cpu.compute_capability is None and cpu.memory_gib is None
+
+
+@pytest.mark.parametrize("name, capability, expected", GPUS)
+def test_loading_and_fine_tuning_follow_the_rule(monkeypatch, name, capability, expected):
+    simulate_gpu(monkeypatch, name, capability)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[expected]
+    assert pretrained.default_dtype("cuda") is dtype and pretrained.default_dtype("cuda:0") is dtype
+    assert pretrained.default_dtype("cpu") is torch.float32  # a model put on the CPU of a GPU machine
+    assert finetune._precision("auto") == {expected: True}
+    assert finetune._precision("fp32") == {}
+
+
+def test_on_a_cpu_everything_is_float32(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pretrained.default_dtype("cpu") is torch.float32
+    assert finetune._precision("auto") == {}
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        finetune._precision("fp16")
+
+
+def test_method_choice_reads_the_gpu_memory_from_the_device(monkeypatch):
+    neo_13b = 1_315_575_808  # ~19.6 GiB to fine-tune fully
+    simulate_gpu(monkeypatch, "Tesla T4", (7, 5), memory_gib=15.0)
+    assert finetune.choose_method(neo_13b)[0] in {"lora", "qlora"}
+    simulate_gpu(monkeypatch, "NVIDIA A100-SXM4-80GB", (8, 0), memory_gib=80.0)
+    assert finetune.choose_method(neo_13b)[0] == "full"
+
+
+def test_the_lstm_keras_policy_follows_the_rule():
+    t4, a100 = (Device("cuda", name, capability, None) for name, capability, _ in (GPUS[2], GPUS[3]))
+    assert lstm.keras_policy(None, t4) == "mixed_float16"
+    assert lstm.keras_policy(None, a100) == "mixed_bfloat16"
+    assert lstm.keras_policy(None, CPU) == "float32"
+    assert lstm.keras_policy(False, a100) == "float32"
+    assert lstm.keras_policy(True, CPU) == "mixed_float16"  # asked for on a CPU: as before
+    assert lstm.keras_policy(None, lstm.tensorflow_device()) == "float32"  # this machine has no GPU
+
+
+def test_tensorflow_device_reads_tensorflows_own_view():
+    gpus = [SimpleNamespace(name="/physical_device:GPU:0"), SimpleNamespace(name="/physical_device:GPU:1")]
+    config = SimpleNamespace(
+        list_physical_devices=lambda kind: gpus if kind == "GPU" else [],
+        experimental=SimpleNamespace(get_device_details=lambda gpu: {"compute_capability": (7, 5),
+                                                                     "device_name": "Tesla T4"}),
+    )
+    assert lstm.tensorflow_device(config) == Device("cuda", "Tesla T4", (7, 5), None, 2)
+    assert lstm.tensorflow_device().kind == "cpu"
+
+
+def test_importing_the_rule_loads_neither_framework():
+    code = ("import sys, adgen_utils.hardware as h; h.precision_for(h.Device('cpu', 'x', None, None)); "
+            "print(sorted(m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
