@@ -4,6 +4,3 @@ data (load, clean, split) -> text (tokens) -> eda (statistics, figures) ; runner
 execute the numbered notebooks with papermill.
 """
 __version__ = "0.1.0"
-
-# The GitHub repository the notebooks' Colab badges and setup cells point at.
-GITHUB_REPOSITORY = "adgen-project/adgen"

@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .parameters import default
+
 FULL_CORPUS_ROWS = 3_200_000
 
 
@@ -259,7 +261,7 @@ def bench_data(source: str, repeats: int = 3) -> dict:
     return out
 
 
-def bench_lstm(corpus: str | None, repeats: int = 2, original_steps: int = 3, steps: int = 60,
+def bench_lstm(corpus: str | None = None, repeats: int = 2, original_steps: int = 3, steps: int = 60,
                full_epoch: bool = False, ads_source: str = "embedded", log=print) -> dict:
     """(a) The original one-hot window pipeline against ours on the same ads (``ads_source``),
     same vocabulary (every training word) and LSTM(128), alternating; (b) with ``corpus``, a
@@ -313,7 +315,7 @@ def bench_lstm(corpus: str | None, repeats: int = 2, original_steps: int = 3, st
     return out
 
 
-def bench_finetune(model: str = "smollm2-135m", repeats: int = 2, steps: int = 3, batch_size: int = 4,
+def bench_finetune(model: str = default("06_fine_tuning", "base_model"), repeats: int = 2, steps: int = 3, batch_size: int = 4,
                    block_size: int = 128, lora: bool = True, log=print) -> dict:
     """Training tokens per second with packed blocks against one ad per padded row (same model,
     same ads, same rows per step), alternating in one run; plus peak RSS of each way and of LoRA."""
@@ -338,7 +340,7 @@ def bench_finetune(model: str = "smollm2-135m", repeats: int = 2, steps: int = 3
     return out
 
 
-def bench_generate(model: str = "smollm2-135m", repeats: int = 2, prompts: int = 64, batch_size: int = 64,
+def bench_generate(model: str = default("05_zero_few_shot", "models")[0], repeats: int = 2, prompts: int = 64, batch_size: int = 64,
                    max_new_tokens: int = 24, log=print) -> dict:
     """Ads per second generating the same prompts batched against one prompt at a time, alternating."""
     ways = {"one_at_a_time": 1, "batched": batch_size}

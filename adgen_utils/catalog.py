@@ -33,9 +33,9 @@ from .data import (
     _records,
     normalize_ad,
 )
+from .parameters import catalog_default
 from .pretrained import DECODINGS, Decoding
 
-DEFAULT_DECODING = "sample t=0.8 top-k 50 top-p 0.95 rep 1.2"
 MAX_FIELD_CHARS = 200  # a longer brand, product or category is a pasted description, not a name
 COLUMNS = ["row", "brand", "product", "category", "ad_number", "ad", "model"]
 PRODUCT_COLUMNS = ["row", "brand", "product", "category", "prompt"]
@@ -211,8 +211,9 @@ def _batch_seed(seed: int, row: int, ad_number: int) -> int:
     return (seed + row * 1000 + ad_number) % 2**31
 
 
-def generate_catalog(model, products, output, per_product: int = 3, decoding: Decoding = DECODINGS[DEFAULT_DECODING],
-                     batch_size: int = 16, seed: int = 0, progress: bool = True, log=print,
+def generate_catalog(model, products, output, per_product: int = catalog_default("per_product"),
+                     decoding: Decoding = DECODINGS[catalog_default("decoding")],
+                     batch_size: int = catalog_default("batch_size"), seed: int = 0, progress: bool = True, log=print,
                      overwrite: bool = False) -> dict:
     """Write ``per_product`` ads per product to the CSV ``output``; resume it if it exists.
 

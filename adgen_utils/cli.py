@@ -6,6 +6,7 @@ import json
 import sys
 
 from . import data
+from .parameters import DEFAULT_PROFILE, catalog_default
 from .profiles import PROFILES
 
 
@@ -50,9 +51,28 @@ def command_run(args) -> int:
         overrides=_parameters(args.param),
         progress=not args.no_progress,
         log=lambda line: print(line, file=sys.stderr, flush=True),
+        alone=args.alone,
     )
     total = sum(r.seconds for r in runs)
-    print(f"{len(runs)} notebook(s) ran in {total:.0f} s; executed copies in {runs[0].output.parent}")
+    where = runs[0].output.parent.parent.parent if args.alone else runs[0].output.parent
+    print(f"{len(runs)} notebook(s) ran in {total:.0f} s; executed copies under {where}")
+    return 0
+
+
+def command_sync(args) -> int:
+    from .sync import set_repository_url, sync
+
+    if args.repository:
+        set_repository_url(args.repository)
+    differing = sync(check=args.check)
+    if args.check:
+        if differing:
+            print("adgen: out of date with the declarations (run `adgen sync`): " + ", ".join(differing),
+                  file=sys.stderr)
+            return 1
+        print("notebooks and README agree with pyproject.toml and adgen_utils/parameters.py")
+        return 0
+    print(f"rewrote {', '.join(differing)}" if differing else "nothing to change")
     return 0
 
 
@@ -73,33 +93,23 @@ def command_data_prepare(args) -> int:
 def command_bench_data(args) -> int:
     from .bench import bench_data, print_json
 
-    print_json(bench_data(args.path, repeats=args.repeats))
+    print_json(bench_data(args.path, **({"repeats": args.repeats} if args.repeats else {})))
     return 0
 
 
-def command_bench_lstm(args) -> int:
-    from .bench import bench_lstm, print_json
-
-    print_json(bench_lstm(args.corpus, repeats=args.repeats, original_steps=args.original_steps, steps=args.steps,
-                          full_epoch=args.full_epoch, log=lambda line: print(line, file=sys.stderr, flush=True)))
-    return 0
-
-
-def command_bench_finetune(args) -> int:
-    from .bench import bench_finetune, print_json
-
-    print_json(bench_finetune(args.model, repeats=args.repeats, steps=args.steps, batch_size=args.batch_size,
-                              block_size=args.block_size, lora=not args.no_lora,
-                              log=lambda line: print(line, file=sys.stderr, flush=True)))
-    return 0
+def _bench_options(args) -> dict:
+    """The options given on the command line; the rest keep the bench function's own defaults."""
+    given = {k: v for k, v in vars(args).items() if k not in {"command", "bench_command", "handler", "no_lora"}}
+    if getattr(args, "no_lora", False):
+        given["lora"] = False
+    return given
 
 
-def command_bench_generate(args) -> int:
-    from .bench import bench_generate, print_json
+def command_bench(args) -> int:
+    from . import bench
 
-    print_json(bench_generate(args.model, repeats=args.repeats, prompts=args.prompts, batch_size=args.batch_size,
-                              max_new_tokens=args.max_new_tokens,
-                              log=lambda line: print(line, file=sys.stderr, flush=True)))
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    bench.print_json(getattr(bench, f"bench_{args.bench_command}")(**_bench_options(args), log=log))
     return 0
 
 
@@ -181,15 +191,26 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="execute the notebook series with papermill")
-    run.add_argument("--profile", choices=list(PROFILES), default="quick",
-                     help="; ".join(f"{name}: {p['description']}" for name, p in PROFILES.items()))
+    run.add_argument("--profile", choices=list(PROFILES), default=DEFAULT_PROFILE,
+                     help="; ".join(f"{name}: {p.description}" for name, p in PROFILES.items()))
     run.add_argument("--only", action="append", metavar="NN",
                      help="run only this notebook (number like 01, or name); repeatable")
     run.add_argument("--run-dir", help="where data, models and executed notebooks go (default runs/<profile>)")
     run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                      help="override a notebook parameter, e.g. -p data_source=/path/to/corpus; repeatable")
     run.add_argument("--no-progress", action="store_true", help="no per-cell progress bars")
+    run.add_argument("--alone", action="store_true",
+                     help="run each notebook on its own, in a fresh run folder (RUN_DIR/NN_name), as from a Colab "
+                          "badge: each rebuilds what it needs from earlier notebooks")
     run.set_defaults(handler=command_run)
+
+    sync_parser = commands.add_parser(
+        "sync", help="write the notebooks' badges, setup and parameters cells and the README's tables from the "
+                     "declarations (pyproject.toml, adgen_utils/parameters.py)")
+    sync_parser.add_argument("--check", action="store_true", help="only list what differs (exit 1 if anything does)")
+    sync_parser.add_argument("--repository", metavar="URL",
+                             help="declare a new repository address first (a fork: https://github.com/OWNER/NAME)")
+    sync_parser.set_defaults(handler=command_sync)
 
     data_parser = commands.add_parser("data", help="inspect or prepare a corpus")
     data_commands = data_parser.add_subparsers(dest="data_command", required=True)
@@ -227,37 +248,37 @@ def build_parser() -> argparse.ArgumentParser:
         "data", help="load time and peak RSS of the data layer against plain pandas.read_csv"
     )
     bench_data.add_argument("path", help="'embedded', a CSV file or a corpus folder")
-    bench_data.add_argument("--repeats", type=int, default=3, help="runs of each way, alternated")
+    bench_data.add_argument("--repeats", type=int, help="runs of each way, alternated (default 3)")
     bench_data.set_defaults(handler=command_bench_data)
     bench_lstm = bench_commands.add_parser(
-        "lstm", help="the original one-hot window pipeline against ours, and a scale run on a corpus"
-    )
+        "lstm", help="the original one-hot window pipeline against ours, and a scale run on a corpus",
+        argument_default=argparse.SUPPRESS)  # absent options keep the bench function's defaults
     bench_lstm.add_argument("--corpus", help="a corpus for the scale run, e.g. ../shared/data/amazon_ads_sample10")
-    bench_lstm.add_argument("--repeats", type=int, default=2, help="runs of each way in (a), alternated")
-    bench_lstm.add_argument("--original-steps", type=int, default=3, help="timed batches of 4,096 windows for the original")
-    bench_lstm.add_argument("--steps", type=int, default=60, help="timed batches of 64 ads for ours")
+    bench_lstm.add_argument("--repeats", type=int, help="runs of each way in (a), alternated")
+    bench_lstm.add_argument("--original-steps", type=int, help="timed batches of 4,096 windows for the original")
+    bench_lstm.add_argument("--steps", type=int, help="timed batches of 64 ads for ours")
     bench_lstm.add_argument("--full-epoch", action="store_true", help="(b) also train one whole epoch (sampled softmax)")
-    bench_lstm.set_defaults(handler=command_bench_lstm)
+    bench_lstm.set_defaults(handler=command_bench)
     model_help = "'smollm2-135m' (offline default), 'tiny', a model folder or a Hub id"
     bench_finetune = bench_commands.add_parser(
-        "finetune", help="training tokens/s with packed blocks against one ad per padded row (and LoRA), with peak RSS"
-    )
-    bench_finetune.add_argument("--model", default="smollm2-135m", help=model_help)
-    bench_finetune.add_argument("--repeats", type=int, default=2, help="runs of each way, alternated")
-    bench_finetune.add_argument("--steps", type=int, default=3, help="timed optimizer steps per run (after 2 untimed)")
-    bench_finetune.add_argument("--batch-size", type=int, default=4, help="rows per step")
-    bench_finetune.add_argument("--block-size", type=int, default=128, help="tokens per row")
+        "finetune", help="training tokens/s with packed blocks against one ad per padded row (and LoRA), with peak RSS",
+        argument_default=argparse.SUPPRESS)
+    bench_finetune.add_argument("--model", help=model_help)
+    bench_finetune.add_argument("--repeats", type=int, help="runs of each way, alternated")
+    bench_finetune.add_argument("--steps", type=int, help="timed optimizer steps per run (after 2 untimed)")
+    bench_finetune.add_argument("--batch-size", type=int, help="rows per step")
+    bench_finetune.add_argument("--block-size", type=int, help="tokens per row")
     bench_finetune.add_argument("--no-lora", action="store_true", help="skip the LoRA run")
-    bench_finetune.set_defaults(handler=command_bench_finetune)
+    bench_finetune.set_defaults(handler=command_bench)
     bench_generate = bench_commands.add_parser(
-        "generate", help="ads/s generating the same prompts batched against one prompt at a time"
-    )
-    bench_generate.add_argument("--model", default="smollm2-135m", help=model_help)
-    bench_generate.add_argument("--repeats", type=int, default=2, help="runs of each way, alternated")
-    bench_generate.add_argument("--prompts", type=int, default=64, help="prompts (first words of validation ads)")
-    bench_generate.add_argument("--batch-size", type=int, default=64, help="prompts per generate() call when batched")
-    bench_generate.add_argument("--max-new-tokens", type=int, default=24)
-    bench_generate.set_defaults(handler=command_bench_generate)
+        "generate", help="ads/s generating the same prompts batched against one prompt at a time",
+        argument_default=argparse.SUPPRESS)
+    bench_generate.add_argument("--model", help=model_help)
+    bench_generate.add_argument("--repeats", type=int, help="runs of each way, alternated")
+    bench_generate.add_argument("--prompts", type=int, help="prompts (first words of validation ads)")
+    bench_generate.add_argument("--batch-size", type=int, help="prompts per generate() call when batched")
+    bench_generate.add_argument("--max-new-tokens", type=int)
+    bench_generate.set_defaults(handler=command_bench)
     publish = commands.add_parser(
         "publish", help="write the model card and upload a fine-tuned model to the Hugging Face Hub (dry run without --push)"
     )
@@ -279,13 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "'smollm2-135m', 'tiny' or a Hub id")
     generate.add_argument("--input", required=True, help="products CSV with columns brand, product[, category]")
     generate.add_argument("--output", required=True, help="ads CSV; if it exists, only the missing ads are written")
-    generate.add_argument("--per-product", type=int, default=3, help="ads per product")
-    generate.add_argument("--decoding", choices=list(DECODINGS), default="sample t=0.8 top-k 50 top-p 0.95 rep 1.2")
+    generate.add_argument("--per-product", type=int, default=catalog_default("per_product"), help="ads per product")
+    generate.add_argument("--decoding", choices=list(DECODINGS), default=catalog_default("decoding"))
     generate.add_argument("--temperature", type=float, help="override the sampling preset's temperature")
     generate.add_argument("--top-k", type=int, help="override the sampling preset's top-k")
     generate.add_argument("--top-p", type=float, help="override the sampling preset's top-p")
-    generate.add_argument("--max-new-tokens", type=int, default=40, help="tokens (words for an LSTM) per ad")
-    generate.add_argument("--batch-size", type=int, default=16, help="prompts per generate() call")
+    generate.add_argument("--max-new-tokens", type=int, default=catalog_default("max_new_tokens"),
+                          help="tokens (words for an LSTM) per ad")
+    generate.add_argument("--batch-size", type=int, default=catalog_default("batch_size"),
+                          help="prompts per generate() call")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--overwrite", action="store_true", help="replace an output written with other settings")
     generate.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

@@ -28,6 +28,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from .parameters import default
+
 TEXT_COLUMN = "ad"
 CATEGORY_COLUMN = "category"
 SPLITS = ("train", "validation", "test")
@@ -61,8 +63,8 @@ class CorpusFormatError(ValueError):
 class CleanConfig:
     """How rows are cleaned. Lengths are in characters after normalisation."""
 
-    min_chars: int = 5
-    max_chars: int = 500
+    min_chars: int = default("01_eda", "min_chars")
+    max_chars: int = default("01_eda", "max_chars")
     deduplicate: bool = True
 
 
@@ -70,9 +72,9 @@ class CleanConfig:
 class SplitConfig:
     """Fractions of products held out, and the salt of the split hash."""
 
-    validation: float = 0.1
-    test: float = 0.1
-    seed: int = 0
+    validation: float = default("01_eda", "validation_fraction")
+    test: float = default("01_eda", "test_fraction")
+    seed: int = default("01_eda", "seed")
 
     def __post_init__(self):
         if not (0 <= self.validation < 1 and 0 <= self.test < 1 and self.validation + self.test < 1):

@@ -411,3 +411,43 @@ def playground(models: dict, prompt: str = "Apple Watch Band", seed: int = 0):
     panel = widgets.HBox([controls, output])
     panel.last_table = None  # the table last shown (None before the first click or after an error)
     return panel
+
+
+# ---------------------------------------------------------------------------------------------
+# The models of a run folder
+# ---------------------------------------------------------------------------------------------
+
+
+def series_models(run_dir, pretrained_model: str, shots: int, train: pd.DataFrame, test_ads: int, seed: int = 0,
+                  log=print) -> list:
+    """Every model of the series found in ``run_dir``: the LSTMs of notebooks 03 and 04, the
+    pretrained model zero-shot and with ``shots`` examples (loaded once, shared by both), and the
+    fine-tuned model of notebook 06. A model whose notebook has not been run is named and left
+    out. Prints the estimated time and memory of scoring ``test_ads`` ads with the transformers."""
+    from pathlib import Path
+
+    from . import admodel, stages
+    from .estimates import transformer_scoring
+
+    models_dir = Path(run_dir) / stages.MODELS_FOLDER
+    found = []
+    for notebook, label in (("03_lstm", "LSTM (03)"), ("04_embedding_lstm", "Embedding LSTM (04)")):
+        if stages.is_done(notebook, run_dir):
+            found.append(admodel.load_ad_model(stages.model_dir(run_dir, notebook), name=label))
+        else:
+            log(f"no model of notebook {notebook} in {run_dir}: run it first to include it; scoring the others")
+    zero_shot = admodel.load_ad_model(pretrained_model, name=f"{pretrained_model} zero-shot", models_dir=models_dir,
+                                      training_texts=train["ad"].tolist())
+    found += [zero_shot, admodel.with_shots(zero_shot, shots, train[["ad", "category"]], seed,
+                                            name=f"{pretrained_model} {shots}-shot")]
+    if stages.is_done("06_fine_tuning", run_dir):
+        # examples: to infer a prompt's category for a category-conditioned model (never shown to it)
+        found.append(admodel.load_ad_model(stages.model_dir(run_dir, "06_fine_tuning"), name="fine-tuned (06)",
+                                           examples=train[["ad", "category"]]))
+    else:
+        log(f"no fine-tuned model of notebook 06 in {run_dir}: run it first to include it; scoring the others")
+    transformers = [m for m in found if m.kind == "transformer"]
+    tokens = sum(test_ads * (1 + getattr(m, "shots", 0)) * stages.TOKENS_PER_AD for m in transformers)
+    parameters = max(sum(p.numel() for p in m.model.parameters()) for m in transformers)
+    log(f"estimate: {transformer_scoring(parameters, tokens)}")
+    return found

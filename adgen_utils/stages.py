@@ -1,0 +1,227 @@
+"""The stages of the series and where each keeps its results in the run folder.
+
+Each notebook is one stage. Opened on its own (a fresh Colab machine, an empty ``run_dir``), a
+notebook calls :func:`ensure_earlier_stages`, which rebuilds the earlier results it needs by
+calling the library with the same profile's parameters (never papermill), or, where that would
+take long on this hardware, says which notebook to run first.
+
+This module imports neither TensorFlow nor torch: the training stages are reached through
+:data:`BUILDERS` (``lstm.train_for_notebook``, ``finetune.finetune_for_notebook``), imported only
+when a stage must be rebuilt.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+from .estimates import format_duration
+from .parameters import notebook
+from .sequences import SEQUENCES_FOLDER, SEQUENCES_INFO_FILE
+
+# The run folder's layout: what each stage writes there.
+DATA_FOLDER = "data"
+MODELS_FOLDER = "models"
+EVALUATION_FOLDER = "evaluation"
+LSTM_STATE_FILE = "training.json"
+FINETUNE_RESULT_FILE = "finetune.json"
+MODEL_FOLDERS = {"03_lstm": "lstm", "04_embedding_lstm": "embedding_lstm", "06_fine_tuning": "finetuned"}
+LSTM_INPUTS = {"03_lstm": "one_hot", "04_embedding_lstm": "embedding"}
+
+# A missing stage estimated to take longer than this on the hardware at hand is not rebuilt.
+REBUILD_LIMIT_SECONDS = 20 * 60
+
+# Each builder is called as builder(notebook_name, parameter_values, run_dir).
+BUILDERS = {
+    "01_eda": "adgen_utils.stages:build_dataset",
+    "02_sequences": "adgen_utils.stages:build_sequences",
+    "03_lstm": "adgen_utils.lstm:train_for_notebook",
+    "04_embedding_lstm": "adgen_utils.lstm:train_for_notebook",
+    "06_fine_tuning": "adgen_utils.finetune:finetune_for_notebook",
+}
+ESTIMATORS = {
+    "03_lstm": "adgen_utils.stages:estimate_lstm",
+    "04_embedding_lstm": "adgen_utils.stages:estimate_lstm",
+    "06_fine_tuning": "adgen_utils.stages:estimate_finetune",
+}
+
+
+class StageMissing(RuntimeError):
+    """An earlier notebook's results are missing and too long to rebuild here; the message says
+    which notebook to run first and the estimated time."""
+
+
+def model_dir(run_dir: str | Path, name: str) -> Path:
+    """Where notebook ``name`` (03, 04 or 06) saves its model."""
+    return Path(run_dir) / MODELS_FOLDER / MODEL_FOLDERS[name]
+
+
+def is_done(name: str, run_dir: str | Path) -> bool:
+    """True when notebook ``name``'s results are complete in ``run_dir``."""
+    run_dir = Path(run_dir)
+    if name == "01_eda":
+        from .data import DATASET_FILE
+
+        return (run_dir / DATA_FOLDER / DATASET_FILE).is_file()
+    if name == "02_sequences":
+        return (run_dir / SEQUENCES_FOLDER / SEQUENCES_INFO_FILE).is_file()
+    if name in LSTM_INPUTS:
+        state = model_dir(run_dir, name) / LSTM_STATE_FILE
+        return state.is_file() and json.loads(state.read_text()).get("status") == "complete"
+    if name == "06_fine_tuning":
+        return (model_dir(run_dir, name) / FINETUNE_RESULT_FILE).is_file()
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# The light stages: notebooks 01 and 02
+# ---------------------------------------------------------------------------------------------
+
+def load_corpus(values: dict, progress: bool = True):
+    """Notebook 01's load: read, clean, de-duplicate, sample and split ``values["data_source"]``
+    with notebook 01's parameters. Returns ``(ads, report)`` (see ``data.load_ads``)."""
+    from .data import CleanConfig, SplitConfig, load_ads
+
+    return load_ads(
+        values["data_source"], categories=values["categories"],
+        clean=CleanConfig(min_chars=values["min_chars"], max_chars=values["max_chars"]),
+        split=SplitConfig(validation=values["validation_fraction"], test=values["test_fraction"], seed=values["seed"]),
+        sample_size=values["sample_size"], seed=values["seed"], progress=progress,
+    )
+
+
+def build_dataset(name: str, values: dict, run_dir: str | Path, progress: bool = True) -> Path:
+    """Notebook 01's result: the cleaned, split corpus saved in ``run_dir/data``."""
+    from .data import save_dataset
+
+    ads, report = load_corpus(values, progress)
+    return save_dataset(ads, report, Path(run_dir) / DATA_FOLDER)
+
+
+def build_sequences(name: str, values: dict, run_dir: str | Path, progress: bool = True) -> dict:
+    """Notebook 02's result: vocabulary and flat token arrays of every split in ``run_dir/sequences``."""
+    from .data import load_dataset
+    from .sequences import prepare_sequences
+
+    ads = load_dataset(Path(run_dir) / DATA_FOLDER)
+    return prepare_sequences(ads, Path(run_dir) / SEQUENCES_FOLDER, values["min_count"], values["max_vocabulary"],
+                             values["max_tokens"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Estimates of the training stages, from what is already in the run folder
+# ---------------------------------------------------------------------------------------------
+
+def estimate_lstm(name: str, values: dict, run_dir: str | Path, comparison: bool = False):
+    """Notebook 03's or 04's training time and memory, from the sequences of notebook 02
+    (``comparison``: with notebook 04's second training, with the other loss)."""
+    from .estimates import lstm_training
+
+    info = json.loads((Path(run_dir) / SEQUENCES_FOLDER / SEQUENCES_INFO_FILE).read_text())
+    config = SimpleNamespace(**{"embedding_dim": 0, **values, "input": LSTM_INPUTS[name]})
+    train = info["splits"]["train"]
+    share = 1.0 if values["max_train_ads"] is None else min(1.0, values["max_train_ads"] / max(train["ads"], 1))
+    runs = 2 if comparison and values.get("compare_sampled_loss") else 1
+    return lstm_training(config, info["vocabulary_size"], int(train["predictions"] * share),
+                         info["splits"]["validation"]["predictions"], info["max_tokens"], runs=runs)
+
+
+# Parameters of the models the profiles name, so an estimate needs no download.
+KNOWN_PARAMETERS = {"tiny": 200_000, "smollm2-135m": 134_515_008, "gpt2": 124_439_808,
+                    "EleutherAI/gpt-neo-125M": 125_198_592, "EleutherAI/gpt-neo-1.3B": 1_315_575_808,
+                    "gpt2-xl": 1_557_611_200}
+TOKENS_PER_AD = 40  # model tokens of an ad and its end-of-text token, GPT-2-style BPE (measured ~38-42)
+
+
+def estimate_finetune(name: str, values: dict, run_dir: str | Path):
+    """Notebook 06's fine-tuning time and memory, from the size of the training split."""
+    from .data import load_dataset
+    from .estimates import auto_method, finetune_training, steps
+    from .hardware import detect_device
+
+    ads = load_dataset(Path(run_dir) / DATA_FOLDER)
+    counts = ads["split"].value_counts()
+    train_ads = counts.get("train", 0) if values["max_train_ads"] is None else min(values["max_train_ads"],
+                                                                                   counts.get("train", 0))
+    validation_ads = counts.get("validation", 0) if values["validation_ads"] is None else values["validation_ads"]
+    parameters = KNOWN_PARAMETERS.get(values["base_model"], 1_315_575_808)  # unknown: assume the largest
+    device = detect_device()
+    method = auto_method(parameters, device) if values["method"] == "auto" else values["method"]
+    total_steps = steps(train_ads * TOKENS_PER_AD, values["batch_size"], values["block_size"],
+                        values["gradient_accumulation"], values["epochs"])
+    evaluations = 2 + (total_steps // values["eval_steps"] if values["eval_steps"] else int(values["epochs"]))
+    return finetune_training(parameters, train_ads * TOKENS_PER_AD, method, values["epochs"],
+                             validation_ads * TOKENS_PER_AD, evaluations, device,
+                             tokens_per_step=values["batch_size"] * values["block_size"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Rebuilding what a notebook needs
+# ---------------------------------------------------------------------------------------------
+
+def _call(target: str, *args, **kwargs):
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function)(*args, **kwargs)
+
+
+@dataclass
+class StageReport:
+    """What :func:`ensure_earlier_stages` found: stages already there, rebuilt, and missing
+    (each missing one with the message that says which notebook to run)."""
+
+    present: list[str]
+    rebuilt: list[str]
+    missing: dict[str, str]
+
+
+def ensure_earlier_stages(name: str, run_dir: str | Path, profile: str, log=print,
+                          limit_seconds: float = REBUILD_LIMIT_SECONDS) -> StageReport:
+    """Make sure notebook ``name`` finds the earlier results it needs in ``run_dir``.
+
+    A stage that is missing is rebuilt with ``profile``'s parameters for that notebook, with a
+    message and progress bars, when it is estimated to take under ``limit_seconds`` here. A
+    longer one that ``name`` cannot do without raises :class:`StageMissing`; one it merely uses
+    (notebook 07's models) is reported as missing and the notebook works on what is there.
+    """
+    from .profiles import profile_values
+
+    report = StageReport([], [], {})
+
+    def visit(stage: str, required: bool) -> None:
+        if stage in report.present or stage in report.rebuilt or stage in report.missing:
+            return
+        if is_done(stage, run_dir):
+            report.present.append(stage)
+            return
+        for earlier in notebook(stage).needs:
+            visit(earlier, True)
+            if earlier in report.missing:
+                report.missing[stage] = report.missing[earlier]
+                return
+        values = profile_values(profile, stage)
+        if stage in ESTIMATORS:
+            estimate = _call(ESTIMATORS[stage], stage, values, run_dir)
+            if estimate.seconds > limit_seconds:
+                message = (f"{stage} has not been run in {run_dir}, and rebuilding it here would take "
+                           f"{format_duration(estimate.seconds)} ({estimate}). Run notebook {stage} first "
+                           f"with profile {profile!r} and the same run_dir (on Colab: drive = True in both).")
+                if required:
+                    raise StageMissing(message)
+                log(f"{message}\nCarrying on without it.")
+                report.missing[stage] = message
+                return
+            log(f"{stage} has not been run in this run folder: rebuilding it with profile {profile!r} "
+                f"({estimate})")
+        else:
+            log(f"{stage} has not been run in this run folder: rebuilding it with profile {profile!r}")
+        _call(BUILDERS[stage], stage, values, run_dir)
+        report.rebuilt.append(stage)
+
+    declaration = notebook(name)
+    for stage in declaration.needs:
+        visit(stage, True)
+    for stage in declaration.uses:
+        visit(stage, False)
+    return report
