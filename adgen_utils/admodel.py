@@ -31,10 +31,9 @@ from .pretrained import (
     score_texts,
     strip_category,
 )
+from .stages import FINETUNE_RESULT_FILE, LSTM_MODEL_FILE
 from .text import BOS_ID, EOS_ID, PAD_ID, TOKEN_PATTERN, UNK_ID, tokenize
 
-LSTM_MODEL_FILE = "model.keras"  # lstm.MODEL_FILE (not imported: that would load TensorFlow for any model)
-FINETUNE_RESULT_FILE = "finetune.json"  # finetune.RESULT_FILE (not imported: that loads the Trainer and peft)
 SCORE_COLUMNS = ["words", "characters", "model_tokens", "log_prob", "top1", "top5", "unknown_words"]
 CODE_POINTS = 0x110000  # every Unicode character: what a character never seen in training is spread over
 

@@ -55,7 +55,12 @@ def _original_pipeline(folder: str, steps: int, batch_size: int = 4096) -> dict:
     """The original: one-hot windows built in Python per batch, LSTM(128), Dense softmax, Adam(0.01)."""
     import keras
 
-    from .sequences import load_sequences, one_hot_batch, original_stream, original_windows
+    from .sequences import (
+        load_sequences,
+        one_hot_batch,
+        original_stream,
+        original_windows,
+    )
 
     vocabulary, splits = load_sequences(folder)
     size = len(vocabulary)
@@ -86,10 +91,10 @@ def _original_pipeline(folder: str, steps: int, batch_size: int = 4096) -> dict:
 def _many_to_many(folder: str, model_input: str, loss: str, steps: int, batch_size: int = 64,
                   sampled: int = 512, units: int = 128) -> dict:
     """Ours: many-to-many batches with sparse targets; ``steps`` timed training steps."""
+    import keras
+
     from .lstm import LanguageModelTrainer, LSTMConfig, build_model
     from .sequences import load_sequences, many_to_many_dataset
-
-    import keras
 
     vocabulary, splits = load_sequences(folder)
     config = LSTMConfig(input=model_input, loss=loss, sampled=sampled, units=units, embedding_dim=units,

