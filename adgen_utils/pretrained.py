@@ -310,7 +310,7 @@ def category_for(prompt: str, ads: pd.DataFrame) -> str:
     words = [w for w in re.findall(r"\w+", prompt.lower()) if len(w) > 1]
     lowered = ads["ad"].str.lower()
     best, best_score = None, 0.0
-    for category, group in lowered.groupby(ads["category"]):
+    for category, group in lowered.groupby(ads["category"], observed=True):
         score = sum(group.str.contains(rf"\b{re.escape(w)}\b", regex=True).mean() for w in words)
         if score > best_score:
             best, best_score = category, score

@@ -60,7 +60,7 @@ def colab_install(name: str, version: str, home: str | Path = COLAB_HOME, run=No
     marker = install_marker(home, extras)
     if not marker.is_file():
         target = f"{home}[{','.join(extras)}]" if extras else str(home)
-        log(f"setup: installing adgen {'with ' + ', '.join(extras) if extras else ''} (about a minute)")
+        log(f"setup: installing adgen{' with ' + ', '.join(extras) if extras else ''} (about a minute)")
         result = run([sys.executable, "-m", "pip", "install", "--quiet", "-e", target],
                      capture_output=True, text=True)
         if result.returncode != 0:
