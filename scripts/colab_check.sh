@@ -33,7 +33,8 @@
 # base-freeze.txt (pip freeze of .venv-colab), summary.json (also printed): per notebook ok/failed,
 # the failing cell and error, seconds, and the packages the setup cell's pip install changed
 # ("colab_stack_touched" lists torch/TensorFlow/kernel-stack packages replaced: a defect).
-# Exit status: 0 when every notebook ran, 1 when one failed, 2 on a usage or harness error.
+# Exit status: 0 when every notebook ran and no setup touched the Colab stack, 1 otherwise, 2 on a
+# usage or harness error.
 #
 # Environment: PYTHON313 (default: pyenv's 3.13.0), COLAB_SIM_TIMEOUT (seconds per notebook,
 # default 3600), COLAB_SIM_SOURCE (the git repository whose HEAD is "GitHub"; default: this

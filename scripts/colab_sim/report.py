@@ -142,7 +142,8 @@ def summary(args) -> dict:
             touched.setdefault(f"{name} {change}", []).append(r["notebook"])
     return {
         "commit": args.head,
-        "all_ok": all(r["status"] == "ok" for r in results) and bool(results),
+        # A setup that replaced Colab's torch, TensorFlow or kernel stack fails the check too.
+        "all_ok": bool(results) and all(r["status"] == "ok" and not r["pip"]["colab_stack_touched"] for r in results),
         "notebooks": {r["notebook"]: {k: v for k, v in r.items() if k != "notebook"} for r in results},
         "colab_packages_changed_by_setup": touched,
         "colab_stack_touched": sorted({n for r in results for n in r["pip"]["colab_stack_touched"]}),
