@@ -133,7 +133,8 @@ def lstm_training(config, vocabulary_size: int, train_predictions: int, validati
         classes * 4 * 2  # logits and their gradient, float32
         + (vocabulary_size * bytes_per_value if config.input == "one_hot" else 0)
         + config.layers * 4 * config.units * bytes_per_value * 6)
-    peak = parameters * 16 + activations + 1.0 * GIB  # + the bounded validation logits
+    validation = min(1.0 * GIB, config.batch_size * time_steps * vocabulary_size * 4 * 3)  # chunked: at most 1 GiB
+    peak = parameters * 16 + activations + validation
     return Estimate("training", seconds, peak / GIB, device)
 
 
