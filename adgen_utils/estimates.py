@@ -114,9 +114,9 @@ def lstm_parameters(config, vocabulary_size: int) -> int:
 
 
 def lstm_training(config, vocabulary_size: int, train_predictions: int, validation_predictions: int,
-                  time_steps: int = 64, device: Device | None = None, runs: int = 1) -> Estimate:
-    """Training ``config.epochs`` epochs (``runs`` times, e.g. 2 with the loss comparison of notebook
-    04), each a pass over ``train_predictions`` target tokens plus a validation pass."""
+                  time_steps: int = 64, device: Device | None = None) -> Estimate:
+    """Training ``config.epochs`` epochs, each a pass over ``train_predictions`` target tokens plus
+    a validation pass over ``validation_predictions``; ``time_steps`` is the longest ad."""
     device = device or detect_device()
     rate = throughput(device)
     parameters = lstm_parameters(config, vocabulary_size)
@@ -127,7 +127,7 @@ def lstm_training(config, vocabulary_size: int, train_predictions: int, validati
                      + parameters * ADAM_BYTES_PER_PARAMETER / predictions_per_step) / rate.bandwidth)
     validation_step = (lstm_flops_per_prediction(config, vocabulary_size, training=False) / rate.lstm_flops
                        + vocabulary_size * SOFTMAX_BYTES_PER_CLASS / 3 / rate.bandwidth)
-    seconds = runs * config.epochs * (train_predictions * train_step + validation_predictions * validation_step)
+    seconds = config.epochs * (train_predictions * train_step + validation_predictions * validation_step)
     bytes_per_value = 2 if precision_for(device) != "fp32" else 4
     activations = config.batch_size * time_steps * (
         classes * 4 * 2  # logits and their gradient, float32

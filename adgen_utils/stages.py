@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -125,9 +125,13 @@ def estimate_lstm(name: str, values: dict, run_dir: str | Path, comparison: bool
     config = SimpleNamespace(**{"embedding_dim": 0, **values, "input": LSTM_INPUTS[name]})
     train = info["splits"]["train"]
     share = 1.0 if values["max_train_ads"] is None else min(1.0, values["max_train_ads"] / max(train["ads"], 1))
-    runs = 2 if comparison and values.get("compare_sampled_loss") else 1
-    return lstm_training(config, info["vocabulary_size"], int(train["predictions"] * share),
-                         info["splits"]["validation"]["predictions"], info["max_tokens"], runs=runs)
+    sizes = (info["vocabulary_size"], int(train["predictions"] * share), info["splits"]["validation"]["predictions"],
+             info["max_tokens"])
+    estimate = lstm_training(config, *sizes)
+    if comparison and values.get("compare_sampled_loss"):
+        other = SimpleNamespace(**{**vars(config), "loss": "sampled" if config.loss == "full" else "full"})
+        estimate = replace(estimate, seconds=estimate.seconds + lstm_training(other, *sizes).seconds)
+    return estimate
 
 
 # Parameters of the models the profiles name, so an estimate needs no download.
