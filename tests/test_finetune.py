@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,52 +126,61 @@ def test_lora_trains_adapters_and_saves_them_merged(ads, tiny, tmp_path):
     assert changed and all(n.endswith("weight") for n in changed)
 
 
-RESUMABLE = textwrap.dedent("""
+TRAIN_SCRIPT = textwrap.dedent("""
     import sys, time
     from transformers import TrainerCallback
     import adgen_utils.finetune as finetune
     from adgen_utils.data import load_ads
-    
+
     class Report(TrainerCallback):  # announces each checkpoint, then dawdles so it can be killed
         def on_save(self, args, state, control, **kwargs):
-            print(f"saved {{state.global_step}}", flush=True)
+            print(f"saved {{state.global_step}} in epoch {{state.epoch:.2f}}", flush=True)
             time.sleep(float(sys.argv[2]))
 
-    original = finetune.EvaluationProgress
     finetune.EvaluationProgress = lambda: Report()
     ads, _ = load_ads("embedded", progress=False)
     train = ads[ads["split"] == "train"]["ad"].head(400).tolist()
     validation = ads[ads["split"] == "validation"]["ad"].head(40).tolist()
-    config = finetune.FinetuneConfig(block_size=64, max_steps=6, eval_steps=2, learning_rate=3e-3)
+    config = finetune.FinetuneConfig(block_size=64, learning_rate=3e-3, {settings})
     result = finetune.finetune({model!r}, train, validation, config, sys.argv[1])
     print("resumed_from", result.summary["resumed_from"], "steps", result.summary["steps"])
 """)
 
 
-def test_a_killed_fine_tune_resumes_from_its_last_checkpoint(tiny, tmp_path):
-    folder, _ = tiny
-    script = tmp_path / "train.py"
-    script.write_text(RESUMABLE.format(model=str(folder)))
+def kill_after_save_then_resume(script: Path, folder: Path, step: int, first: list[str], again: list[str]):
+    """Run ``script`` with ``first`` arguments, SIGKILL it once it saved checkpoint ``step``, run it
+    again with ``again``; return the steps saved before the kill and the finished second run."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    child = subprocess.Popen([sys.executable, str(script), str(tmp_path / "run"), "30"], stdout=subprocess.PIPE,
+    child = subprocess.Popen([sys.executable, str(script), str(folder), *first], stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True, env=env)
+    saves = []
     try:
         for line in child.stdout:
-            if line.startswith("saved 4"):
+            if line.startswith("saved"):
+                saves.append(int(line.split()[1]))
+            if saves and saves[-1] == step:
                 break
         child.send_signal(signal.SIGKILL)
     finally:
         child.wait(timeout=60)
-    assert (tmp_path / "run" / finetune.CHECKPOINTS / "checkpoint-4").is_dir()
-    assert not (tmp_path / "run" / finetune.RESULT_FILE).exists()
-    resumed = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "0"], capture_output=True,
-                             text=True, env=env, timeout=300)
+    resumed = subprocess.run([sys.executable, str(script), str(folder), *again], capture_output=True, text=True,
+                             env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return saves, resumed
+
+
+def test_a_killed_fine_tune_resumes_from_its_last_checkpoint(tiny, tmp_path):
+    folder, _ = tiny
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN_SCRIPT.format(model=str(folder), settings="max_steps=6, eval_steps=2"))
+    run = tmp_path / "run"
+    saves, resumed = kill_after_save_then_resume(script, run, 4, ["30"], ["0"])
+    assert saves == [2, 4]
     assert "resumed_from checkpoint-4 steps 6" in resumed.stdout
     assert "saved 2" not in resumed.stdout and "saved 6" in resumed.stdout
-    history = json.loads((tmp_path / "run" / finetune.RESULT_FILE).read_text())
+    history = json.loads((run / finetune.RESULT_FILE).read_text())
     assert history["steps"] == 6
-    evaluated = finetune.pd.read_csv(tmp_path / "run" / finetune.HISTORY_FILE).dropna(subset=["eval_loss"])
+    evaluated = finetune.pd.read_csv(run / finetune.HISTORY_FILE).dropna(subset=["eval_loss"])
     assert evaluated["step"].tolist() == [0, 2, 4, 6]  # the evaluations before the kill are kept
 
 
@@ -191,56 +201,20 @@ def test_a_timed_checkpoint_is_asked_for_once_its_minutes_have_passed():
     assert asked == [16, 31]
 
 
-TIMED = textwrap.dedent("""
-    import sys, time
-    from transformers import TrainerCallback
-    import adgen_utils.finetune as finetune
-    from adgen_utils.data import load_ads
-
-    class Report(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            print(f"saved {{state.global_step}} in epoch {{state.epoch:.2f}}", flush=True)
-            time.sleep(float(sys.argv[2]))
-
-    finetune.EvaluationProgress = lambda: Report()
-    ads, _ = load_ads("embedded", progress=False)
-    train = ads[ads["split"] == "train"]["ad"].head(400).tolist()
-    validation = ads[ads["split"] == "validation"]["ad"].head(40).tolist()
-    # Evaluated and checkpointed per epoch (no eval_steps), an epoch far longer than the run.
-    config = finetune.FinetuneConfig(block_size=64, max_steps=5, learning_rate=3e-3,
-                                     checkpoint_minutes=float(sys.argv[3]))
-    result = finetune.finetune({model!r}, train, validation, config, sys.argv[1])
-    print("resumed_from", result.summary["resumed_from"], "steps", result.summary["steps"])
-""")
-
-
 def test_timed_checkpoints_come_within_an_epoch_and_resume(tiny, tmp_path):
     folder, _ = tiny
     script = tmp_path / "train.py"
-    script.write_text(TIMED.format(model=str(folder)))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    saves = []
-    # checkpoint_minutes ~ 0: a checkpoint after every optimizer step, though the strategy is per epoch.
-    child = subprocess.Popen([sys.executable, str(script), str(tmp_path / "run"), "30", "1e-9"],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    try:
-        for line in child.stdout:
-            if line.startswith("saved"):
-                saves.append(line.split()[1])
-            if line.startswith("saved 3"):
-                break
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.wait(timeout=60)
-    assert saves == ["1", "2", "3"]
-    assert (tmp_path / "run" / finetune.CHECKPOINTS / "checkpoint-3" / "trainer_state.json").is_file()
-    # Resumed with the default of 15 minutes: no timed checkpoint, the one at max_steps still comes.
-    resumed = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "0", "15"], capture_output=True,
-                             text=True, env=env, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # Evaluated and checkpointed per epoch (no eval_steps), an epoch far longer than the run.
+    script.write_text(TRAIN_SCRIPT.format(model=str(folder), settings="max_steps=5, eval_steps=None, "
+                                          "checkpoint_minutes=float(sys.argv[3])"))
+    run = tmp_path / "run"
+    # checkpoint_minutes ~ 0: a checkpoint after every optimizer step, though the strategy is per epoch;
+    # resumed with the default of 15 minutes: no timed checkpoint, the one at max_steps still comes.
+    saves, resumed = kill_after_save_then_resume(script, run, 3, ["30", "1e-9"], ["0", "15"])
+    assert saves == [1, 2, 3]
     assert "resumed_from checkpoint-3 steps 5" in resumed.stdout
     assert "saved 4" not in resumed.stdout
-    evaluated = finetune.pd.read_csv(tmp_path / "run" / finetune.HISTORY_FILE).dropna(subset=["eval_loss"])
+    evaluated = finetune.pd.read_csv(run / finetune.HISTORY_FILE).dropna(subset=["eval_loss"])
     assert evaluated["step"].tolist() == [0, 5]
 
 
