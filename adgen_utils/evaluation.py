@@ -228,7 +228,11 @@ def distinct_n(ads: Sequence[str], n: int) -> float:
 def self_bleu(ads: Sequence[str]) -> float:
     """Mean sentence BLEU (sacrebleu, 0-100) of each ad against all the others: high when a model
     writes the same ad whatever the prompt."""
-    from sacrebleu.metrics import BLEU
+    try:
+        from sacrebleu.metrics import BLEU
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("self-BLEU needs sacrebleu: pip install -e '.[evaluation]' "
+                                  "(notebook 07's setup cell installs it on Colab)") from None
 
     if len(ads) < 2:
         return float("nan")

@@ -233,3 +233,12 @@ def test_side_by_side_generation_and_the_playground(lstm_folder, tiny_folder):
     controls.children[0].value = ()  # no model chosen: a message, not a crash
     button.click()
     assert panel.last_table is None
+
+
+def test_self_bleu_without_sacrebleu_says_which_extra_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sacrebleu", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "sacrebleu.metrics", None)
+    with pytest.raises(ModuleNotFoundError, match=r"\[evaluation\]"):
+        evaluation.self_bleu(["Sony TV Remote", "Garmin Watch Band"])
