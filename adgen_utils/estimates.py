@@ -176,8 +176,9 @@ def steps(tokens: int, batch_size: int, block_size: int, gradient_accumulation: 
 
 # The full corpus as notebooks 02-04 see it under the full profile: ~2.5M distinct ads, 80% of them
 # training ads of ~25 predictions each, and a vocabulary capped at 100k words.
-FULL_CORPUS_TRAIN_PREDICTIONS = 2_000_000 * 25
-FULL_CORPUS_VALIDATION_PREDICTIONS = 250_000 * 25
+FULL_CORPUS_TRAIN_ADS, FULL_CORPUS_VALIDATION_ADS = 2_000_000, 250_000
+FULL_CORPUS_TRAIN_PREDICTIONS = FULL_CORPUS_TRAIN_ADS * 25
+FULL_CORPUS_VALIDATION_PREDICTIONS = FULL_CORPUS_VALIDATION_ADS * 25
 FULL_CORPUS_VOCABULARY = 100_000
 # GPUs people fine-tune on: Colab's free T4 and its paid L4 and A100.
 COLAB_GPUS = {"T4": Device("cuda", "Tesla T4", (7, 5), 15.0), "L4": Device("cuda", "NVIDIA L4", (8, 9), 22.5),
@@ -192,23 +193,46 @@ def auto_method(parameters: int, device: Device, headroom: float = 0.7) -> str:
     return "qlora"
 
 
+# Parameters of the models the profiles name, so an estimate needs no download.
+KNOWN_PARAMETERS = {"tiny": 200_000, "smollm2-135m": 134_515_008, "gpt2": 124_439_808,
+                    "EleutherAI/gpt-neo-125M": 125_198_592, "EleutherAI/gpt-neo-1.3B": 1_315_575_808,
+                    "gpt2-xl": 1_557_611_200}
+TOKENS_PER_AD = 40  # model tokens of an ad and its end-of-text token, GPT-2-style BPE (measured ~38-42)
+
+
+def notebook_finetune(values: dict, train_ads: int, validation_ads: int, device: Device | None = None,
+                      method: str | None = None) -> Estimate:
+    """Notebook 06's fine-tune with its parameters ``values`` on a split of ``train_ads`` and
+    ``validation_ads`` ads (``max_train_ads`` / ``validation_ads`` cap them). ``method`` defaults to
+    the parameter, "auto" resolved as :func:`auto_method` would on ``device``. An unknown base model
+    is taken to be as large as GPT-Neo-1.3B."""
+    device = device or detect_device()
+    parameters = KNOWN_PARAMETERS.get(values["base_model"], KNOWN_PARAMETERS["EleutherAI/gpt-neo-1.3B"])
+    method = method or values["method"]
+    method = auto_method(parameters, device) if method == "auto" else method
+    if values["max_train_ads"] is not None:
+        train_ads = min(train_ads, values["max_train_ads"])
+    if values["validation_ads"] is not None:
+        validation_ads = min(validation_ads, values["validation_ads"])
+    tokens = train_ads * TOKENS_PER_AD
+    total_steps = steps(tokens, values["batch_size"], values["block_size"], values["gradient_accumulation"],
+                        values["epochs"])
+    evaluations = 2 + (total_steps // values["eval_steps"] if values["eval_steps"] else int(values["epochs"]))
+    return finetune_training(parameters, tokens, method, values["epochs"], validation_ads * TOKENS_PER_AD,
+                             evaluations, device, tokens_per_step=values["batch_size"] * values["block_size"])
+
+
 def profile_estimate(profile: str, notebook: str, device: Device, method: str | None = None) -> Estimate:
     """The training estimate of notebook 03, 04 or 06 under ``profile`` (the full corpus) on
     ``device``; ``method`` (06 only) as ``finetune.choose_method`` would pick it there if None."""
     from types import SimpleNamespace
 
     from .profiles import profile_values
-    from .stages import KNOWN_PARAMETERS, LSTM_INPUTS, TOKENS_PER_AD
+    from .stages import LSTM_INPUTS
 
     values = profile_values(profile, notebook)
     if notebook in LSTM_INPUTS:
         config = SimpleNamespace(**{"embedding_dim": 0, **values, "input": LSTM_INPUTS[notebook]})
         return lstm_training(config, FULL_CORPUS_VOCABULARY, FULL_CORPUS_TRAIN_PREDICTIONS,
                              FULL_CORPUS_VALIDATION_PREDICTIONS, 64, device)
-    parameters = KNOWN_PARAMETERS[values["base_model"]]
-    method = method or auto_method(parameters, device)
-    tokens = values["max_train_ads"] * TOKENS_PER_AD
-    total_steps = steps(tokens, values["batch_size"], values["block_size"], values["gradient_accumulation"])
-    return finetune_training(parameters, tokens, method, values["epochs"], values["validation_ads"] * TOKENS_PER_AD,
-                             2 + total_steps // values["eval_steps"], device,
-                             tokens_per_step=values["batch_size"] * values["block_size"])
+    return notebook_finetune(values, FULL_CORPUS_TRAIN_ADS, FULL_CORPUS_VALIDATION_ADS, device, method)

@@ -431,7 +431,7 @@ def series_models(run_dir, pretrained_model: str, shots: int, train: pd.DataFram
     from pathlib import Path
 
     from . import admodel, stages
-    from .estimates import transformer_scoring
+    from .estimates import TOKENS_PER_AD, transformer_scoring
 
     models_dir = Path(run_dir) / stages.MODELS_FOLDER
     found = []
@@ -451,7 +451,7 @@ def series_models(run_dir, pretrained_model: str, shots: int, train: pd.DataFram
     else:
         log(f"no fine-tuned model of notebook 06 in {run_dir}: run it first to include it; scoring the others")
     transformers = [m for m in found if m.kind == "transformer"]
-    tokens = sum(test_ads * (1 + getattr(m, "shots", 0)) * stages.TOKENS_PER_AD for m in transformers)
+    tokens = sum(test_ads * (1 + getattr(m, "shots", 0)) * TOKENS_PER_AD for m in transformers)
     parameters = max(sum(p.numel() for p in m.model.parameters()) for m in transformers)
     log(f"estimate: {transformer_scoring(parameters, tokens)}")
     return found

@@ -134,33 +134,13 @@ def estimate_lstm(name: str, values: dict, run_dir: str | Path, comparison: bool
     return estimate
 
 
-# Parameters of the models the profiles name, so an estimate needs no download.
-KNOWN_PARAMETERS = {"tiny": 200_000, "smollm2-135m": 134_515_008, "gpt2": 124_439_808,
-                    "EleutherAI/gpt-neo-125M": 125_198_592, "EleutherAI/gpt-neo-1.3B": 1_315_575_808,
-                    "gpt2-xl": 1_557_611_200}
-TOKENS_PER_AD = 40  # model tokens of an ad and its end-of-text token, GPT-2-style BPE (measured ~38-42)
-
-
 def estimate_finetune(name: str, values: dict, run_dir: str | Path):
-    """Notebook 06's fine-tuning time and memory, from the size of the training split."""
+    """Notebook 06's fine-tuning time and memory, from the size of notebook 01's splits."""
     from .data import load_dataset
-    from .estimates import auto_method, finetune_training, steps
-    from .hardware import detect_device
+    from .estimates import notebook_finetune
 
-    ads = load_dataset(Path(run_dir) / DATA_FOLDER)
-    counts = ads["split"].value_counts()
-    train_ads = counts.get("train", 0) if values["max_train_ads"] is None else min(values["max_train_ads"],
-                                                                                   counts.get("train", 0))
-    validation_ads = counts.get("validation", 0) if values["validation_ads"] is None else values["validation_ads"]
-    parameters = KNOWN_PARAMETERS.get(values["base_model"], 1_315_575_808)  # unknown: assume the largest
-    device = detect_device()
-    method = auto_method(parameters, device) if values["method"] == "auto" else values["method"]
-    total_steps = steps(train_ads * TOKENS_PER_AD, values["batch_size"], values["block_size"],
-                        values["gradient_accumulation"], values["epochs"])
-    evaluations = 2 + (total_steps // values["eval_steps"] if values["eval_steps"] else int(values["epochs"]))
-    return finetune_training(parameters, train_ads * TOKENS_PER_AD, method, values["epochs"],
-                             validation_ads * TOKENS_PER_AD, evaluations, device,
-                             tokens_per_step=values["batch_size"] * values["block_size"])
+    counts = load_dataset(Path(run_dir) / DATA_FOLDER)["split"].value_counts()
+    return notebook_finetune(values, counts.get("train", 0), counts.get("validation", 0))
 
 
 # ---------------------------------------------------------------------------------------------
