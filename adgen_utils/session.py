@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+import importlib
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -71,15 +73,13 @@ def colab_install(name: str, version: str, home: str | Path = COLAB_HOME, run=No
     if adgen_utils.__version__ != version:
         log(f"setup: note: this notebook was written for adgen {version}; the clone holds "
             f"{adgen_utils.__version__} (no tag v{version} in the repository).")
-    import importlib
-    import os
-
     importlib.invalidate_caches()
     os.chdir(home / "notebooks")
     log(f"setup: adgen {adgen_utils.__version__} ready in {home}")
 
 
 def _has_cuda() -> bool:
+    """True where nvidia-smi sees a GPU (asked before the install, without importing torch)."""
     try:
         return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
     except FileNotFoundError:

