@@ -250,35 +250,32 @@ def build_parser() -> argparse.ArgumentParser:
     bench_data.add_argument("path", help="'embedded', a CSV file or a corpus folder")
     bench_data.add_argument("--repeats", type=int, help="runs of each way, alternated (default 3)")
     bench_data.set_defaults(handler=command_bench_data)
-    bench_lstm = bench_commands.add_parser(
-        "lstm", help="the original one-hot window pipeline against ours, and a scale run on a corpus",
-        argument_default=argparse.SUPPRESS)  # absent options keep the bench function's defaults
+    def bench_parser(name: str, text: str, repeats: str = "runs of each way, alternated"):
+        # Absent options keep the bench function's own defaults (its signature is their one home).
+        sub = bench_commands.add_parser(name, help=text, argument_default=argparse.SUPPRESS)
+        sub.add_argument("--repeats", type=int, help=repeats)
+        sub.set_defaults(handler=command_bench)
+        return sub
+
+    bench_lstm = bench_parser("lstm", "the original one-hot window pipeline against ours, and a scale run on a corpus",
+                              repeats="runs of each way in (a), alternated")
     bench_lstm.add_argument("--corpus", help="a corpus for the scale run, e.g. ../shared/data/amazon_ads_sample10")
-    bench_lstm.add_argument("--repeats", type=int, help="runs of each way in (a), alternated")
     bench_lstm.add_argument("--original-steps", type=int, help="timed batches of 4,096 windows for the original")
     bench_lstm.add_argument("--steps", type=int, help="timed batches of 64 ads for ours")
     bench_lstm.add_argument("--full-epoch", action="store_true", help="(b) also train one whole epoch (sampled softmax)")
-    bench_lstm.set_defaults(handler=command_bench)
     model_help = "'smollm2-135m' (offline default), 'tiny', a model folder or a Hub id"
-    bench_finetune = bench_commands.add_parser(
-        "finetune", help="training tokens/s with packed blocks against one ad per padded row (and LoRA), with peak RSS",
-        argument_default=argparse.SUPPRESS)
+    bench_finetune = bench_parser(
+        "finetune", "training tokens/s with packed blocks against one ad per padded row (and LoRA), with peak RSS")
     bench_finetune.add_argument("--model", help=model_help)
-    bench_finetune.add_argument("--repeats", type=int, help="runs of each way, alternated")
     bench_finetune.add_argument("--steps", type=int, help="timed optimizer steps per run (after 2 untimed)")
     bench_finetune.add_argument("--batch-size", type=int, help="rows per step")
     bench_finetune.add_argument("--block-size", type=int, help="tokens per row")
     bench_finetune.add_argument("--no-lora", action="store_true", help="skip the LoRA run")
-    bench_finetune.set_defaults(handler=command_bench)
-    bench_generate = bench_commands.add_parser(
-        "generate", help="ads/s generating the same prompts batched against one prompt at a time",
-        argument_default=argparse.SUPPRESS)
+    bench_generate = bench_parser("generate", "ads/s generating the same prompts batched against one prompt at a time")
     bench_generate.add_argument("--model", help=model_help)
-    bench_generate.add_argument("--repeats", type=int, help="runs of each way, alternated")
     bench_generate.add_argument("--prompts", type=int, help="prompts (first words of validation ads)")
     bench_generate.add_argument("--batch-size", type=int, help="prompts per generate() call when batched")
     bench_generate.add_argument("--max-new-tokens", type=int)
-    bench_generate.set_defaults(handler=command_bench)
     publish = commands.add_parser(
         "publish", help="write the model card and upload a fine-tuned model to the Hugging Face Hub (dry run without --push)"
     )
