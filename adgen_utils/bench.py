@@ -362,6 +362,41 @@ def bench_generate(model: str = default("05_zero_few_shot", "models")[0], repeat
     return out
 
 
+def machine() -> dict:
+    """Where a measurement was taken: CPU cores, memory (GiB), GPU (or none), OS and Python."""
+    import platform
+
+    try:
+        with open("/proc/meminfo") as meminfo:
+            kib = int(next(line for line in meminfo if line.startswith("MemTotal")).split()[1])
+        memory_gib = round(kib / 2**20, 1)
+    except (OSError, StopIteration, ValueError):
+        memory_gib = None
+    gpus = _gpu_names()
+    return {"cpu_cores": os.cpu_count(), "memory_gib": memory_gib, "gpu": ", ".join(gpus) if gpus else None,
+            "platform": platform.platform(), "python": platform.python_version()}
+
+
+def _gpu_names() -> list[str]:
+    """NVIDIA GPUs as ``nvidia-smi`` names them (without importing torch); none without the tool."""
+    try:
+        listed = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in listed.stdout.splitlines() if line.strip()] if listed.returncode == 0 else []
+
+
+def with_provenance(result: dict, command: list[str]) -> dict:
+    """``result`` with when (UTC), where (:func:`machine`) and by which command it was measured, so a
+    saved benchmark file says where its figures came from."""
+    import datetime
+
+    measured = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                "command": " ".join(command), "machine": machine()}
+    return {"measured": measured, **result}
+
+
 def print_json(result: dict) -> None:
     print(json.dumps(result, indent=2))
 

@@ -91,9 +91,10 @@ def command_data_prepare(args) -> int:
 
 
 def command_bench_data(args) -> int:
-    from .bench import bench_data, print_json
+    from .bench import bench_data, print_json, with_provenance
 
-    print_json(bench_data(args.path, **({"repeats": args.repeats} if args.repeats else {})))
+    result = bench_data(args.path, **({"repeats": args.repeats} if args.repeats else {}))
+    print_json(with_provenance(result, ["adgen", *sys.argv[1:]]))
     return 0
 
 
@@ -109,7 +110,8 @@ def command_bench(args) -> int:
     from . import bench
 
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    bench.print_json(getattr(bench, f"bench_{args.bench_command}")(**_bench_options(args), log=log))
+    result = getattr(bench, f"bench_{args.bench_command}")(**_bench_options(args), log=log)
+    bench.print_json(bench.with_provenance(result, ["adgen", *sys.argv[1:]]))
     return 0
 
 
