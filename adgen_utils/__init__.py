@@ -3,4 +3,5 @@
 data (load, clean, split) -> text (tokens) -> eda (statistics, figures) ; runner and cli
 execute the numbered notebooks with papermill.
 """
+
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
 """Saving figures the same way in every notebook: PNG under a folder, shown inline."""
+
 from __future__ import annotations
 
 from pathlib import Path

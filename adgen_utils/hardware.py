@@ -2,7 +2,7 @@
 
 Every place that picks a precision asks :func:`precision_for`: loading a transformer
 (:func:`adgen_utils.pretrained.load_causal_lm`), fine-tuning and merging LoRA adapters
-(:mod:`adgen_utils.finetune`) and the Keras policy of the LSTMs (:mod:`adgen_utils.lstm`). bfloat16
+(:mod:`adgen_utils.transformer.finetune`) and the Keras policy of the LSTMs (:mod:`adgen_utils.lstm.model`). bfloat16
 only where the GPU runs it natively (compute capability 8.0 and up: A100, L4, H100); older GPUs
 (T4, V100, P100) get float16, a CPU float32. A T4 answers ``torch.cuda.is_bf16_supported()`` with
 True because it can *emulate* bfloat16, several times slower than float16, so that answer is not
@@ -11,6 +11,7 @@ asked here.
 Neither torch nor TensorFlow is imported at module level: the corpus layer, the CLI and the LSTM
 side can import this module for free. :func:`detect_device` imports torch when it is called.
 """
+
 from __future__ import annotations
 
 import platform
@@ -41,8 +42,13 @@ def detect_device() -> Device:
     if torch is None or not torch.cuda.is_available():
         return Device("cpu", platform.processor() or platform.machine(), None, None)
     properties = torch.cuda.get_device_properties(0)
-    return Device("cuda", properties.name, tuple(torch.cuda.get_device_capability(0)),
-                  properties.total_memory / 2**30, torch.cuda.device_count())
+    return Device(
+        "cuda",
+        properties.name,
+        tuple(torch.cuda.get_device_capability(0)),
+        properties.total_memory / 2**30,
+        torch.cuda.device_count(),
+    )
 
 
 def precision_for(device: Device) -> str:

@@ -1,5 +1,6 @@
 """The one precision rule, on the GPUs Colab and Kaggle lend (simulated through torch.cuda) and the
 CPU, and the places that apply it: loading, fine-tuning and the LSTMs' Keras policy."""
+
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -7,8 +8,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from adgen_utils import finetune, hardware, lstm, pretrained
+from adgen_utils import hardware
 from adgen_utils.hardware import Device
+from adgen_utils.lstm import model as lstm
+from adgen_utils.transformer import finetune, pretrained
 
 GPUS = [  # name, compute capability, the precision it should compute in
     ("Tesla P100-PCIE-16GB", (6, 0), "fp16"),
@@ -27,10 +30,14 @@ def simulate_gpu(monkeypatch, name: str, capability: tuple[int, int], memory_gib
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    monkeypatch.setattr(torch.cuda, "get_device_properties",
-                        lambda device=None: SimpleNamespace(name=name, total_memory=int(memory_gib * 2**30)))
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
-                        lambda including_emulation=True: including_emulation or capability >= (8, 0))
+    monkeypatch.setattr(
+        torch.cuda,
+        "get_device_properties",
+        lambda device=None: SimpleNamespace(name=name, total_memory=int(memory_gib * 2**30)),
+    )
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation or capability >= (8, 0)
+    )
 
 
 @pytest.mark.parametrize("name, capability, expected", GPUS)
@@ -97,16 +104,19 @@ def test_tensorflow_device_reads_tensorflows_own_view():
     gpus = [SimpleNamespace(name="/physical_device:GPU:0"), SimpleNamespace(name="/physical_device:GPU:1")]
     config = SimpleNamespace(
         list_physical_devices=lambda kind: gpus if kind == "GPU" else [],
-        experimental=SimpleNamespace(get_device_details=lambda gpu: {"compute_capability": (7, 5),
-                                                                     "device_name": "Tesla T4"}),
+        experimental=SimpleNamespace(
+            get_device_details=lambda gpu: {"compute_capability": (7, 5), "device_name": "Tesla T4"}
+        ),
     )
     assert lstm.tensorflow_device(config) == Device("cuda", "Tesla T4", (7, 5), None, 2)
     assert lstm.tensorflow_device().kind == "cpu"
 
 
 def test_importing_the_rule_loads_neither_framework():
-    code = ("import sys, adgen_utils.hardware as h; h.precision_for(h.Device('cpu', 'x', None, None)); "
-            "print(sorted(m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules))")
+    code = (
+        "import sys, adgen_utils.hardware as h; h.precision_for(h.Device('cpu', 'x', None, None)); "
+        "print(sorted(m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

@@ -11,6 +11,7 @@ the setup cell's ``pip install`` put into the overlay (compared with the Colab-l
 ``summary`` joins the per-notebook results and lists every Colab package that some notebook's
 setup changed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,9 +22,26 @@ from pathlib import Path
 
 # Colab's own stack: a setup cell that replaces one of these leaves the user's runtime different
 # from Colab's (a newer ipykernel even breaks the Colab kernel). Names as pip normalises them.
-PROTECTED = ("torch", "tensorflow", "keras", "numpy", "pandas", "ipykernel", "ipython", "ipywidgets",
-             "jupyter-client", "jupyter-core", "traitlets", "tornado", "pyzmq", "notebook",
-             "widgetsnbextension", "jupyterlab-widgets", "protobuf", "triton")
+PROTECTED = (
+    "torch",
+    "tensorflow",
+    "keras",
+    "numpy",
+    "pandas",
+    "ipykernel",
+    "ipython",
+    "ipywidgets",
+    "jupyter-client",
+    "jupyter-core",
+    "traitlets",
+    "tornado",
+    "pyzmq",
+    "notebook",
+    "widgetsnbextension",
+    "jupyterlab-widgets",
+    "protobuf",
+    "triton",
+)
 PROTECTED_PREFIXES = ("nvidia-", "cuda-")
 # Upgrades the project declares on purpose (GUIDE: notebooks 05-08 need transformers >= 5.23).
 EXPECTED = {"transformers"}
@@ -87,10 +105,14 @@ def notebook_result(args) -> dict:
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
                 trace = [ANSI.sub("", line) for line in output.get("traceback", [])]
-                error = {"cell_index": i, "cell_tags": cell.get("metadata", {}).get("tags", []),
-                         "cell_first_line": (source_of(cell).strip().splitlines() or [""])[0],
-                         "name": output.get("ename"), "message": ANSI.sub("", output.get("evalue", "")),
-                         "traceback_tail": "\n".join(trace)[-3000:]}
+                error = {
+                    "cell_index": i,
+                    "cell_tags": cell.get("metadata", {}).get("tags", []),
+                    "cell_first_line": (source_of(cell).strip().splitlines() or [""])[0],
+                    "name": output.get("ename"),
+                    "message": ANSI.sub("", output.get("evalue", "")),
+                    "traceback_tail": "\n".join(trace)[-3000:],
+                }
                 break
         if error:
             break
@@ -103,16 +125,24 @@ def notebook_result(args) -> dict:
         if error is None:
             log = Path(args.log).read_text(errors="replace") if args.log and Path(args.log).is_file() else ""
             timeout = args.rc in (124, 137)
-            error = {"name": "timeout" if timeout else "papermill",
-                     "message": "papermill ran past COLAB_SIM_TIMEOUT and was stopped" if timeout
-                     else f"papermill exited with {args.rc} and no cell holds an error",
-                     "log_tail": ANSI.sub("", log)[-3000:]}
-            unfinished = next(((i, c) for i, c in code
-                               if c.get("metadata", {}).get("papermill", {}).get("status") != "completed"), None)
+            error = {
+                "name": "timeout" if timeout else "papermill",
+                "message": "papermill ran past COLAB_SIM_TIMEOUT and was stopped"
+                if timeout
+                else f"papermill exited with {args.rc} and no cell holds an error",
+                "log_tail": ANSI.sub("", log)[-3000:],
+            }
+            unfinished = next(
+                ((i, c) for i, c in code if c.get("metadata", {}).get("papermill", {}).get("status") != "completed"),
+                None,
+            )
             if unfinished:
                 i, cell = unfinished
-                error.update(cell_index=i, cell_tags=cell.get("metadata", {}).get("tags", []),
-                             cell_first_line=(source_of(cell).strip().splitlines() or [""])[0])
+                error.update(
+                    cell_index=i,
+                    cell_tags=cell.get("metadata", {}).get("tags", []),
+                    cell_first_line=(source_of(cell).strip().splitlines() or [""])[0],
+                )
         result["error"] = error
     setup = next((c for _, c in code if "setup" in c.get("metadata", {}).get("tags", [])), None)
     if setup is not None:

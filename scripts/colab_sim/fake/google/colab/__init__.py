@@ -8,6 +8,7 @@ Only what adgen touches is provided: ``drive.mount`` (Drive is a local temporary
 This folder deliberately has no ``google/__init__.py``: ``google`` stays a namespace package, so
 ``google.protobuf`` (TensorFlow) from site-packages still imports next to it.
 """
+
 import os
 import time
 

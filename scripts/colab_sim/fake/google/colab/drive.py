@@ -5,6 +5,7 @@ is created in it, as a Google Drive always has one. As root the folder is bind-m
 ``/content/drive/...`` stays what ``Path.resolve()`` returns, as on Colab's FUSE mount; where
 ``mount`` is not allowed the mount point becomes a symbolic link instead. Messages follow Colab's.
 """
+
 import os
 import subprocess
 from pathlib import Path
@@ -26,8 +27,10 @@ def mount(mountpoint, force_remount=False, timeout_ms=120000, readonly=False):
     _record(f"drive.mount({str(mountpoint)!r}, force_remount={force_remount})")
     if _mounted(mountpoint):
         if not force_remount:
-            print(f"Drive already mounted at {mountpoint}; to attempt to forcibly remount, call "
-                  f'drive.mount("{mountpoint}", force_remount=True).')
+            print(
+                f"Drive already mounted at {mountpoint}; to attempt to forcibly remount, call "
+                f'drive.mount("{mountpoint}", force_remount=True).'
+            )
             return
         flush_and_unmount(mountpoint=mountpoint)
     if mountpoint.exists() and (not mountpoint.is_dir() or any(mountpoint.iterdir())):

@@ -3,6 +3,7 @@
 Real Colab raises ``SecretNotFoundError`` for a secret that does not exist and
 ``NotebookAccessError`` when the user has not granted this notebook access to it.
 """
+
 from . import _record
 
 
@@ -24,8 +25,9 @@ class TimeoutException(Exception):
     """The frontend did not answer in time."""
 
     def __init__(self, key):
-        super().__init__(f"Requesting secret {key} timed out. Secrets can only be fetched when running "
-                         "from the Colab UI.")
+        super().__init__(
+            f"Requesting secret {key} timed out. Secrets can only be fetched when running from the Colab UI."
+        )
 
 
 def get(key):

@@ -1,0 +1,3 @@
+"""The applications: the ``adgen`` command (cli), ads for a seller's catalog (catalog) and the
+benchmarks that print JSON (bench).
+"""

@@ -1,0 +1,537 @@
+"""Benchmarks that print JSON. Every measured run is a fresh child process
+(``python -m adgen_utils.apps.bench WORKLOAD ARGS``), so its wall time and peak RSS (the OS's
+own ``ru_maxrss`` from ``wait4``) are its own; two ways of doing the same work alternate
+in one run, and the report gives medians and ratios."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from adgen_utils.parameters import default
+
+FULL_CORPUS_ROWS = 3_200_000
+
+
+# ---------------------------------------------------------------------------------------
+# Workloads (run inside the child process)
+
+
+def _load_ads(source: str) -> dict:
+    from adgen_utils.corpus.data import load_ads
+
+    _, report = load_ads(source)
+    return {"rows_read": report.rows_read, "rows_kept": report.rows_kept}
+
+
+def _pandas_read_csv(source: str) -> dict:
+    import pandas as pd
+
+    from adgen_utils.corpus.data import corpus_files, resolve_source
+
+    frames = [
+        pd.read_csv(path, on_bad_lines="skip", encoding_errors="replace", dtype=str)
+        for path, _ in corpus_files(resolve_source(source))
+    ]
+    rows = sum(len(f) for f in frames)
+    return {"rows_read": rows, "rows_kept": rows}
+
+
+def _prepare(source: str, folder: str, min_count: int, max_vocabulary: int | None) -> dict:
+    from adgen_utils.corpus.data import load_ads
+    from adgen_utils.corpus.sequences import prepare_sequences
+
+    started = time.perf_counter()
+    ads, report = load_ads(source)
+    info = prepare_sequences(ads, folder, min_count=min_count, max_vocabulary=max_vocabulary)
+    return {
+        "seconds": time.perf_counter() - started,
+        "rows_read": report.rows_read,
+        "ads": len(ads),
+        "vocabulary_size": info["vocabulary_size"],
+        "train_predictions": info["splits"]["train"]["predictions"],
+        "train_ads": info["splits"]["train"]["ads"],
+    }
+
+
+def _original_pipeline(folder: str, steps: int, batch_size: int = 4096) -> dict:
+    """The original: one-hot windows built in Python per batch, LSTM(128), Dense softmax, Adam(0.01)."""
+    import keras
+
+    from adgen_utils.corpus.sequences import load_sequences, one_hot_batch, original_stream, original_windows
+
+    vocabulary, splits = load_sequences(folder)
+    size = len(vocabulary)
+    inputs, targets = original_windows(original_stream(splits["train"]))
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((4, size)),
+            keras.layers.LSTM(128),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(size, activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01),
+        loss="categorical_crossentropy",
+        metrics=["categorical_accuracy", "top_k_categorical_accuracy"],
+    )
+    batches = (len(targets) + batch_size - 1) // batch_size
+
+    def step(i):
+        part = slice((i % batches) * batch_size, (i % batches + 1) * batch_size)
+        x, y = one_hot_batch(inputs[part], targets[part], size)  # the original's Sequence.__getitem__
+        model.train_on_batch(x, y)
+        return len(y)
+
+    step(0)  # compile
+    started = time.perf_counter()
+    predictions = sum(step(i) for i in range(1, steps + 1))
+    seconds = time.perf_counter() - started
+    return {
+        "vocabulary_size": size,
+        "predictions": predictions,
+        "train_seconds": seconds,
+        "predictions_per_second": predictions / seconds,
+        "windows_per_epoch": int(len(targets)),
+    }
+
+
+def _many_to_many(
+    folder: str, model_input: str, loss: str, steps: int, batch_size: int = 64, sampled: int = 512, units: int = 128
+) -> dict:
+    """Ours: many-to-many batches with sparse targets; ``steps`` timed training steps."""
+    import keras
+
+    from adgen_utils.corpus.sequences import load_sequences
+    from adgen_utils.lstm.model import LSTMConfig, build_model, many_to_many_dataset
+    from adgen_utils.lstm.training import LanguageModelTrainer
+
+    vocabulary, splits = load_sequences(folder)
+    config = LSTMConfig(
+        input=model_input,
+        loss=loss,
+        sampled=sampled,
+        units=units,
+        embedding_dim=units,
+        batch_size=batch_size,
+        mixed_precision=False,
+    )
+    keras.utils.set_random_seed(0)
+    trainer = LanguageModelTrainer(build_model(config, len(vocabulary)), loss=loss, sampled=sampled)
+    trainer.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    batches = iter(many_to_many_dataset(splits["train"], batch_size, shuffle=True).repeat())
+    ids, targets, weights = next(batches)
+    trainer.train_on_batch(ids, targets, weights)  # compile
+    predictions = 0
+    started = time.perf_counter()
+    for _ in range(steps):
+        ids, targets, weights = next(batches)
+        trainer.train_on_batch(ids, targets, weights)
+        predictions += int(weights.numpy().sum())
+    seconds = time.perf_counter() - started
+    return {
+        "vocabulary_size": len(vocabulary),
+        "predictions": predictions,
+        "train_seconds": seconds,
+        "predictions_per_second": predictions / seconds,
+    }
+
+
+def _train_epoch(folder: str, loss: str, batch_size: int = 64, sampled: int = 512) -> dict:
+    """One full epoch of the Embedding LSTM over the prepared training split."""
+    from adgen_utils.corpus.sequences import load_sequences
+    from adgen_utils.lstm.model import LSTMConfig, evaluate_model
+    from adgen_utils.lstm.training import train_language_model
+
+    vocabulary, splits = load_sequences(folder)
+    config = LSTMConfig(
+        input="embedding", loss=loss, sampled=sampled, batch_size=batch_size, epochs=1, mixed_precision=False
+    )
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as model_dir:
+        result = train_language_model(
+            config, vocabulary, splits["train"], splits["validation"], model_dir, progress=False, log=lambda line: None
+        )
+        seconds = time.perf_counter() - started
+        metrics = evaluate_model(result.model, splits["validation"])
+    return {
+        "epoch_seconds_with_validation": seconds,
+        "train_predictions": splits["train"].predictions,
+        "validation_cross_entropy": metrics["cross_entropy"],
+        "validation_perplexity": metrics["perplexity"],
+    }
+
+
+def _embedded_ads(split: str, count: int) -> list[str]:
+    """The first ``count`` ads of a split of the embedded corpus (the same ones in every child)."""
+    from adgen_utils.corpus.data import load_ads
+
+    ads, _ = load_ads("embedded", progress=False)
+    return ads.loc[ads["split"] == split, "ad"].head(count).tolist()
+
+
+def _causal_lm(model: str, folder: str):
+    from adgen_utils.transformer.pretrained import load_causal_lm, resolve_model
+
+    path = resolve_model(model, models_dir=folder, training_texts=_embedded_ads("train", 2000))
+    return load_causal_lm(path, device="cpu")
+
+
+def _finetune_steps(
+    model: str, layout: str, steps: int, batch_size: int, block_size: int, method: str = "full", warmup_steps: int = 2
+) -> dict:
+    """Optimizer steps on the same ads laid out as packed blocks, or one ad per row padded to
+    ``block_size`` ("padded") or to the longest ad of its batch ("padded_longest").
+    Counts trained (non-padding) tokens; the first ``warmup_steps`` are not timed."""
+    import torch
+
+    from adgen_utils.transformer.finetune import lora_config, pack_blocks, padded_rows
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as folder:
+        net, tokenizer = _causal_lm(model, folder)
+    if method == "lora":
+        from peft import get_peft_model
+
+        net = get_peft_model(net, lora_config(net))
+    texts = _embedded_ads("train", (steps + warmup_steps) * batch_size * 8)
+    rows = (
+        pack_blocks(texts, tokenizer, block_size) if layout == "packed" else padded_rows(texts, tokenizer, block_size)
+    )
+    if len(rows) < (steps + warmup_steps) * batch_size:
+        raise ValueError("not enough ads for the steps asked for")
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-5)
+    net.train()
+    tokens = 0
+    for step in range(steps + warmup_steps):
+        if step == warmup_steps:
+            started = time.perf_counter()
+        batch = slice(step * batch_size, (step + 1) * batch_size)
+        mask = torch.from_numpy(rows.attention_mask[batch])
+        width = int(mask.sum(1).max()) if layout == "padded_longest" else block_size
+        loss = net(
+            input_ids=torch.from_numpy(rows.input_ids[batch, :width]),
+            attention_mask=mask[:, :width],
+            labels=torch.from_numpy(rows.labels[batch, :width]),
+        ).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if step >= warmup_steps:
+            tokens += int(mask.sum())
+    seconds = time.perf_counter() - started
+    return {
+        "trained_tokens": tokens,
+        "timed_steps": steps,
+        "tokens_per_second": tokens / seconds,
+        "ads_truncated": rows.truncated,
+        "final_loss": float(loss),
+    }
+
+
+def _generate(model: str, prompts: int, batch_size: int, max_new_tokens: int) -> dict:
+    """Greedy ads for the same prompts (the first three words of validation ads), ``batch_size``
+    prompts per ``generate`` call. A first batch warms up untimed."""
+    from adgen_utils.models import Decoding
+    from adgen_utils.transformer.pretrained import generate_ads
+
+    with tempfile.TemporaryDirectory() as folder:
+        net, tokenizer = _causal_lm(model, folder)
+    texts = [" ".join(ad.split()[:3]) for ad in _embedded_ads("validation", prompts)]
+    decoding = Decoding(max_new_tokens=max_new_tokens)
+    generate_ads(net, tokenizer, texts[:batch_size], decoding, batch_size=batch_size)
+    started = time.perf_counter()
+    ads = generate_ads(net, tokenizer, texts, decoding, batch_size=batch_size)
+    seconds = time.perf_counter() - started
+    return {
+        "ads": len(ads),
+        "ads_per_second": len(ads) / seconds,
+        "mean_ad_words": sum(len(a.split()) for a in ads) / len(ads),
+    }
+
+
+WORKLOADS = {
+    f.__name__.lstrip("_"): f
+    for f in (
+        _load_ads,
+        _pandas_read_csv,
+        _prepare,
+        _original_pipeline,
+        _many_to_many,
+        _train_epoch,
+        _finetune_steps,
+        _generate,
+    )
+}
+
+
+def _child_main() -> None:
+    result = WORKLOADS[sys.argv[1]](**json.loads(sys.argv[2]))
+    print(json.dumps(result))
+
+
+# ---------------------------------------------------------------------------------------
+# Measuring (in the parent)
+
+
+def _measure(workload: str, **arguments) -> dict:
+    """Run one workload in a child Python; return its result plus wall ``seconds`` and ``peak_rss_mib``."""
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        started = time.perf_counter()
+        child = subprocess.Popen(
+            [sys.executable, "-m", "adgen_utils.apps.bench", workload, json.dumps(arguments)],
+            stdout=stdout,
+            stderr=stderr,
+        )
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage, not all children's
+        seconds = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        stdout.seek(0)
+        stderr.seek(0)
+        if child.returncode != 0:
+            raise RuntimeError(f"benchmark workload {workload} failed:\n{stderr.read()[-3000:]}")
+        result = json.loads(stdout.read().strip().splitlines()[-1])
+    return {**result, "seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024}
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator to 3 significant digits (a fixed number of decimals would turn 0.04 into 0.0)."""
+    return float(f"{numerator / denominator:.3g}")
+
+
+def _summary(measured: list[dict], rate_key: str | None = None) -> dict:
+    out = {
+        "median_seconds": round(statistics.median(m["seconds"] for m in measured), 2),
+        "seconds": [round(m["seconds"], 2) for m in measured],
+        "peak_rss_mib": round(max(m["peak_rss_mib"] for m in measured), 1),
+    }
+    if rate_key:  # 4 significant digits: ratios of small rates (0.8 ads/s) must not come from rounded values
+        out[f"median_{rate_key}"] = float(f"{statistics.median(m[rate_key] for m in measured):.4g}")
+        out[rate_key] = [float(f"{m[rate_key]:.4g}") for m in measured]
+    keep = {k: v for k, v in measured[0].items() if k not in ("seconds", "peak_rss_mib", rate_key)}
+    return {**out, **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in keep.items()}}
+
+
+def bench_data(source: str, repeats: int = 3) -> dict:
+    """Time and peak RSS of ``load_ads`` against plain ``pandas.read_csv`` of the same files."""
+    runs = {"adgen_load_ads": [], "pandas_read_csv": []}
+    for _ in range(repeats):
+        runs["adgen_load_ads"].append(_measure("load_ads", source=source))
+        runs["pandas_read_csv"].append(_measure("pandas_read_csv", source=source))
+    out = {"source": source, "repeats": repeats, **{name: _summary(m) for name, m in runs.items()}}
+    out["time_ratio_adgen_over_pandas"] = _ratio(
+        out["adgen_load_ads"]["median_seconds"], out["pandas_read_csv"]["median_seconds"]
+    )
+    return out
+
+
+def bench_lstm(
+    corpus: str | None = None,
+    repeats: int = 2,
+    original_steps: int = 3,
+    steps: int = 60,
+    full_epoch: bool = False,
+    ads_source: str = "embedded",
+    log=print,
+) -> dict:
+    """(a) The original one-hot window pipeline against ours on the same ads (``ads_source``),
+    same vocabulary (every training word) and LSTM(128), alternating; (b) with ``corpus``, a
+    scale run of ours: preparation, training speed with both losses, projected epoch time."""
+    out: dict = {"repeats": repeats}
+    with tempfile.TemporaryDirectory() as work:
+        small = Path(work, "ads")
+        log(f"(a) preparing {ads_source} with every training word in the vocabulary")
+        out["a_prepare"] = _summary(
+            [_measure("prepare", source=ads_source, folder=str(small), min_count=1, max_vocabulary=None)]
+        )
+        ours = {"folder": str(small), "steps": steps}
+        ways = {
+            "original_one_hot_windows": ("original_pipeline", {"folder": str(small), "steps": original_steps}),
+            "ours_lstm_one_hot_input": ("many_to_many", {**ours, "model_input": "one_hot", "loss": "full"}),
+            "ours_embedding_lstm": ("many_to_many", {**ours, "model_input": "embedding", "loss": "full"}),
+            "ours_embedding_lstm_sampled_softmax": (
+                "many_to_many",
+                {**ours, "model_input": "embedding", "loss": "sampled"},
+            ),
+        }
+        runs = {name: [] for name in ways}
+        for repeat in range(repeats):
+            for name, (workload, arguments) in ways.items():
+                log(f"(a) run {repeat + 1}/{repeats}: {name}")
+                runs[name].append(_measure(workload, **arguments))
+        a = {name: _summary(m, "predictions_per_second") for name, m in runs.items()}
+        base = a["original_one_hot_windows"]
+        for name in list(ways)[1:]:
+            a[name]["speedup_over_original"] = _ratio(
+                a[name]["median_predictions_per_second"], base["median_predictions_per_second"]
+            )
+            a[name]["peak_rss_over_original"] = _ratio(a[name]["peak_rss_mib"], base["peak_rss_mib"])
+        out["a_original_vs_ours"] = a
+
+        if corpus:
+            large = Path(work, "corpus")
+            log(f"(b) preparing {corpus}")
+            prepared = _measure("prepare", source=corpus, folder=str(large), min_count=2, max_vocabulary=None)
+            b = {"corpus": corpus, "prepare": _summary([prepared])}
+            scale = FULL_CORPUS_ROWS / max(prepared["rows_read"], 1)
+            for loss in ("full", "sampled"):
+                log(f"(b) training speed, {loss} softmax")
+                speed = _measure(
+                    "many_to_many",
+                    folder=str(large),
+                    model_input="embedding",
+                    loss=loss,
+                    steps=steps if loss == "sampled" else max(steps // 6, 5),
+                )
+                per_second = speed["predictions_per_second"]
+                b[f"train_{loss}_softmax"] = {
+                    "predictions_per_second": round(per_second, 1),
+                    "peak_rss_mib": round(speed["peak_rss_mib"], 1),
+                    "epoch_hours_this_corpus": round(prepared["train_predictions"] / per_second / 3600, 2),
+                    "projected_epoch_hours_full_corpus": round(
+                        prepared["train_predictions"] * scale / per_second / 3600, 2
+                    ),
+                }
+            b["full_corpus_scale_factor"] = round(scale, 2)
+            if full_epoch:
+                log("(b) one whole epoch, sampled softmax")
+                b["one_epoch_sampled_softmax"] = _summary([_measure("train_epoch", folder=str(large), loss="sampled")])
+            out["b_scale"] = b
+    return out
+
+
+def bench_finetune(
+    model: str = default("06_fine_tuning", "base_model"),
+    repeats: int = 2,
+    steps: int = 3,
+    batch_size: int = 4,
+    block_size: int = 128,
+    lora: bool = True,
+    log=print,
+) -> dict:
+    """Training tokens per second with packed blocks against one ad per padded row (same model,
+    same ads, same rows per step), alternating in one run; plus peak RSS of each way and of LoRA."""
+    ways = {
+        "packed": {"layout": "packed"},
+        "padded_to_block": {"layout": "padded"},
+        "padded_to_longest_in_batch": {"layout": "padded_longest"},
+    }
+    if lora:
+        ways["packed_lora"] = {"layout": "packed", "method": "lora"}
+    runs = {name: [] for name in ways}
+    for repeat in range(repeats):
+        for name, arguments in ways.items():
+            log(f"run {repeat + 1}/{repeats}: {name}")
+            runs[name].append(
+                _measure(
+                    "finetune_steps",
+                    model=model,
+                    steps=steps,
+                    batch_size=batch_size,
+                    block_size=block_size,
+                    **{"method": "full", **arguments},
+                )
+            )
+    out = {
+        "model": model,
+        "repeats": repeats,
+        "timed_steps": steps,
+        "batch_size": batch_size,
+        "block_size": block_size,
+        **{name: _summary(m, "tokens_per_second") for name, m in runs.items()},
+    }
+    packed = out["packed"]["median_tokens_per_second"]
+    for name in ("padded_to_block", "padded_to_longest_in_batch"):
+        out[f"packed_over_{name}"] = _ratio(packed, out[name]["median_tokens_per_second"])
+    return out
+
+
+def bench_generate(
+    model: str = default("05_zero_few_shot", "models")[0],
+    repeats: int = 2,
+    prompts: int = 64,
+    batch_size: int = 64,
+    max_new_tokens: int = 24,
+    log=print,
+) -> dict:
+    """Ads per second generating the same prompts batched against one prompt at a time, alternating."""
+    ways = {"one_at_a_time": 1, "batched": batch_size}
+    runs = {name: [] for name in ways}
+    for repeat in range(repeats):
+        for name, size in ways.items():
+            log(f"run {repeat + 1}/{repeats}: {name}")
+            runs[name].append(
+                _measure("generate", model=model, prompts=prompts, batch_size=size, max_new_tokens=max_new_tokens)
+            )
+    out = {
+        "model": model,
+        "repeats": repeats,
+        "prompts": prompts,
+        "batch_size": batch_size,
+        "max_new_tokens": max_new_tokens,
+        **{name: _summary(m, "ads_per_second") for name, m in runs.items()},
+    }
+    out["batched_over_one_at_a_time"] = _ratio(
+        out["batched"]["median_ads_per_second"], out["one_at_a_time"]["median_ads_per_second"]
+    )
+    return out
+
+
+def machine() -> dict:
+    """Where a measurement was taken: CPU cores, memory (GiB), GPU (or none), OS and Python."""
+    import platform
+
+    try:
+        with open("/proc/meminfo") as meminfo:
+            kib = int(next(line for line in meminfo if line.startswith("MemTotal")).split()[1])
+        memory_gib = round(kib / 2**20, 1)
+    except (OSError, StopIteration, ValueError):
+        memory_gib = None
+    gpus = _gpu_names()
+    return {
+        "cpu_cores": os.cpu_count(),
+        "memory_gib": memory_gib,
+        "gpu": ", ".join(gpus) if gpus else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def _gpu_names() -> list[str]:
+    """NVIDIA GPUs as ``nvidia-smi`` names them (without importing torch); none without the tool."""
+    try:
+        listed = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in listed.stdout.splitlines() if line.strip()] if listed.returncode == 0 else []
+
+
+def with_provenance(result: dict, command: list[str]) -> dict:
+    """``result`` with when (UTC), where (:func:`machine`) and by which command it was measured, so a
+    saved benchmark file says where its figures came from."""
+    import datetime
+
+    measured = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join(command),
+        "machine": machine(),
+    }
+    return {"measured": measured, **result}
+
+
+def print_json(result: dict) -> None:
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    _child_main()

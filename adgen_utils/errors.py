@@ -1,0 +1,52 @@
+"""Every error the project raises on purpose, and how the ``adgen`` command reports it.
+
+Each is an :class:`AdgenError` whose message says what went wrong and what to do; the CLI prints
+it as one line ``adgen: error: <message>`` and exits with the class's :attr:`~AdgenError.exit_code`
+(2: the input or the request is wrong; 1: the work itself failed). Each also keeps the built-in
+base it always had (``ValueError`` or ``RuntimeError``), so code that caught those still does.
+Nothing here imports anything: every layer can raise these.
+"""
+
+from __future__ import annotations
+
+USAGE = 2  # exit status: the command's input or arguments are wrong; fix them and run again
+FAILED = 1  # exit status: the work failed (a notebook raised, a push was refused)
+
+
+class AdgenError(Exception):
+    """Base of the project's errors; ``exit_code`` is what ``adgen`` exits with."""
+
+    exit_code = USAGE
+
+
+class CorpusUnavailable(AdgenError, RuntimeError):
+    """The requested corpus cannot be found or downloaded; the message says what to do."""
+
+
+class CorpusFormatError(AdgenError, ValueError):
+    """A CSV file cannot be read as ads (no header, no ad column, empty)."""
+
+
+class ParameterError(AdgenError, ValueError):
+    """A parameter's value does not fit its declared type or is not allowed here."""
+
+
+class StageMissing(AdgenError, RuntimeError):
+    """An earlier notebook's results are missing and too long to rebuild here; the message says
+    which notebook to run first and the estimated time."""
+
+
+class ModelUnavailable(AdgenError, RuntimeError):
+    """A model could not be found or loaded; the message says what to use instead."""
+
+
+class PublishError(AdgenError, RuntimeError):
+    """Publishing failed; the message never holds the Hub token."""
+
+    exit_code = FAILED
+
+
+class NotebookFailed(AdgenError, RuntimeError):
+    """A notebook of the series raised; the message names it, the cell and the saved output."""
+
+    exit_code = FAILED

@@ -1,0 +1,65 @@
+"""Where things are: the repository's folders and every file and folder name in a run folder.
+
+A run folder (``runs/<profile>/`` locally, ``MyDrive/adgen/runs/<profile>`` with Drive) holds what
+each notebook writes, so that a later notebook, ``adgen evaluate`` or ``adgen publish`` finds it::
+
+    run_dir/
+      data/ads.parquet, load_report.json          01: the cleaned, split corpus
+      sequences/sequences.json, vocabulary.json   02: vocabulary and token arrays (*.npy)
+      models/lstm/, models/embedding_lstm/        03, 04: model.keras, vocabulary.json, history.csv,
+                                                  training.json (and backup/ while training)
+      models/finetuned/                           06: a transformers folder + finetune.json,
+                                                  history.csv (and checkpoints/ while training)
+      evaluation/07_comparison.csv, ...           07: every model on one footing
+      notebooks/, figures/                        the executed notebooks, the figures
+
+This module imports nothing heavy; every other module takes these names from here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# The repository
+NOTEBOOKS_FOLDER = "notebooks"
+EMBEDDED_DATA_FOLDER = "data"
+FIGURES_FOLDER = "figures"
+RUNS_FOLDER = "runs"
+RESULTS_FOLDER = "results"  # saved benchmark and run results that the README's measured tables come from
+
+# A run folder
+DATA_FOLDER = "data"
+DATASET_FILE = "ads.parquet"
+REPORT_FILE = "load_report.json"
+SEQUENCES_FOLDER = "sequences"
+SEQUENCES_INFO_FILE = "sequences.json"
+VOCABULARY_FILE = "vocabulary.json"
+MODELS_FOLDER = "models"
+MODEL_FOLDERS = {"03_lstm": "lstm", "04_embedding_lstm": "embedding_lstm", "06_fine_tuning": "finetuned"}
+LSTM_MODEL_FILE = "model.keras"
+LSTM_STATE_FILE = "training.json"  # an LSTM's settings and progress, for resuming
+LSTM_BEST_WEIGHTS_FILE = "best.weights.h5"
+LSTM_BACKUP_FOLDER = "backup"  # TimedBackup's, removed when training finishes
+HISTORY_FILE = "history.csv"  # per epoch (LSTMs) or per evaluation (fine-tuning)
+FINETUNE_RESULT_FILE = "finetune.json"
+CHECKPOINTS_FOLDER = "checkpoints"  # the fine-tuning Trainer's, removed when training finishes
+SAMPLES_FILE = "sample_generations.csv"  # a fine-tuned model's sample ads, for its model card
+SOURCE_FILE = "adgen_source.json"  # where a cached offline model came from (for model cards)
+EVALUATION_FOLDER = "evaluation"
+COMPARISON_FILE = "07_comparison.csv"  # notebook 07's table: every model on one footing
+SUMMARY_FILE = "run_summary.json"  # adgen run: each notebook's status and time
+
+
+def repository_root() -> Path:
+    """The checkout that holds this package (``data/``, ``notebooks/``, ``figures/``)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def model_dir(run_dir: str | Path, name: str) -> Path:
+    """Where notebook ``name`` (03, 04 or 06) saves its model."""
+    return Path(run_dir) / MODELS_FOLDER / MODEL_FOLDERS[name]
+
+
+def comparison_path(run_dir: str | Path) -> Path:
+    """Notebook 07's comparison table in ``run_dir``."""
+    return Path(run_dir) / EVALUATION_FOLDER / COMPARISON_FILE

