@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from adgen_utils.corpus.data import _INVISIBLE, _SURROGATE, _decode_lines, _header_columns, _records, normalize_ad
+from adgen_utils.corpus.data import INVISIBLE, UNDECODABLE, csv_records, decode_lines, header_columns, normalize_ad
 from adgen_utils.errors import CorpusFormatError
 from adgen_utils.models import DECODINGS, Decoding
 from adgen_utils.parameters import catalog_default
@@ -57,7 +57,7 @@ def make_prompt(brand: str, product: str) -> str:
 def _row_problem(fields: dict[str, str]) -> str | None:
     """Why a parsed row cannot be used (None if it can); ``fields`` are the raw brand/product/category."""
     for name, value in fields.items():
-        if _SURROGATE.search(value):
+        if UNDECODABLE.search(value):
             return f"invalid UTF-8 bytes in {name}"
         if _LINE_BREAK.search(value):
             return f"line break inside {name}"
@@ -89,13 +89,13 @@ def read_products(path) -> tuple[pd.DataFrame, list[dict]]:
     no header, or no ``brand`` / ``product`` column.
     """
     path = Path(path)
-    lines = _decode_lines(path.read_bytes())
+    lines = decode_lines(path.read_bytes())
     if not lines or not lines[0].strip():
         raise CorpusFormatError(
             f"{path}: the file is empty or starts with a blank line, not a header "
             "(expected a first line like 'brand,product,category')"
         )
-    columns = _header_columns(lines[0], path)
+    columns = header_columns(lines[0], path)
     missing = [name for name in ("brand", "product") if name not in columns]
     if missing:
         raise CorpusFormatError(
@@ -104,7 +104,7 @@ def read_products(path) -> tuple[pd.DataFrame, list[dict]]:
         )
     wanted = {name: columns.index(name) for name in ("brand", "product", "category") if name in columns}
     products, bad_rows = [], []
-    for line_number, fields, _ in _records(lines, 1, len(columns)):
+    for line_number, fields, _ in csv_records(lines, 1, len(columns)):
         if fields is None:
             bad_rows.append({"row": line_number, "reason": "malformed quoting"})
             continue
@@ -158,7 +158,7 @@ def _refusal(model, product) -> str | None:
 
 def _clean_ad(text: str) -> str:
     """The first line of a generated text, without invisible characters."""
-    return _INVISIBLE.sub("", _LINE_BREAK.split(text or "", maxsplit=1)[0]).strip()
+    return INVISIBLE.sub("", _LINE_BREAK.split(text or "", maxsplit=1)[0]).strip()
 
 
 def _truncate_torn_line(path: Path) -> int:

@@ -46,10 +46,11 @@ MAX_RECORD_LINES = 4
 csv.field_size_limit(2**31 - 1)
 
 _HEADER_NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
-_SURROGATE = re.compile("[\udc80-\udcff]")
+# An invalid UTF-8 byte, kept by decode_lines as a lone surrogate.
+UNDECODABLE = re.compile("[\udc80-\udcff]")
 _WHITESPACE = re.compile(r"\s+")
 # Control and invisible format characters (zero-width space, BOM, bidi marks); not whitespace.
-_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 
 
 @dataclass
@@ -184,7 +185,7 @@ def corpus_files(root: Path) -> list[tuple[Path, str]]:
 # Reading one file
 
 
-def _decode_lines(raw: bytes) -> list[str]:
+def decode_lines(raw: bytes) -> list[str]:
     """Physical lines of a file; invalid UTF-8 bytes become lone surrogates, not errors."""
     text = raw.decode("utf-8", errors="surrogateescape")
     if text.startswith("\ufeff"):
@@ -208,7 +209,7 @@ def _parse_csv_text(text: str) -> tuple[str, list[str]]:
     return "ok", rows[0]
 
 
-def _records(lines: Sequence[str], start: int, n_fields: int) -> Iterator[tuple[int, list[str] | None, str]]:
+def csv_records(lines: Sequence[str], start: int, n_fields: int) -> Iterator[tuple[int, list[str] | None, str]]:
     """Yield ``(line_number, fields or None, note)`` for each record from ``lines[start:]``.
 
     A quoted field may run over up to MAX_RECORD_LINES physical lines (a wrapped title).
@@ -243,7 +244,9 @@ def _records(lines: Sequence[str], start: int, n_fields: int) -> Iterator[tuple[
         i += 1
 
 
-def _header_columns(header_line: str, path: Path) -> list[str]:
+def header_columns(header_line: str, path: Path) -> list[str]:
+    """The column names of a CSV header line, lower-cased; a CorpusFormatError naming ``path`` when the
+    line is not a header."""
     status, fields = _parse_csv_text(header_line)
     if status != "ok":
         raise CorpusFormatError(f"{path}: the first line is not a CSV header: {header_line[:80]!r}")
@@ -260,10 +263,10 @@ def read_ads_file(
     (``a``, ``\tad``); a wider file needs a column named ``text_column`` and may carry
     a ``category`` column. Raises :class:`CorpusFormatError` for a file with no usable header.
     """
-    lines = _decode_lines(Path(path).read_bytes())
+    lines = decode_lines(Path(path).read_bytes())
     if not lines or not lines[0].strip():
         raise CorpusFormatError(f"{path}: the file is empty or starts with a blank line, not a header")
-    columns = _header_columns(lines[0], path)
+    columns = header_columns(lines[0], path)
     if len(columns) == 1:
         if not _HEADER_NAME.fullmatch(columns[0]):
             raise CorpusFormatError(
@@ -280,7 +283,7 @@ def read_ads_file(
         text_index = columns.index(text_column)
         category_index = columns.index(CATEGORY_COLUMN) if CATEGORY_COLUMN in columns else None
     records = []
-    for line_number, fields, note in _records(lines, 1, len(columns)):
+    for line_number, fields, note in csv_records(lines, 1, len(columns)):
         if fields is None:
             records.append((None, category, line_number, note))
             continue
@@ -298,14 +301,14 @@ def read_ads_file(
 def normalize_ad(text: str) -> str:
     """NFKC-normalise, remove invisible characters and collapse whitespace to single spaces."""
     text = unicodedata.normalize("NFKC", text)
-    text = _INVISIBLE.sub("", text)
+    text = INVISIBLE.sub("", text)
     return _WHITESPACE.sub(" ", text).strip()
 
 
 def _drop_reason(raw: str | None, note: str, clean: str, config: CleanConfig, header: str) -> str | None:
     if raw is None:
         return note
-    if _SURROGATE.search(raw):
+    if UNDECODABLE.search(raw):
         return "invalid_utf8"
     if not clean:
         return "empty"

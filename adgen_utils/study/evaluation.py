@@ -80,7 +80,7 @@ def read_test_csv(path) -> tuple[pd.DataFrame, dict]:
     ``CleanConfig.max_chars``) — counted, never silent."""
     from pathlib import Path
 
-    from adgen_utils.corpus.data import _SURROGATE, CleanConfig, normalize_ad, read_ads_file
+    from adgen_utils.corpus.data import UNDECODABLE, CleanConfig, normalize_ad, read_ads_file
     from adgen_utils.errors import CorpusFormatError
 
     path = Path(path)
@@ -91,7 +91,7 @@ def read_test_csv(path) -> tuple[pd.DataFrame, dict]:
     for raw, category, _line, note in records:
         if raw is None:
             skipped[note] += 1
-        elif _SURROGATE.search(raw):
+        elif UNDECODABLE.search(raw):
             skipped["invalid_utf8"] += 1
         elif not normalize_ad(raw):
             skipped["empty"] += 1
