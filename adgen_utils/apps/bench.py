@@ -14,10 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from adgen_utils.corpus.data import FULL_CORPUS_ADS
+from adgen_utils.logs import say
 from adgen_utils.parameters import default
-
-FULL_CORPUS_ROWS = 3_200_000
-
 
 # ---------------------------------------------------------------------------------------
 # Workloads (run inside the child process)
@@ -340,7 +339,7 @@ def bench_lstm(
     steps: int = 60,
     full_epoch: bool = False,
     ads_source: str = "embedded",
-    log=print,
+    log=say,
 ) -> dict:
     """(a) The original one-hot window pipeline against ours on the same ads (``ads_source``),
     same vocabulary (every training word) and LSTM(128), alternating; (b) with ``corpus``, a
@@ -381,7 +380,7 @@ def bench_lstm(
             log(f"(b) preparing {corpus}")
             prepared = _measure("prepare", source=corpus, folder=str(large), min_count=2, max_vocabulary=None)
             b = {"corpus": corpus, "prepare": _summary([prepared])}
-            scale = FULL_CORPUS_ROWS / max(prepared["rows_read"], 1)
+            scale = FULL_CORPUS_ADS / max(prepared["rows_read"], 1)
             for loss in ("full", "sampled"):
                 log(f"(b) training speed, {loss} softmax")
                 speed = _measure(
@@ -415,7 +414,7 @@ def bench_finetune(
     batch_size: int = 4,
     block_size: int = 128,
     lora: bool = True,
-    log=print,
+    log=say,
 ) -> dict:
     """Training tokens per second with packed blocks against one ad per padded row (same model,
     same ads, same rows per step), alternating in one run; plus peak RSS of each way and of LoRA."""
@@ -460,7 +459,7 @@ def bench_generate(
     prompts: int = 64,
     batch_size: int = 64,
     max_new_tokens: int = 24,
-    log=print,
+    log=say,
 ) -> dict:
     """Ads per second generating the same prompts batched against one prompt at a time, alternating."""
     ways = {"one_at_a_time": 1, "batched": batch_size}

@@ -27,6 +27,7 @@ import pandas as pd
 
 from adgen_utils.corpus.data import INVISIBLE, UNDECODABLE, csv_records, decode_lines, header_columns, normalize_ad
 from adgen_utils.errors import CorpusFormatError
+from adgen_utils.logs import say
 from adgen_utils.models import DECODINGS, Decoding
 from adgen_utils.parameters import catalog_default
 
@@ -226,7 +227,7 @@ def generate_catalog(
     batch_size: int = catalog_default("batch_size"),
     seed: int = 0,
     progress: bool = True,
-    log=print,
+    log=say,
     overwrite: bool = False,
 ) -> dict:
     """Write ``per_product`` ads per product to the CSV ``output``; resume it if it exists.

@@ -7,6 +7,8 @@ import json
 import sys
 
 from adgen_utils.corpus import data
+from adgen_utils.errors import USAGE, AdgenError
+from adgen_utils.logs import say, show_messages
 from adgen_utils.parameters import DEFAULT_PROFILE, catalog_default
 from adgen_utils.series.profiles import PROFILES
 
@@ -51,7 +53,7 @@ def command_run(args) -> int:
         run_dir=args.run_dir,
         overrides=_parameters(args.param),
         progress=not args.no_progress,
-        log=lambda line: print(line, file=sys.stderr, flush=True),
+        log=say,
         alone=args.alone,
     )
     total = sum(r.seconds for r in runs)
@@ -88,7 +90,7 @@ def command_data_prepare(args) -> int:
     ads, report = data.load_ads(args.path, **_load_options(args))
     path = data.save_dataset(ads, report, args.out)
     print(json.dumps(report.to_dict(), indent=2))
-    print(f"wrote {len(ads):,} ads to {path}", file=sys.stderr)
+    say(f"wrote {len(ads):,} ads to {path}")
     return 0
 
 
@@ -111,8 +113,7 @@ def _bench_options(args) -> dict:
 def command_bench(args) -> int:
     from adgen_utils.apps import bench
 
-    log = lambda line: print(line, file=sys.stderr, flush=True)
-    result = getattr(bench, f"bench_{args.bench_command}")(**_bench_options(args), log=log)
+    result = getattr(bench, f"bench_{args.bench_command}")(**_bench_options(args), log=say)
     bench.print_json(bench.with_provenance(result, ["adgen", *sys.argv[1:]]))
     return 0
 
@@ -140,7 +141,7 @@ def command_publish(args) -> int:
     )
     card = publishing.build_model_card(args.model, args.repo_id, metrics=metrics, widget_prompts=prompts)
     reload = publishing.check_reload(args.model, prompts)
-    print(reload.to_string(index=False), file=sys.stderr)
+    say(reload.to_string(index=False))
     result = publishing.publish(args.model, args.repo_id, card, push=args.push, token=token, private=args.private)
     print(
         json.dumps(
@@ -390,21 +391,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``adgen`` console command; returns the exit status."""
-    from adgen_utils.errors import ModelUnavailable, NotebookFailed, PublishError
-
+    """Entry point of the ``adgen`` console command. Returns the exit status: 0 done; for a project
+    error (:mod:`adgen_utils.errors`) its ``exit_code`` (2: the input or request is wrong, 1: the work
+    failed), printed as one line ``adgen: error: ...`` on stderr, never a traceback. Progress
+    messages go to stderr too (:func:`adgen_utils.logs.show_messages`): stdout holds only results."""
     args = build_parser().parse_args(argv)
+    show_messages()
     try:
         return args.handler(args)
-    except NotebookFailed as error:
-        print(f"adgen: {error}", file=sys.stderr)
-        return 1
-    except PublishError as error:
+    except AdgenError as error:
         print(f"adgen: error: {error}", file=sys.stderr)
-        return 1
-    except (data.CorpusUnavailable, ValueError, FileNotFoundError, FileExistsError, ModelUnavailable) as error:
+        return error.exit_code
+    except (ValueError, FileNotFoundError, FileExistsError) as error:  # a library check refused the input
         print(f"adgen: error: {error}", file=sys.stderr)
-        return 2
+        return USAGE
 
 
 if __name__ == "__main__":

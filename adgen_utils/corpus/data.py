@@ -38,6 +38,7 @@ CATEGORY_COLUMN = "category"
 SPLITS = ("train", "validation", "test")
 EMBEDDED_FILE = "amazon_tv_wearable_12k_holidays.csv"
 KAGGLE_DATASET = "sachsene/amazons-advertisements"
+FULL_CORPUS_ADS = 3_200_000  # ads in the full Kaggle corpus (40 categories), for projections
 KAGGLE_URL = "https://www.kaggle.com/datasets/sachsene/amazons-advertisements"
 
 # A quoted field that stays open longer than this is a runaway quote, not a wrapped title.

@@ -6,7 +6,6 @@ profile into tables and matplotlib figures. Nothing here reads files.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from adgen_utils.corpus.data import FULL_CORPUS_ADS
 from adgen_utils.corpus.sequences import one_hot_bytes, window_count
 from adgen_utils.corpus.text import is_word, tokenize
 from adgen_utils.figures import save_figure
@@ -52,7 +52,6 @@ GENERIC_OPENERS = frozenset(
     ]
 )
 ORIGINAL_OOM_ADS = 25_000
-FULL_CORPUS_ADS = 3_200_000
 
 
 @dataclass
@@ -162,14 +161,6 @@ def top_brands(profile: CorpusProfile, n: int = 20) -> pd.DataFrame:
     """The ``n`` most frequent brands, taken as the first word of an ad that is not a number or a
     generic opener ("New", "Compatible", "Replacement"): on Amazon, titles start with the brand."""
     return pd.DataFrame(profile.brands.most_common(n), columns=["brand", "ads"])
-
-
-def machine_memory_gib() -> float | None:
-    """Physical memory of this machine in GiB (None where the OS does not say)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def heaps_fit(growth: pd.DataFrame, min_ads: int = 100) -> tuple[float, float]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adgen_utils.corpus.text import BOS_ID, EOS_ID, Vocabulary, tokenize
+from adgen_utils.corpus.text import BOS_ID, EOS_ID, UNK_ID, Vocabulary, tokenize
 from adgen_utils.layout import SEQUENCES_INFO_FILE
 
 ORIGINAL_WINDOW = 4
@@ -206,7 +206,7 @@ def prepare_sequences(
             "ads": len(arrays),
             "predictions": arrays.predictions,
             "truncated_ads": truncated,
-            "unknown_word_share": float((words[real] == 1).mean()) if real.any() else 0.0,
+            "unknown_word_share": float((words[real] == UNK_ID).mean()) if real.any() else 0.0,
         }
     save_sequence_info(folder, info)
     return info

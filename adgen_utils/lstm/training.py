@@ -33,6 +33,7 @@ from adgen_utils.layout import (
     LSTM_STATE_FILE,
     VOCABULARY_FILE,
 )
+from adgen_utils.logs import say
 from adgen_utils.lstm.model import (
     LSTMConfig,
     build_model,
@@ -130,7 +131,7 @@ class LanguageModelTrainer(keras.Model):
 class EpochProgress(keras.callbacks.Callback):
     """A tqdm bar over each epoch's batches with the running loss, and one line per epoch."""
 
-    def __init__(self, steps: int, epochs: int, log=print):
+    def __init__(self, steps: int, epochs: int, log=say):
         super().__init__()
         self.steps, self.epochs, self.log = steps, epochs, log
         self.bar = None
@@ -235,7 +236,7 @@ def train_language_model(
     validation: TokenArrays,
     folder: str | Path,
     progress: bool = True,
-    log=print,
+    log=say,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
     logits_budget_gib: float = 1.0,
 ) -> TrainingResult:
@@ -378,7 +379,7 @@ def config_from_parameters(values: dict, model_input: str) -> LSTMConfig:
     return LSTMConfig(input=model_input, **{k: v for k, v in values.items() if k in names})
 
 
-def prepare_training(name: str, values: dict, run_dir: str | Path, log=print, comparison: bool = True) -> LSTMTraining:
+def prepare_training(name: str, values: dict, run_dir: str | Path, log=say, comparison: bool = True) -> LSTMTraining:
     """Notebook ``name``'s (03 or 04) settings, vocabulary, splits and training ads (the first
     ``max_train_ads``), from notebook 02's sequences; prints their size and the time and memory
     training is estimated to take here (``comparison``: with notebook 04's loss comparison)."""
@@ -399,9 +400,7 @@ def prepare_training(name: str, values: dict, run_dir: str | Path, log=print, co
     return LSTMTraining(config, vocabulary, splits, train, stages.model_dir(run_dir, name))
 
 
-def train_for_notebook(
-    name: str, values: dict, run_dir: str | Path, progress: bool = True, log=print
-) -> TrainingResult:
+def train_for_notebook(name: str, values: dict, run_dir: str | Path, progress: bool = True, log=say) -> TrainingResult:
     """Train (or resume, or reload) notebook ``name``'s model as the notebook does, without its
     loss comparison: what a later notebook run on its own rebuilds."""
     setup = prepare_training(name, values, run_dir, log, comparison=False)

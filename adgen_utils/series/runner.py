@@ -10,6 +10,7 @@ from pathlib import Path
 
 from adgen_utils.errors import NotebookFailed
 from adgen_utils.layout import repository_root
+from adgen_utils.logs import say
 from adgen_utils.series.profiles import check_profile
 from adgen_utils.series.session import default_run_dir
 
@@ -67,7 +68,7 @@ def run_series(
     overrides: dict | None = None,
     notebooks_dir: str | Path | None = None,
     progress: bool = True,
-    log=print,
+    log=say,
     alone: bool = False,
 ) -> list[NotebookRun]:
     """Execute the series for ``profile`` into ``run_dir/notebooks``; stop at the first failure.

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from adgen_utils.errors import ParameterError
 from adgen_utils.layout import repository_root
+from adgen_utils.logs import say, show_messages
 from adgen_utils.parameters import DEFAULT_PROFILE, declared, matches_type, notebook
 from adgen_utils.series.profiles import PROFILES, check_profile, profile_values
 
@@ -44,7 +45,7 @@ def install_marker(home: Path, extras: tuple[str, ...]) -> Path:
     return home / f".adgen-installed-{'-'.join(extras) or 'base'}"
 
 
-def colab_install(name: str, version: str, home: str | Path = COLAB_HOME, run=None, log=print) -> None:
+def colab_install(name: str, version: str, home: str | Path = COLAB_HOME, run=None, log=say) -> None:
     """Install the cloned repository at ``home`` for notebook ``name`` and work from its notebooks.
 
     Only the package and the extras ``name`` declares are installed (``pip install -e``); pip
@@ -163,7 +164,7 @@ def default_run_dir(profile: str, on_drive: bool = False) -> Path:
     return (DRIVE_RUNS if on_drive else repository_root() / RUNS_FOLDER) / profile
 
 
-def start(name: str, namespace: dict, show: bool = True, rebuild: bool = True, log=print) -> Run:
+def start(name: str, namespace: dict, show: bool = True, rebuild: bool = True, log=say) -> Run:
     """Resolve notebook ``name``'s parameters into ``namespace`` and prepare its run folder.
 
     Every parameter left as ``...`` takes ``profile``'s value; ``run_dir`` defaults to
@@ -172,6 +173,7 @@ def start(name: str, namespace: dict, show: bool = True, rebuild: bool = True, l
     into ``namespace``, shown as a table, and earlier notebooks' missing results are rebuilt
     (see :func:`adgen_utils.stages.ensure_earlier_stages`). Returns the :class:`Run`.
     """
+    show_messages()
     from adgen_utils.series.stages import ensure_earlier_stages
 
     values, sources = resolve(name, namespace)

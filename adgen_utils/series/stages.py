@@ -27,6 +27,7 @@ from adgen_utils.layout import (
     SEQUENCES_INFO_FILE,
     model_dir,
 )
+from adgen_utils.logs import say
 from adgen_utils.parameters import LSTM_INPUTS, notebook
 from adgen_utils.series.estimates import format_duration
 
@@ -162,7 +163,7 @@ class StageReport:
 
 
 def ensure_earlier_stages(
-    name: str, run_dir: str | Path, profile: str, log=print, limit_seconds: float = REBUILD_LIMIT_SECONDS
+    name: str, run_dir: str | Path, profile: str, log=say, limit_seconds: float = REBUILD_LIMIT_SECONDS
 ) -> StageReport:
     """Make sure notebook ``name`` finds the earlier results it needs in ``run_dir``.
 

@@ -27,6 +27,7 @@ import pandas as pd
 from adgen_utils.corpus.eda import GENERIC_OPENERS, brand_of
 from adgen_utils.corpus.text import is_word, repeated_word_share, tokenize
 from adgen_utils.figures import save_figure
+from adgen_utils.logs import say
 from adgen_utils.models import Decoding
 
 # ---------------------------------------------------------------------------------------------
@@ -481,7 +482,7 @@ def playground(models: dict, prompt: str = "Apple Watch Band", seed: int = 0):
 
 
 def series_models(
-    run_dir, pretrained_model: str, shots: int, train: pd.DataFrame, test_ads: int, seed: int = 0, log=print
+    run_dir, pretrained_model: str, shots: int, train: pd.DataFrame, test_ads: int, seed: int = 0, log=say
 ) -> list:
     """Every model of the series found in ``run_dir``: the LSTMs of notebooks 03 and 04, the
     pretrained model zero-shot and with ``shots`` examples (loaded once, shared by both), and the

@@ -28,7 +28,9 @@ import pandas as pd
 from adgen_utils.corpus.data import EMBEDDED_FILE, KAGGLE_DATASET
 from adgen_utils.errors import PublishError
 from adgen_utils.layout import FINETUNE_RESULT_FILE, HISTORY_FILE, REPORT_FILE, SOURCE_FILE
-from adgen_utils.transformer.pretrained import ORIGINAL_PROMPTS
+from adgen_utils.models import DECODINGS
+from adgen_utils.parameters import DEFAULT_DECODING
+from adgen_utils.transformer.pretrained import CATEGORY_SEPARATOR, ORIGINAL_PROMPTS
 
 # Not imported from .finetune, which loads transformers: the adgen command imports this module for PublishError.
 RESULT_FILE = FINETUNE_RESULT_FILE
@@ -39,14 +41,7 @@ if TYPE_CHECKING:
 CARD_FILE = "README.md"
 TAGS = ["text-generation", "advertising", "product-titles", "adgen"]
 # Sampling settings the Hub's inference widget (and the card's snippet) use; max_new_tokens in model tokens.
-INFERENCE_PARAMETERS = {
-    "max_new_tokens": 40,
-    "do_sample": True,
-    "temperature": 0.8,
-    "top_k": 50,
-    "top_p": 0.95,
-    "repetition_penalty": 1.2,
-}
+INFERENCE_PARAMETERS = DECODINGS[DEFAULT_DECODING].generate_arguments()
 # Files a Hub user needs to load the model; weights are added by pattern (*.safetensors).
 MODEL_FILES = ["config.json", "generation_config.json", "model.safetensors.index.json"]
 TOKENIZER_FILES = [
@@ -334,7 +329,8 @@ def build_model_card(
     name = repo_id.split("/")[1]
     category = bool(config.get("category_prefix"))
     prompt_line = (
-        'tokenizer.eos_token + "electronics | Sony TV"  # end-of-text token, category, " | ", first words'
+        f'tokenizer.eos_token + "electronics{CATEGORY_SEPARATOR}Sony TV"  # end-of-text token, category, '
+        f'"{CATEGORY_SEPARATOR}", first words'
         if category
         else 'tokenizer.eos_token + "Sony TV"  # the end-of-text token, then the first words'
     )

@@ -19,6 +19,7 @@ from adgen_utils.corpus.text import TOKEN_PATTERN
 from adgen_utils.layout import FINETUNE_RESULT_FILE
 from adgen_utils.models import SCORE_COLUMNS, Decoding
 from adgen_utils.transformer.pretrained import (
+    CATEGORY_SEPARATOR,
     TokenScores,
     ad_prompt,
     build_prompt,
@@ -167,7 +168,7 @@ class TransformerAdModel:
         for i, ad in enumerate(ads):
             given = categories[i] if categories is not None else None
             if self.category_prefix:
-                contexts.append(context_text(self.tokenizer, prefix=f"{self._category(ad, given)} | "))
+                contexts.append(context_text(self.tokenizer, prefix=f"{self._category(ad, given)}{CATEGORY_SEPARATOR}"))
             elif self.shots and not self.finetuned:
                 contexts.append(context_text(self.tokenizer, self._examples_for(i, ad, given)))
             else:

@@ -42,6 +42,7 @@ from transformers.utils.notebook import NotebookProgressCallback
 from adgen_utils.figures import save_figure
 from adgen_utils.hardware import detect_device, precision_for
 from adgen_utils.layout import FINETUNE_RESULT_FILE, HISTORY_FILE, repository_root
+from adgen_utils.logs import say
 from adgen_utils.parameters import default  # the declared defaults of notebook 06
 from adgen_utils.transformer.pretrained import (
     CATEGORY_SEPARATOR,
@@ -404,10 +405,9 @@ def finetune(
     train_blocks = pack_blocks(train_texts, tokenizer, config.block_size)
     validation_blocks = pack_blocks(validation_texts, tokenizer, config.block_size)
     if progress:
-        print(
+        say(
             f"method: {reason}\ntraining on {train_blocks.tokens:,} tokens ({train_blocks.texts:,} ads) in "
-            f"{len(train_blocks):,} blocks of {config.block_size}; validation {validation_blocks.tokens:,} tokens",
-            flush=True,
+            f"{len(train_blocks):,} blocks of {config.block_size}; validation {validation_blocks.tokens:,} tokens"
         )
     resume = _latest_checkpoint(output_dir / CHECKPOINTS)
     per_epoch = (
@@ -462,7 +462,7 @@ def finetune(
         trainer.add_callback(EvaluationProgress())
     started = time.perf_counter()
     if resume is not None and progress:
-        print(f"resuming from {resume.name}", flush=True)
+        say(f"resuming from {resume.name}")
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - started
     if trainer.state.global_step not in {e.get("step") for e in trainer.state.log_history if "eval_loss" in e}:
@@ -642,7 +642,7 @@ def config_from_parameters(values: dict) -> FinetuneConfig:
     return FinetuneConfig(**{k: v for k, v in values.items() if k in names})
 
 
-def prepare_finetune(values: dict, run_dir: str | Path, log=print) -> FinetuneInputs:
+def prepare_finetune(values: dict, run_dir: str | Path, log=say) -> FinetuneInputs:
     """Notebook 06's inputs from notebook 01's split, with its parameters: the first
     ``max_train_ads`` / ``validation_ads`` ads, the base model (resolved, downloaded or built),
     its tokenizer and the training texts; prints their size and the estimated time and memory."""
@@ -674,7 +674,7 @@ def prepare_finetune(values: dict, run_dir: str | Path, log=print) -> FinetuneIn
 
 
 def finetune_for_notebook(
-    name: str, values: dict, run_dir: str | Path, progress: bool = True, log=print
+    name: str, values: dict, run_dir: str | Path, progress: bool = True, log=say
 ) -> FinetuneResult:
     """Fine-tune (or resume, or reload) notebook 06's model as the notebook does: what a later
     notebook run on its own rebuilds."""

