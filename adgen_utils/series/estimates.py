@@ -14,8 +14,11 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from adgen_utils.hardware import Device, detect_device, precision_for
+from adgen_utils.parameters import LSTM_INPUTS
+from adgen_utils.series.profiles import profile_values
 
 GIB = 2**30
 
@@ -281,10 +284,6 @@ def notebook_finetune(
 def profile_estimate(profile: str, notebook: str, device: Device, method: str | None = None) -> Estimate:
     """The training estimate of notebook 03, 04 or 06 under ``profile`` (the full corpus) on
     ``device``; ``method`` (06 only) as ``finetune.choose_method`` would pick it there if None."""
-    from types import SimpleNamespace
-
-    from adgen_utils.parameters import LSTM_INPUTS
-    from adgen_utils.series.profiles import profile_values
 
     values = profile_values(profile, notebook)
     if notebook in LSTM_INPUTS:

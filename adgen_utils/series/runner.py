@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import papermill
+from papermill.exceptions import PapermillExecutionError
 
 from adgen_utils.errors import NotebookFailed
 from adgen_utils.layout import repository_root
@@ -54,7 +58,6 @@ def parameters_for(notebook: Path, profile: str, run_dir: Path, overrides: dict 
     """Parameters to inject: ``profile``, ``run_dir`` and the ``overrides`` the notebook's
     ``parameters`` cell declares. The notebook takes every other value from the profile itself
     (``session.start``), exactly as when a person sets ``profile`` by hand."""
-    import papermill
 
     declared = papermill.inspect_notebook(str(notebook))
     values = {"profile": profile, "run_dir": str(run_dir), **(overrides or {})}
@@ -79,10 +82,6 @@ def run_series(
     Raises :class:`NotebookFailed` naming the notebook, the failing cell and the partly executed
     copy to open. A ``run_summary.json`` in ``run_dir`` records every notebook's status.
     """
-    import shutil
-
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
 
     check_profile(profile)
     notebooks = series(notebooks_dir, only)
@@ -129,7 +128,6 @@ def run_series(
 
 
 def _check_overrides(notebooks: list[Path], overrides: dict) -> None:
-    import papermill
 
     declared = set()
     for notebook in notebooks:

@@ -18,11 +18,15 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
+import adgen_utils
 from adgen_utils.errors import ParameterError
 from adgen_utils.layout import repository_root
 from adgen_utils.logs import say, show_messages
 from adgen_utils.parameters import DEFAULT_PROFILE, declared, matches_type, notebook
 from adgen_utils.series.profiles import PROFILES, check_profile, profile_values
+from adgen_utils.series.stages import ensure_earlier_stages
 
 COLAB_HOME = Path("/content/adgen")  # where the setup cell clones the repository on Colab
 DRIVE_MOUNT = Path("/content/drive")
@@ -54,7 +58,6 @@ def colab_install(name: str, version: str, home: str | Path = COLAB_HOME, run=No
     install, so running the cell again does nothing, and an install that failed or was interrupted
     is redone. Raises RuntimeError with pip's last lines when the install fails.
     """
-    import adgen_utils
 
     run = run or subprocess.run
     home = Path(home)
@@ -123,7 +126,6 @@ class Run:
 
     def table(self):
         """The settings as a DataFrame: value, where it came from, and what it means."""
-        import pandas as pd
 
         meanings = {p.name: p.help for p in declared(self.notebook)}
         return pd.DataFrame(
@@ -174,7 +176,6 @@ def start(name: str, namespace: dict, show: bool = True, rebuild: bool = True, l
     (see :func:`adgen_utils.stages.ensure_earlier_stages`). Returns the :class:`Run`.
     """
     show_messages()
-    from adgen_utils.series.stages import ensure_earlier_stages
 
     values, sources = resolve(name, namespace)
     profile = values["profile"]
@@ -202,6 +203,5 @@ def start(name: str, namespace: dict, show: bool = True, rebuild: bool = True, l
 
 
 def _wide_columns():
-    import pandas as pd
 
     return pd.option_context("display.max_colwidth", 200, "display.max_rows", 100)

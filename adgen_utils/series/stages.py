@@ -18,9 +18,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 
+from adgen_utils.corpus.data import CleanConfig, SplitConfig, load_ads, load_dataset, save_dataset
+from adgen_utils.corpus.sequences import prepare_sequences
 from adgen_utils.errors import StageMissing
 from adgen_utils.layout import (
     DATA_FOLDER,
+    DATASET_FILE,
     FINETUNE_RESULT_FILE,
     LSTM_STATE_FILE,
     SEQUENCES_FOLDER,
@@ -29,7 +32,8 @@ from adgen_utils.layout import (
 )
 from adgen_utils.logs import say
 from adgen_utils.parameters import LSTM_INPUTS, notebook
-from adgen_utils.series.estimates import format_duration
+from adgen_utils.series.estimates import format_duration, lstm_training, notebook_finetune
+from adgen_utils.series.profiles import profile_values
 
 # A missing stage estimated to take longer than this on the hardware at hand is not rebuilt.
 REBUILD_LIMIT_SECONDS = 20 * 60
@@ -53,8 +57,6 @@ def is_done(name: str, run_dir: str | Path) -> bool:
     """True when notebook ``name``'s results are complete in ``run_dir``."""
     run_dir = Path(run_dir)
     if name == "01_eda":
-        from adgen_utils.layout import DATASET_FILE
-
         return (run_dir / DATA_FOLDER / DATASET_FILE).is_file()
     if name == "02_sequences":
         return (run_dir / SEQUENCES_FOLDER / SEQUENCES_INFO_FILE).is_file()
@@ -74,7 +76,6 @@ def is_done(name: str, run_dir: str | Path) -> bool:
 def load_corpus(values: dict, progress: bool = True):
     """Notebook 01's load: read, clean, de-duplicate, sample and split ``values["data_source"]``
     with notebook 01's parameters. Returns ``(ads, report)`` (see ``data.load_ads``)."""
-    from adgen_utils.corpus.data import CleanConfig, SplitConfig, load_ads
 
     return load_ads(
         values["data_source"],
@@ -89,7 +90,6 @@ def load_corpus(values: dict, progress: bool = True):
 
 def build_dataset(name: str, values: dict, run_dir: str | Path, progress: bool = True) -> Path:
     """Notebook 01's result: the cleaned, split corpus saved in ``run_dir/data``."""
-    from adgen_utils.corpus.data import save_dataset
 
     ads, report = load_corpus(values, progress)
     return save_dataset(ads, report, Path(run_dir) / DATA_FOLDER)
@@ -97,8 +97,6 @@ def build_dataset(name: str, values: dict, run_dir: str | Path, progress: bool =
 
 def build_sequences(name: str, values: dict, run_dir: str | Path, progress: bool = True) -> dict:
     """Notebook 02's result: vocabulary and flat token arrays of every split in ``run_dir/sequences``."""
-    from adgen_utils.corpus.data import load_dataset
-    from adgen_utils.corpus.sequences import prepare_sequences
 
     ads = load_dataset(Path(run_dir) / DATA_FOLDER)
     return prepare_sequences(
@@ -114,7 +112,6 @@ def build_sequences(name: str, values: dict, run_dir: str | Path, progress: bool
 def estimate_lstm(name: str, values: dict, run_dir: str | Path, comparison: bool = False):
     """Notebook 03's or 04's training time and memory, from the sequences of notebook 02
     (``comparison``: with notebook 04's second training, with the other loss)."""
-    from adgen_utils.series.estimates import lstm_training
 
     info = json.loads((Path(run_dir) / SEQUENCES_FOLDER / SEQUENCES_INFO_FILE).read_text())
     config = SimpleNamespace(**{"embedding_dim": 0, **values, "input": LSTM_INPUTS[name]})
@@ -135,8 +132,6 @@ def estimate_lstm(name: str, values: dict, run_dir: str | Path, comparison: bool
 
 def estimate_finetune(name: str, values: dict, run_dir: str | Path):
     """Notebook 06's fine-tuning time and memory, from the size of notebook 01's splits."""
-    from adgen_utils.corpus.data import load_dataset
-    from adgen_utils.series.estimates import notebook_finetune
 
     counts = load_dataset(Path(run_dir) / DATA_FOLDER)["split"].value_counts()
     return notebook_finetune(values, counts.get("train", 0), counts.get("validation", 0))
@@ -172,7 +167,6 @@ def ensure_earlier_stages(
     longer one that ``name`` cannot do without raises :class:`StageMissing`; one it merely uses
     (notebook 07's models) is reported as missing and the notebook works on what is there.
     """
-    from adgen_utils.series.profiles import profile_values
 
     report = StageReport([], [], {})
 

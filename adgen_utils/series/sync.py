@@ -20,6 +20,7 @@ from pathlib import Path
 from adgen_utils import __version__
 from adgen_utils.layout import repository_root
 from adgen_utils.parameters import COMMON, NOTEBOOKS, declared
+from adgen_utils.series.estimates import COLAB_GPUS, format_duration, precision_for, profile_estimate
 from adgen_utils.series.profiles import PROFILES, changes, profile_names
 from adgen_utils.series.session import COLAB_HOME
 
@@ -263,7 +264,6 @@ def profiles_table() -> str:
 def estimates_table() -> str:
     """Markdown: the estimated training time and peak memory of the full and large profiles'
     long notebooks on Colab's GPUs (``estimates.profile_estimate``)."""
-    from adgen_utils.series.estimates import COLAB_GPUS, format_duration, precision_for, profile_estimate
 
     rows = [
         "| estimated (`adgen_utils.series.estimates`) | "
