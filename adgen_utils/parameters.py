@@ -180,7 +180,7 @@ NOTEBOOKS: dict[str, Notebook] = {
                     "shot_decoding",
                     "greedy + no_repeat_ngram 3",
                     "str",
-                    "decoding of the shots comparison (a name in models.DECODINGS)",
+                    "decoding of the shots comparison (a name in adgen_utils.models.DECODINGS)",
                 ),
                 _p(
                     "decodings",
