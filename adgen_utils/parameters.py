@@ -39,10 +39,10 @@ class Notebook:
 
     name: str
     title: str
-    gpu: bool
-    extras: tuple[str, ...]
-    needs: tuple[str, ...]
     parameters: tuple[Parameter, ...]
+    gpu: bool = False
+    extras: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ()
     uses: tuple[str, ...] = ()
 
 
@@ -92,15 +92,25 @@ _LSTM_LOSS = (
     SEED,
 )
 
+
+def _lstm_notebook(name: str, title: str, epochs: int, before=(), after=()) -> Notebook:
+    """Notebooks 03 and 04: the same training and loss parameters, their own epochs and extras."""
+    epochs_parameter = _p("epochs", epochs, "int", "at most this many passes over the training ads")
+    return Notebook(
+        name,
+        title,
+        gpu=True,
+        needs=("02_sequences",),
+        parameters=(*before, *_LSTM_TRAINING, epochs_parameter, *_LSTM_LOSS, *after),
+    )
+
+
 NOTEBOOKS: dict[str, Notebook] = {
     nb.name: nb
     for nb in (
         Notebook(
             "01_eda",
             "Exploring the Amazon ads corpus",
-            gpu=False,
-            extras=(),
-            needs=(),
             parameters=(
                 _p(
                     "data_source",
@@ -121,8 +131,6 @@ NOTEBOOKS: dict[str, Notebook] = {
         Notebook(
             "02_sequences",
             "From ads to training sequences",
-            gpu=False,
-            extras=(),
             needs=("01_eda",),
             parameters=(
                 _p("min_count", 2, "int", "training words rarer than this become <unk>"),
@@ -130,29 +138,13 @@ NOTEBOOKS: dict[str, Notebook] = {
                 _p("max_tokens", 64, "int", "longest ad kept, with <bos> and <eos>; longer ads are cut and counted"),
             ),
         ),
-        Notebook(
-            "03_lstm",
-            "The LSTM without an Embedding layer",
-            gpu=True,
-            extras=(),
-            needs=("02_sequences",),
-            parameters=(
-                *_LSTM_TRAINING,
-                _p("epochs", 3, "int", "at most this many passes over the training ads"),
-                *_LSTM_LOSS,
-            ),
-        ),
-        Notebook(
+        _lstm_notebook("03_lstm", "The LSTM without an Embedding layer", epochs=3),
+        _lstm_notebook(
             "04_embedding_lstm",
             "The Embedding LSTM",
-            gpu=True,
-            extras=(),
-            needs=("02_sequences",),
-            parameters=(
-                _p("embedding_dim", 128, "int", "size of the word vectors"),
-                *_LSTM_TRAINING,
-                _p("epochs", 5, "int", "at most this many passes over the training ads"),
-                *_LSTM_LOSS,
+            epochs=5,
+            before=(_p("embedding_dim", 128, "int", "size of the word vectors"),),
+            after=(
                 _p(
                     "compare_sampled_loss",
                     True,
@@ -245,7 +237,6 @@ NOTEBOOKS: dict[str, Notebook] = {
         Notebook(
             "08_publishing",
             "Publishing the fine-tuned model",
-            gpu=False,
             extras=("transformers",),
             needs=("06_fine_tuning",),
             parameters=(

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from adgen_utils.errors import CorpusFormatError, CorpusUnavailable
 from adgen_utils.layout import DATASET_FILE, REPORT_FILE, repository_root
@@ -413,7 +414,6 @@ def load_ads(
 def _progress(items: list, enabled: bool, description: str):
     if not enabled:
         return items
-    from tqdm.auto import tqdm
 
     return tqdm(items, desc=description, unit="file")
 
