@@ -1,5 +1,8 @@
 """The machine the models run on, and the one rule for the precision they compute in.
 
+:func:`describe_machine` says where a measurement was taken (cores, memory, GPU, OS, Python): every
+saved benchmark and run result (:mod:`adgen_utils.apps.results`) carries it.
+
 Every place that picks a precision asks :func:`precision_for`: loading a transformer
 (:func:`adgen_utils.pretrained.load_causal_lm`), fine-tuning and merging LoRA adapters
 (:mod:`adgen_utils.transformer.finetune`) and the Keras policy of the LSTMs (:mod:`adgen_utils.lstm.model`). bfloat16
@@ -14,7 +17,9 @@ side can import this module for free. :func:`detect_device` imports torch when i
 
 from __future__ import annotations
 
+import os
 import platform
+import subprocess
 from dataclasses import dataclass
 
 NATIVE_BF16 = (8, 0)  # compute capability from which NVIDIA GPUs compute in bfloat16 in hardware
@@ -68,3 +73,35 @@ def torch_dtype_name(precision: str) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     return {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[precision]
+
+
+def memory_gib() -> float | None:
+    """Physical memory of this machine in GiB (2**30 bytes), to 0.1; None where the OS does not say."""
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def gpu_names() -> list[str]:
+    """NVIDIA GPUs as ``nvidia-smi`` names them (without importing torch); none without the tool."""
+    try:
+        listed = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in listed.stdout.splitlines() if line.strip()] if listed.returncode == 0 else []
+
+
+def describe_machine() -> dict:
+    """Where a measurement was taken: ``cpu_cores``, ``memory_gib`` (GiB), ``gpu`` (names, or None),
+    ``platform`` (OS) and ``python`` (version)."""
+    gpus = gpu_names()
+    return {
+        "cpu_cores": os.cpu_count(),
+        "memory_gib": memory_gib(),
+        "gpu": ", ".join(gpus) if gpus else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }

@@ -41,6 +41,7 @@ LSTM_STATE_FILE = "training.json"  # an LSTM's settings and progress, for resumi
 LSTM_BEST_WEIGHTS_FILE = "best.weights.h5"
 LSTM_BACKUP_FOLDER = "backup"  # TimedBackup's, removed when training finishes
 HISTORY_FILE = "history.csv"  # per epoch (LSTMs) or per evaluation (fine-tuning)
+LSTM_METRICS_FILE = "metrics.csv"  # 03, 04: accuracy and perplexity per split, trained and untrained
 FINETUNE_RESULT_FILE = "finetune.json"
 CHECKPOINTS_FOLDER = "checkpoints"  # the fine-tuning Trainer's, removed when training finishes
 SAMPLES_FILE = "sample_generations.csv"  # a fine-tuned model's sample ads, for its model card
@@ -48,6 +49,9 @@ SOURCE_FILE = "adgen_source.json"  # where a cached offline model came from (for
 EVALUATION_FOLDER = "evaluation"
 COMPARISON_FILE = "07_comparison.csv"  # notebook 07's table: every model on one footing
 SUMMARY_FILE = "run_summary.json"  # adgen run: each notebook's status and time
+
+# The results folder
+RUN_RESULT_FILE = "run_{profile}.json"  # adgen results save: a run's figures for the README
 
 
 def repository_root() -> Path:
@@ -63,3 +67,8 @@ def model_dir(run_dir: str | Path, name: str) -> Path:
 def comparison_path(run_dir: str | Path) -> Path:
     """Notebook 07's comparison table in ``run_dir``."""
     return Path(run_dir) / EVALUATION_FOLDER / COMPARISON_FILE
+
+
+def results_dir(root: str | Path | None = None) -> Path:
+    """The repository's ``results/`` folder (the saved results the README's measured section is written from)."""
+    return Path(root or repository_root()) / RESULTS_FOLDER

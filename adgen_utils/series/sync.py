@@ -6,6 +6,8 @@
 * Every notebook's parameters live in :mod:`adgen_utils.parameters` and :mod:`adgen_utils.series.profiles`:
   the ``parameters`` cells, the cell that resolves them and the README's parameter tables are
   written from there, as is each notebook's GPU request.
+* The README's "Measured" section is written from the saved results in ``results/``
+  (:mod:`adgen_utils.series.measured`): its tables and every number its sentences state.
 
 ``adgen sync`` rewrites what differs; ``adgen sync --check`` only lists it (a test runs that);
 ``adgen sync --repository URL`` moves a fork to its own address in one command.
@@ -18,9 +20,10 @@ import re
 from pathlib import Path
 
 from adgen_utils import __version__
-from adgen_utils.layout import repository_root
+from adgen_utils.layout import repository_root, results_dir
 from adgen_utils.parameters import COMMON, NOTEBOOKS, declared
 from adgen_utils.series.estimates import COLAB_GPUS, format_duration, precision_for, profile_estimate
+from adgen_utils.series.measured import measured_section
 from adgen_utils.series.profiles import PROFILES, changes, profile_names
 from adgen_utils.series.session import COLAB_HOME
 
@@ -290,13 +293,15 @@ def _replace_section(text: str, section: str, body: str) -> str:
     return pattern.sub(lambda _: f"{begin}\n{body}\n{end}", text, count=1)
 
 
-def readme_text(text: str, url: str) -> str:
-    """``text`` (the README) with its badges, repository links and generated tables brought up to date."""
+def readme_text(text: str, url: str, root: Path | None = None) -> str:
+    """``text`` (the README) with its badges, repository links, generated tables and measured section
+    (from ``root``'s ``results/``) brought up to date."""
     owner, name = check_github_url(url)
     text = _COLAB_LINK.sub(lambda m: badge_link(url, m.group(1)), text)
     text = _CLONE_COMMAND.sub(f"git clone https://github.com/{owner}/{name}", text)
     text = _replace_section(text, "profiles", profiles_table())
     text = _replace_section(text, "estimates", estimates_table())
+    text = _replace_section(text, "measured", measured_section(results_dir(root)))
     return _replace_section(text, "parameters", parameters_tables())
 
 
@@ -316,7 +321,7 @@ def sync(check: bool = False, root: Path | None = None) -> list[str]:
             differing.append(str(path.relative_to(root)))
     readme = root / README
     old = readme.read_text()
-    new = readme_text(old, url)
+    new = readme_text(old, url, root)
     if new != old:
         differing.append(README)
         if not check:

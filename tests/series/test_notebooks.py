@@ -202,6 +202,7 @@ def copy_of_repository(tmp_path) -> Path:
         shutil.copy(REPO / name, root / name)
     for path in NOTEBOOKS:
         shutil.copy(path, root / "notebooks" / path.name)
+    shutil.copytree(REPO / "results", root / "results")  # the README's measured section is written from it
     return root
 
 

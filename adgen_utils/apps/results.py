@@ -1,0 +1,143 @@
+"""Saved results: the JSON files in ``results/`` that the README's measured section is written from.
+
+Every saved result says when (UTC), where (:func:`adgen_utils.hardware.describe_machine`) and by
+which command it was measured, in a ``measured`` block (:func:`with_provenance`). The benchmarks
+(``adgen bench ... > results/bench_NAME.json``) print such JSON; :func:`save_run` (``adgen results
+save RUN_DIR``) writes one for a run of the notebook series: notebook 07's comparison rows, each
+notebook's time, and the training figures of notebooks 03, 04 and 06 that the README cites.
+``adgen sync`` renders them (:mod:`adgen_utils.series.measured`).
+
+Units: times in seconds, memory in GiB (machine) or MiB (peak RSS).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+from pathlib import Path
+
+from adgen_utils.hardware import describe_machine
+from adgen_utils.layout import (
+    FINETUNE_RESULT_FILE,
+    LSTM_METRICS_FILE,
+    LSTM_STATE_FILE,
+    RUN_RESULT_FILE,
+    SUMMARY_FILE,
+    comparison_path,
+    model_dir,
+    results_dir,
+)
+
+
+def with_provenance(result: dict, command: list[str], **context) -> dict:
+    """``result`` under a ``measured`` block: ``date`` (UTC, to the minute), ``command`` (the words
+    of the command line, joined), ``machine`` (:func:`describe_machine`) and any ``context``
+    (e.g. ``profile``), so a saved file says where its figures came from."""
+    measured = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join(command),
+        "machine": describe_machine(),
+        **context,
+    }
+    return {"measured": measured, **result}
+
+
+def _number(text: str):
+    """A CSV cell as an int or float where it is one, else the text (None when empty)."""
+    if text == "":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _csv_rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as file:
+        return [{key: _number(value) for key, value in row.items()} for row in csv.DictReader(file)]
+
+
+def _lstm_figures(folder: Path) -> dict | None:
+    """An LSTM's settings and progress (``training.json``) and its test perplexity per model token
+    with ``<unk>`` as a word (``metrics.csv``, row trained/test); None without a model."""
+    state_path = folder / LSTM_STATE_FILE
+    if not state_path.is_file():
+        return None
+    state = json.loads(state_path.read_text())
+    config = state["settings"]["config"]
+    figures = {
+        "input": config["input"],
+        "loss": config["loss"],
+        "units": config["units"],
+        "epochs": config["epochs"],
+        "epochs_run": state.get("epochs_run"),
+        "train_ads": state["settings"].get("train_ads"),
+        "vocabulary_size": state["settings"].get("vocabulary_size"),
+        "status": state.get("status"),
+    }
+    metrics = folder / LSTM_METRICS_FILE
+    if metrics.is_file():
+        test = [r for r in _csv_rows(metrics) if r.get("model") == "trained" and r.get("split") == "test"]
+        if test:
+            figures["test_perplexity"] = test[0]["perplexity"]
+    return figures
+
+
+def _finetune_figures(folder: Path) -> dict | None:
+    """The fine-tuning's model, method, data, steps, time (s) and validation perplexity before and
+    after (``finetune.json``); None without one."""
+    path = folder / FINETUNE_RESULT_FILE
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    keep = ("method", "train_tokens", "steps", "epochs", "train_seconds", "perplexity_before", "perplexity_after")
+    return {
+        "base_model": Path(str(result.get("base_model"))).name,
+        "train_texts": result["settings"].get("train_texts"),
+        **{key: result.get(key) for key in keep},
+    }
+
+
+def run_results(run_dir: str | Path) -> dict:
+    """What the README says of a run of the series in ``run_dir``: ``profile``, ``notebooks`` (name,
+    status, seconds; ``run_summary.json``), ``comparison`` (notebook 07's rows) and ``models``
+    (figures of 03, 04 and 06). Raises FileNotFoundError without notebook 07's table."""
+    run_dir = Path(run_dir)
+    comparison = comparison_path(run_dir)
+    if not comparison.is_file():
+        raise FileNotFoundError(f"{comparison} does not exist: run notebook 07 in {run_dir} first (adgen run)")
+    summary_path = run_dir / SUMMARY_FILE
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    models = {
+        "03_lstm": _lstm_figures(model_dir(run_dir, "03_lstm")),
+        "04_embedding_lstm": _lstm_figures(model_dir(run_dir, "04_embedding_lstm")),
+        "06_fine_tuning": _finetune_figures(model_dir(run_dir, "06_fine_tuning")),
+    }
+    return {
+        "profile": summary.get("profile"),
+        "run_dir": str(run_dir),
+        "notebooks": [
+            {key: row[key] for key in ("notebook", "status", "seconds")} for row in summary.get("notebooks", [])
+        ],
+        "comparison": _csv_rows(comparison),
+        "models": {name: figures for name, figures in models.items() if figures is not None},
+    }
+
+
+def save_run(
+    run_dir: str | Path, command: list[str], profile: str | None = None, folder: str | Path | None = None
+) -> Path:
+    """Write :func:`run_results` of ``run_dir``, with provenance, to ``folder`` (default the
+    repository's ``results/``) as ``run_<profile>.json``; ``profile`` defaults to the one
+    ``run_summary.json`` names, else the run folder's name. Returns the file's path. Save on the
+    machine that ran the series: the file describes this machine."""
+    result = run_results(run_dir)
+    profile = profile or result["profile"] or Path(run_dir).resolve().name
+    path = Path(folder or results_dir()) / RUN_RESULT_FILE.format(profile=profile)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    saved = with_provenance({**result, "profile": profile}, command, profile=profile)
+    path.write_text(json.dumps(saved, indent=2) + "\n")
+    return path
