@@ -147,7 +147,7 @@ def _many_to_many(
 def _train_epoch(folder: str, loss: str, batch_size: int = 64, sampled: int = 512) -> dict:
     """One full epoch of the Embedding LSTM over the prepared training split."""
     from adgen_utils.corpus.sequences import load_sequences
-    from adgen_utils.lstm.model import LSTMConfig, evaluate_model
+    from adgen_utils.lstm.model import LSTMConfig, evaluate_token_arrays
     from adgen_utils.lstm.training import train_language_model
 
     vocabulary, splits = load_sequences(folder)
@@ -160,7 +160,7 @@ def _train_epoch(folder: str, loss: str, batch_size: int = 64, sampled: int = 51
             config, vocabulary, splits["train"], splits["validation"], model_dir, progress=False, log=lambda line: None
         )
         seconds = time.perf_counter() - started
-        metrics = evaluate_model(result.model, splits["validation"])
+        metrics = evaluate_token_arrays(result.model, splits["validation"])
     return {
         "epoch_seconds_with_validation": seconds,
         "train_predictions": splits["train"].predictions,

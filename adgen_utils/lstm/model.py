@@ -189,10 +189,12 @@ def load_trained(folder: str | Path) -> tuple[keras.Model, Vocabulary]:
 # Metrics
 
 
-def evaluate_model(
+def evaluate_token_arrays(
     model: keras.Model, arrays: TokenArrays, batch_size: int = 128, logits_budget_gib: float = 1.0
 ) -> dict:
-    """Next-token metrics of ``model`` on ``arrays``, over every real target (with <eos>).
+    """Next-token metrics of a Keras ``model`` on encoded ``arrays``, over every real target (with
+    <eos>), per model token, <unk> a token like any other (notebooks 03-04; the series' common
+    footing over ad texts is :func:`adgen_utils.study.evaluation.evaluate_ad_model`).
 
     Ads are read ``batch_size`` at a time, fewer when needed to keep the logits of a batch within
     ``logits_budget_gib`` GiB (:func:`rows_per_chunk`); the metrics do not depend on either. Returns
@@ -206,6 +208,10 @@ def evaluate_model(
     for ids, targets, weights in many_to_many_dataset(arrays, rows):
         totals += batch_sums(ids, targets, weights).numpy()
     return _metrics(*totals, unknown=_unknown_share(arrays))
+
+
+# The name notebook 04 calls (its cells are updated separately); the same function.
+evaluate_model = evaluate_token_arrays
 
 
 def target_scores(model: keras.Model, ids: np.ndarray, targets: np.ndarray):
@@ -312,8 +318,8 @@ def evaluate_with_baselines(
     untrained = build_model(config, len(vocabulary))
     rows = {"trained": {}, "untrained": {}, "unigram": {}}
     for label, arrays in splits.items():
-        rows["trained"][label] = evaluate_model(model, arrays)
-        rows["untrained"][label] = evaluate_model(untrained, arrays)
+        rows["trained"][label] = evaluate_token_arrays(model, arrays)
+        rows["untrained"][label] = evaluate_token_arrays(untrained, arrays)
         if not label.startswith("train"):
             rows["unigram"][label] = unigram_baseline(vocabulary, arrays)
     return results_table(rows)

@@ -507,7 +507,7 @@ def _save_final(model, tokenizer, method: str, base_path, output_dir: Path) -> N
     tokenizer.save_pretrained(output_dir)
 
 
-def plot_history(history: pd.DataFrame, figures_dir=None, name: str = "06_finetune"):
+def plot_finetune_history(history: pd.DataFrame, figures_dir=None, name: str = "06_finetune"):
     """Validation perplexity (before training, then at each evaluation) and training loss by epoch."""
     import matplotlib.pyplot as plt
 
@@ -527,6 +527,10 @@ def plot_history(history: pd.DataFrame, figures_dir=None, name: str = "06_finetu
     fig.tight_layout()
     save_figure(fig, figures_dir, f"{name}_history")
     return fig
+# The name notebook 06 calls (its cells are updated separately); the same function.
+plot_history = plot_finetune_history
+
+
 
 
 # ---------------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def test_loss_is_the_exact_cross_entropy_per_real_token(corpus):
     assert results["accuracy"] == pytest.approx((logits.argmax(-1) == targets.numpy())[mask].mean(), abs=1e-6)
     assert tf.reduce_all(tf.equal(targets[weights == 0], 0))
     first_batch = sequences.TokenArrays(*_arrays_of(train, 16))
-    metrics = lstm.evaluate_model(model, first_batch, batch_size=16)
+    metrics = lstm.evaluate_token_arrays(model, first_batch, batch_size=16)
     assert metrics["predictions"] == first_batch.predictions
     assert metrics["cross_entropy"] > 0
 
@@ -87,10 +87,10 @@ def test_loss_is_the_exact_cross_entropy_per_real_token(corpus):
 def test_training_learns_saves_and_reloads_instead_of_retraining(loss, corpus, tmp_path):
     vocabulary, train, validation = corpus
     config = tiny(loss=loss, sampled=8, epochs=4)
-    before = lstm.evaluate_model(lstm.build_model(config, len(vocabulary)), validation)
+    before = lstm.evaluate_token_arrays(lstm.build_model(config, len(vocabulary)), validation)
     logs = []
     result = lstm_training.train_language_model(config, vocabulary, train, validation, tmp_path, log=logs.append)
-    after = lstm.evaluate_model(result.model, validation)
+    after = lstm.evaluate_token_arrays(result.model, validation)
     assert after["cross_entropy"] < before["cross_entropy"] - 0.5
     assert list(result.history["epoch"]) == list(range(len(result.history)))
     assert {"val_loss", "val_accuracy", "val_top5_accuracy"} <= set(result.history.columns)
@@ -101,7 +101,7 @@ def test_training_learns_saves_and_reloads_instead_of_retraining(loss, corpus, t
     logs.clear()
     again = lstm_training.train_language_model(config, vocabulary, train, validation, tmp_path, log=logs.append)
     assert logs and logs[0].startswith("already trained")
-    assert lstm.evaluate_model(again.model, validation)["cross_entropy"] == pytest.approx(
+    assert lstm.evaluate_token_arrays(again.model, validation)["cross_entropy"] == pytest.approx(
         after["cross_entropy"], rel=1e-5
     )
     logs.clear()
@@ -302,8 +302,8 @@ def test_metrics_are_the_same_for_any_chunk_size(corpus):
     trainer = lstm_training.LanguageModelTrainer(model)
     trainer.compile(optimizer=lstm.keras.optimizers.Adam(0.02))
     trainer.fit(lstm.many_to_many_dataset(train, 16, shuffle=True), epochs=2, verbose=0, shuffle=False)
-    whole = lstm.evaluate_model(model, validation, logits_budget_gib=100.0)
-    one_by_one = lstm.evaluate_model(model, validation, logits_budget_gib=1e-9)
+    whole = lstm.evaluate_token_arrays(model, validation, logits_budget_gib=100.0)
+    one_by_one = lstm.evaluate_token_arrays(model, validation, logits_budget_gib=1e-9)
     assert 0.2 < whole["accuracy"] < 1  # a partly trained model: hits and misses to get right
     for key, value in whole.items():
         assert one_by_one[key] == pytest.approx(value, rel=1e-5), key

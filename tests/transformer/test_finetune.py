@@ -222,7 +222,7 @@ def test_training_history_figure(tmp_path):
             "eval_perplexity": [403.4, np.nan, 90.0],
         }
     )
-    finetune.plot_history(history, tmp_path, name="x")
+    finetune.plot_finetune_history(history, tmp_path, name="x")
     assert (tmp_path / "x_history.png").is_file()
 
 
