@@ -527,10 +527,10 @@ def plot_finetune_history(history: pd.DataFrame, figures_dir=None, name: str = "
     fig.tight_layout()
     save_figure(fig, figures_dir, f"{name}_history")
     return fig
+
+
 # The name notebook 06 calls (its cells are updated separately); the same function.
 plot_history = plot_finetune_history
-
-
 
 
 # ---------------------------------------------------------------------------------------------
