@@ -11,7 +11,13 @@ and the transformers of 05-06, zero-shot, few-shot or fine-tuned
   word-level predictions. Log-probabilities are natural logarithms, summed over an ad.
 * **Writing ads** (:meth:`AdModel.generate`) continues each prompt into one ad, with one
   :class:`Decoding`. A prompt the model cannot continue (empty, a line break, no word an LSTM
-  knows) gets a :class:`Refusal` with the reason in its place, never an ad-shaped marker string.
+  knows, no category for a model that needs one) gets a :class:`Refusal` with the reason in its
+  place, never an ad-shaped marker string; :meth:`AdModel.refusal` says so before generating.
+  :func:`ads_only` keeps the ads of a list.
+* **Categories**: only a model whose :attr:`ModelDescription.reads_category` is True reads them
+  (few-shot examples of the same category, a category-conditioned fine-tuned model); the others
+  raise ValueError when given any (:func:`check_reads_category`), so callers pass them through
+  :func:`categories_for`.
 * **Describing itself** (:meth:`AdModel.describe`): a :class:`ModelDescription`.
 
 This module imports neither torch nor TensorFlow; :func:`load_ad_model` imports the family it opens.
@@ -19,7 +25,7 @@ This module imports neither torch nor TensorFlow; :func:`load_ad_model` imports 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -88,15 +94,30 @@ def ads_only(results: Sequence[Ad]) -> list[str]:
     return [r for r in results if not isinstance(r, Refusal)]
 
 
+# ModelDescription.family
+WORD_LSTM = "word-level LSTM"
+TRANSFORMER = "transformer"
+# ModelDescription.setting (a few-shot model's is few_shot(k): "3-shot")
+FROM_SCRATCH = "trained from scratch"
+ZERO_SHOT = "zero-shot"
+FINE_TUNED = "fine-tuned"
+
+
+def few_shot(shots: int) -> str:
+    """The setting of a model shown ``shots`` example ads before each ad: ``"3-shot"``."""
+    return f"{shots}-shot"
+
+
 @dataclass(frozen=True)
 class ModelDescription:
-    """What a model is, for tables and model cards."""
+    """What a model is, for tables (one column per field) and model cards."""
 
-    name: str  # the label shown in tables, e.g. "embedding_lstm" or "SmolLM2-135M (3-shot)"
-    family: str  # "word-level LSTM" or "transformer"
-    setting: str  # "trained from scratch", "zero-shot", "3-shot" or "fine-tuned"
-    unknown_words: str  # how a word outside the vocabulary is charged when scoring
-    source: str  # the folder or Hub id it was loaded from
+    name: str  # the label shown in tables, e.g. "LSTM (03)" or "smollm2-135m 3-shot"
+    family: str  # WORD_LSTM or TRANSFORMER
+    setting: str  # FROM_SCRATCH, ZERO_SHOT, few_shot(k) or FINE_TUNED: stable, unlike the name
+    unknown_words_charged: str  # how a word outside the vocabulary is charged when scoring
+    source: str  # the folder (absolute path) or Hub id it was loaded from
+    reads_category: bool  # whether generate() and score() read a category per prompt or ad
 
 
 @runtime_checkable
@@ -109,8 +130,9 @@ class AdModel(Protocol):
         """What the model is."""
         ...
 
-    def refusal(self, prompt: str) -> Refusal | None:
-        """Why ``prompt`` cannot be continued, or None when it can."""
+    def refusal(self, prompt: str, category: str | None = None) -> Refusal | None:
+        """Why ``prompt`` (with ``category``, for a model that reads one) cannot be continued, or
+        None when it can."""
         ...
 
     def generate(
@@ -122,9 +144,10 @@ class AdModel(Protocol):
         categories: Sequence[str | None] | None = None,
         progress: bool = False,
     ) -> list[Ad]:
-        """One ad (or a :class:`Refusal`) per prompt, in order; prompt ``i`` uses ``categories[i]``
-        where the model reads a category, and ``batch_size`` prompts share one forward pass where the
-        model batches."""
+        """One ad (or, where :meth:`refusal` gives one, that :class:`Refusal`: the model is never run
+        for a refused prompt) per prompt, in order; ``batch_size`` prompts share each forward pass.
+        Prompt ``i`` uses ``categories[i]``; ``categories`` given to a model that reads none (see
+        :attr:`ModelDescription.reads_category`) raise ValueError."""
         ...
 
     def score(
@@ -134,8 +157,44 @@ class AdModel(Protocol):
         batch_size: int = 8,
         progress: bool = False,
     ) -> pd.DataFrame:
-        """One row per ad, in order, with :data:`SCORE_COLUMNS`."""
+        """One row per ad, in order, with :data:`SCORE_COLUMNS`; ``categories`` as for :meth:`generate`."""
         ...
+
+
+def check_reads_category(model: AdModel, categories: Sequence[str | None] | None) -> None:
+    """ValueError when ``categories`` are given to a model that reads none: it would ignore them."""
+    if categories is not None and not model.describe().reads_category:
+        raise ValueError(
+            f"{model.name} reads no category: pass categories=None (categories_for(model, categories) "
+            "gives a model the categories only when it reads them)"
+        )
+
+
+def categories_for(model: AdModel, categories: Sequence[str | None] | None) -> Sequence[str | None] | None:
+    """``categories`` for a model that reads them, None for one that does not."""
+    return categories if model.describe().reads_category else None
+
+
+def with_refusals(
+    prompts: Sequence[str],
+    categories: Sequence[str | None] | None,
+    refusal: Callable[[str, str | None], Refusal | None],
+    write: Callable[[list[int]], list[str]],
+) -> list[Ad]:
+    """What :meth:`AdModel.generate` returns: ``refusal(prompt, category)`` for each prompt, and for
+    the prompts it accepts ``write(indices)``, which gets their indices (ascending) into ``prompts``
+    and returns one ad for each, in that order. ``write`` is not called when every prompt is refused."""
+    given = categories if categories is not None else [None] * len(prompts)
+    if len(given) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(given)} categories")
+    results: list[Ad | None] = [refusal(prompt, category) for prompt, category in zip(prompts, given)]
+    accepted = [i for i, result in enumerate(results) if result is None]
+    ads = write(accepted) if accepted else []
+    if len(ads) != len(accepted):
+        raise RuntimeError(f"{len(ads)} ads written for {len(accepted)} prompts")
+    for i, ad in zip(accepted, ads):
+        results[i] = ad
+    return results
 
 
 def is_lstm_folder(path) -> bool:

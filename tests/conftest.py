@@ -40,3 +40,28 @@ def tiny_folder(embedded_ads, tmp_path_factory):
         models_dir=tmp_path_factory.mktemp("models"),
         training_texts=embedded_ads.loc[embedded_ads["split"] == "train", "ad"].head(2000),
     )
+
+
+@pytest.fixture(scope="session")
+def lstm_folder(tmp_path_factory):
+    """A small word-level LSTM trained for a few epochs on helpers.LSTM_ADS, saved as notebook 03 saves it."""
+    import keras
+    from helpers import LSTM_ADS
+
+    from adgen_utils.corpus import sequences
+    from adgen_utils.corpus.text import Vocabulary, tokenize
+    from adgen_utils.lstm import model as lstm
+    from adgen_utils.lstm import training as lstm_training
+
+    keras.utils.set_random_seed(0)
+    vocabulary = Vocabulary.build((tokenize(a) for a in LSTM_ADS), min_count=1)
+    train, _ = sequences.encode_ads(LSTM_ADS * 4, vocabulary)
+    validation, _ = sequences.encode_ads(LSTM_ADS[::5], vocabulary)
+    config = lstm.LSTMConfig(
+        input="embedding", embedding_dim=16, units=32, batch_size=12, epochs=8, learning_rate=0.02, dropout=0.0
+    )
+    folder = tmp_path_factory.mktemp("lstm")
+    lstm_training.train_language_model(
+        config, vocabulary, train, validation, folder, progress=False, log=lambda *_: None
+    )
+    return folder

@@ -1,5 +1,6 @@
-"""What tests import by name: where the 10% development sample lies, and the kill-and-resume runner
-of the training tests (run a script, SIGKILL it at a marker line, run it again to its end)."""
+"""What tests import by name: where the 10% development sample lies, the ads the small LSTM of the
+``lstm_folder`` fixture learns, and the kill-and-resume runner of the training tests (run a script,
+SIGKILL it at a marker line, run it again to its end)."""
 
 import os
 import signal
@@ -47,3 +48,11 @@ def run_to_end(script: Path, folder: Path, *args: str) -> str:
 
 
 SAMPLE_CORPUS = REPO.parent / "shared" / "data" / "amazon_ads_sample10"
+
+# Ads of 4 brands x 3 product types x 3 colours: what the small LSTM of conftest's lstm_folder learns.
+LSTM_ADS = [
+    f"{b} {p} {c}"
+    for b in ["Apple", "Sony", "Fitbit", "Garmin"]
+    for p in ["Watch Band", "TV Remote", "Charger Cable"]
+    for c in ["Black", "White", "Blue"]
+]

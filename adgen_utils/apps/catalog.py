@@ -28,7 +28,7 @@ import pandas as pd
 from adgen_utils.corpus.data import INVISIBLE, UNDECODABLE, csv_records, decode_lines, header_columns, normalize_ad
 from adgen_utils.errors import CorpusFormatError
 from adgen_utils.logs import say
-from adgen_utils.models import DECODINGS, Decoding
+from adgen_utils.models import DECODINGS, AdModel, Decoding, Refusal, categories_for
 from adgen_utils.parameters import catalog_default
 
 MAX_FIELD_CHARS = 200  # a longer brand, product or category is a pasted description, not a name
@@ -140,21 +140,12 @@ def read_products(path) -> tuple[pd.DataFrame, list[dict]]:
 # Writing ads
 
 
-def _model_path(model) -> str | None:
-    path = getattr(model, "path", None) or getattr(model, "folder", None)
-    if path is None:
-        return None
-    return str(Path(path).resolve()) if isinstance(path, Path) else str(path)
-
-
-def _refusal(model, product) -> str | None:
-    """Why the model cannot write an ad for this product (None if it can)."""
-    problem = model.problem(product.prompt)
-    if problem:
-        return f"the model refuses the prompt: {problem}"
-    if getattr(model, "category_prefix", False) and getattr(model, "examples", None) is None and not product.category:
-        return "the model was fine-tuned with categories and this product has none"
-    return None
+def _refusal(model: AdModel, product) -> str | None:
+    """Why the model cannot write an ad for this product (None if it can): its
+    :meth:`~adgen_utils.models.AdModel.refusal` of the prompt, with the product's category if it reads one."""
+    category = product.category if model.describe().reads_category else None
+    refusal = model.refusal(product.prompt, category)
+    return None if refusal is None else f"the model refuses the prompt: {refusal.reason}"
 
 
 def _clean_ad(text: str) -> str:
@@ -219,7 +210,7 @@ def _batch_seed(seed: int, row: int, ad_number: int) -> int:
 
 
 def generate_catalog(
-    model,
+    model: AdModel,
     products,
     output,
     per_product: int = catalog_default("per_product"),
@@ -232,22 +223,22 @@ def generate_catalog(
 ) -> dict:
     """Write ``per_product`` ads per product to the CSV ``output``; resume it if it exists.
 
-    ``model`` comes from :func:`adgen_utils.admodel.load_ad_model`; ``products`` is a products CSV
-    path or the DataFrame :func:`read_products` returns. The output has the columns ``COLUMNS``
-    (``row, brand, product, category, ad_number, ad, model``), one ad per line (an ad is cut at its
-    first line break; commas and quotes are CSV-quoted). Work items, ``(row, ad_number)`` with
-    ``ad_number`` 1..``per_product``, go through ``model.generate`` ``batch_size`` at a time; each
-    batch is appended with one write, flushed and fsync'd, so a kill loses at most that batch.
-    A batch's seed is ``seed + first_row * 1000 + first_ad_number``, so with the same batch size a
-    resumed run writes the same ads as an uninterrupted one.
+    ``model`` is an :class:`adgen_utils.models.AdModel` (:func:`adgen_utils.models.load_ad_model`);
+    ``products`` is a products CSV path or the DataFrame :func:`read_products` returns. The output
+    has the columns ``COLUMNS`` (``row, brand, product, category, ad_number, ad, model``), one ad per
+    line (an ad is cut at its first line break; commas and quotes are CSV-quoted). Work items,
+    ``(row, ad_number)`` with ``ad_number`` 1..``per_product``, go through ``model.generate``
+    ``batch_size`` at a time; each batch is appended with one write, flushed and fsync'd, so a kill
+    loses at most that batch. A batch's seed is ``seed + first_row * 1000 + first_ad_number``, so
+    with the same batch size a resumed run writes the same ads as an uninterrupted one.
 
     Resume: an existing ``output`` loses a torn last line (no ``\\n``), and only the missing pairs
-    are generated. The settings (model name and path, ``per_product``, ``decoding``, ``seed``, the
+    are generated. The settings (model name and source, ``per_product``, ``decoding``, ``seed``, the
     input's path and sha256) are kept in ``output + ".json"``; resuming with other settings (or
     the input changed) raises ``FileExistsError``, unless ``overwrite`` (the old files are then
     replaced). ``batch_size`` is recorded but may change on resume.
 
-    Rows that could not be read and prompts the model refuses (``model.problem``) are skipped, not
+    Rows that could not be read and prompts the model refuses (``model.refusal``) are skipped, not
     fatal, and listed in ``output + ".skipped.csv"`` (``row, reason``). ``log`` gets one-line
     notes (None: silent); a tqdm bar counts ads unless ``progress`` is False.
 
@@ -281,7 +272,7 @@ def generate_catalog(
     skipped = output.with_name(output.name + ".skipped.csv")
     settings = {
         "model": model.name,
-        "model_path": _model_path(model),
+        "model_path": model.describe().source,
         "per_product": per_product,
         "decoding": dataclasses.asdict(decoding),
         "seed": seed,
@@ -352,10 +343,13 @@ def generate_catalog(
                     decoding,
                     seed=_batch_seed(seed, int(first.row), first_number),
                     batch_size=batch_size,
-                    categories=[p.category for p, _ in batch],
+                    categories=categories_for(model, [p.category for p, _ in batch]),
                 )
                 if len(ads) != len(batch):
                     raise RuntimeError(f"{model.name} returned {len(ads)} ads for {len(batch)} prompts")
+                refused = [ad for ad in ads if isinstance(ad, Refusal)]
+                if refused:  # its refusal() accepted these prompts above
+                    raise RuntimeError(f"{model.name} refused a prompt it had accepted: {refused[0].reason}")
                 file.write(
                     _csv_text(
                         [int(p.row), p.brand, p.product, p.category or "", n, _clean_ad(ad), model.name]

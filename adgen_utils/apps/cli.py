@@ -152,8 +152,8 @@ def command_publish(args) -> int:
 
 
 def command_evaluate(args) -> int:
-    from adgen_utils import models as admodel
     from adgen_utils.apps.bench import print_json
+    from adgen_utils.models import load_ad_model
     from adgen_utils.study import evaluation
 
     test, skipped = evaluation.read_test_csv(args.test)
@@ -166,11 +166,9 @@ def command_evaluate(args) -> int:
         examples, _ = evaluation.read_test_csv(args.examples)
         examples["category"] = examples["category"].fillna("")
         test = test.assign(category=test["category"].fillna(""))
-    model = admodel.load_ad_model(
-        args.model, shots=args.shots, examples=examples, seed=args.seed, models_dir=args.models_dir
-    )
-    categories = test["category"].tolist() if test["category"].notna().all() else None
-    result = evaluation.evaluate_model(model, test["ad"].tolist(), categories, progress=sys.stderr.isatty())
+    model = load_ad_model(args.model, shots=args.shots, examples=examples, seed=args.seed, models_dir=args.models_dir)
+    categories = test["category"].tolist() if test["category"].notna().all() else None  # read only by models that do
+    result = evaluation.evaluate_ad_model(model, test["ad"].tolist(), categories, progress=sys.stderr.isatty())
     print_json({**result, "test": str(args.test), "skipped_rows": skipped})
     return 0
 

@@ -307,7 +307,12 @@ def normalize_ad(text: str) -> str:
     return _WHITESPACE.sub(" ", text).strip()
 
 
-def _drop_reason(raw: str | None, note: str, clean: str, config: CleanConfig, header: str) -> str | None:
+def drop_reason(raw: str | None, note: str, clean: str, config: CleanConfig, header: str) -> str | None:
+    """Why a record is left out of the corpus (None: kept), the key it is counted under in
+    :attr:`LoadReport.dropped`: ``note`` for a record that could not be parsed (``raw`` None), else
+    "invalid_utf8", "empty", "replacement_character", "repeated_header" (``clean`` is the header
+    ``header`` again), "too_short" or "too_long" (``config``'s limits, in characters of ``clean``,
+    the :func:`normalize_ad` of ``raw``). De-duplication is a separate step."""
     if raw is None:
         return note
     if UNDECODABLE.search(raw):
@@ -375,7 +380,7 @@ def load_ads(
         for raw, row_category, line_number, note in records:
             report.rows_read += 1
             cleaned = normalize_ad(raw) if raw is not None else ""
-            reason = _drop_reason(raw, note, cleaned, clean, text_column)
+            reason = drop_reason(raw, note, cleaned, clean, text_column)
             if reason is None and clean.deduplicate:
                 if cleaned in seen:
                     reason = "duplicate"

@@ -17,13 +17,23 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from adgen_utils.corpus.text import BOS_ID, EOS_ID, PAD_ID, UNK_ID, tokenize
-from adgen_utils.lstm.generation import generate
+from adgen_utils.lstm.generation import generate_many, prompt_refusal
 from adgen_utils.lstm.model import (
     load_trained,
     rows_per_chunk,
     target_scores,
 )
-from adgen_utils.models import SCORE_COLUMNS, Decoding
+from adgen_utils.models import (
+    FROM_SCRATCH,
+    SCORE_COLUMNS,
+    WORD_LSTM,
+    Ad,
+    Decoding,
+    ModelDescription,
+    Refusal,
+    check_reads_category,
+    with_refusals,
+)
 
 CODE_POINTS = 0x110000  # every Unicode character: what a character never seen in training is spread over
 
@@ -70,44 +80,61 @@ def _check_decoding_for_lstm(decoding: Decoding) -> dict:
 
 
 class LSTMAdModel:
-    """A word-level LSTM saved by notebook 03 or 04 (``model.keras`` + ``vocabulary.json``)."""
-
-    kind = "word-level LSTM"
-    unknown_charge = "P(<unk>) × character-bigram spelling"
+    """A word-level LSTM saved by notebook 03 or 04 (``model.keras`` + ``vocabulary.json``). It reads
+    no category."""
 
     def __init__(self, folder: str | Path, name: str | None = None):
-
         self.folder = Path(folder)
         self.model, self.vocabulary = load_trained(self.folder)
         self.name = name or self.folder.name
         self.spelling = SpellingModel(self.vocabulary.tokens[4:])
 
-    def problem(self, prompt: str) -> str | None:
-        """Why ``prompt`` cannot be continued (None if it can)."""
-        tokens = tokenize(prompt or "")
-        if not tokens:
-            return "empty prompt"
-        if not any(t in self.vocabulary for t in tokens):
-            return f"none of the prompt's words {tokens[:5]} are in the model's vocabulary"
-        return None
+    def describe(self) -> ModelDescription:
+        """A word-level LSTM trained from scratch on the ads, from its folder."""
+        return ModelDescription(
+            name=self.name,
+            family=WORD_LSTM,
+            setting=FROM_SCRATCH,
+            unknown_words_charged="P(<unk>) × character-bigram spelling",
+            source=str(self.folder.resolve()),
+            reads_category=False,
+        )
+
+    def refusal(self, prompt: str, category: str | None = None) -> Refusal | None:
+        """Why ``prompt`` cannot be continued (no word, or none in the vocabulary), or None."""
+        check_reads_category(self, None if category is None else [category])
+        return prompt_refusal(prompt, self.vocabulary)
 
     def generate(
         self,
         prompts: Sequence[str],
         decoding: Decoding = Decoding(),
         seed: int = 0,
-        batch_size: int = 1,
+        batch_size: int = 16,
         categories: Sequence[str | None] | None = None,
         progress: bool = False,
-    ) -> list[str]:
-        """One ad per prompt (prompt ``i`` sampled with seed ``seed + i``); ``max_new_tokens`` counts words.
-        ``batch_size`` and ``categories`` are accepted for a common interface and not used."""
-
+    ) -> list[Ad]:
+        """One ad per prompt, or its :class:`Refusal`, in order: prompt ``i`` sampled with seed
+        ``seed + i`` (so its ad does not depend on the other prompts), ``batch_size`` prompts per
+        forward pass (:func:`adgen_utils.lstm.generation.generate_many`); ``max_new_tokens`` counts
+        words. ``categories`` raise ValueError: the model reads none."""
+        check_reads_category(self, categories)
         options = _check_decoding_for_lstm(decoding)
-        return [
-            generate(self.model, self.vocabulary, prompt, seed=seed + i, **options).text
-            for i, prompt in enumerate(tqdm(prompts, desc=self.name, unit="ad", disable=not progress))
-        ]
+
+        def write(indices: list[int]) -> list[str]:
+            generations = generate_many(
+                self.model,
+                self.vocabulary,
+                [prompts[i] for i in indices],
+                seeds=[seed + i for i in indices],
+                batch_size=batch_size,
+                progress=progress,
+                description=self.name,
+                **options,
+            )
+            return [g.text for g in generations]
+
+        return with_refusals(prompts, None, self.refusal, write)
 
     def score(
         self,
@@ -122,7 +149,9 @@ class LSTMAdModel:
 
         Ads are scored ``batch_size`` at a time, fewer where needed so that the logits and the
         tensors computed from them stay within ``logits_budget_gib`` GiB of the model's device (about
-        1 GiB by default for a 100k vocabulary); only per-word results are copied to the host."""
+        1 GiB by default for a 100k vocabulary); only per-word results are copied to the host.
+        ``categories`` raise ValueError: the model reads none."""
+        check_reads_category(self, categories)
 
         token_lists = [tokenize(ad) for ad in ads]
         for i, tokens in enumerate(token_lists):

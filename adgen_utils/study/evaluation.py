@@ -11,6 +11,11 @@ is reported.
 distinct-1/2, self-BLEU (sacrebleu), novelty against the training split, repetition, length
 against real ads, and brand consistency (a generated ad naming a brand that the prompt's brand is
 never named with in the training ads).
+
+Every model is used through :class:`adgen_utils.models.AdModel`: a prompt a model refuses is a
+:class:`adgen_utils.models.Refusal` in its cell (shown as ``(no ad: reason)``), left out of the
+measures and counted as ``refused``. :func:`ads_side_by_side` is the one table of every model's ads
+for the same prompts (notebook 07's tables, the playground).
 """
 
 from __future__ import annotations
@@ -20,15 +25,22 @@ import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from adgen_utils.corpus.data import TEXT_COLUMN, CleanConfig, drop_reason, normalize_ad, read_ads_file
 from adgen_utils.corpus.eda import GENERIC_OPENERS, brand_of
 from adgen_utils.corpus.text import is_word, repeated_word_share, tokenize
+from adgen_utils.errors import CorpusFormatError
 from adgen_utils.figures import save_figure
+from adgen_utils.layout import MODELS_FOLDER, model_dir
 from adgen_utils.logs import say
-from adgen_utils.models import Decoding
+from adgen_utils.models import AdModel, Decoding, Refusal, ads_only, categories_for, load_ad_model
+from adgen_utils.series.estimates import TOKENS_PER_AD, transformer_scoring
+from adgen_utils.series.stages import is_done
 
 # ---------------------------------------------------------------------------------------------
 # Scoring
@@ -58,78 +70,76 @@ def summarize_scores(scores: pd.DataFrame) -> dict:
     }
 
 
-def evaluate_model(
-    model, ads: Sequence[str], categories: Sequence[str | None] | None = None, progress: bool = False
+def evaluate_ad_model(
+    model: AdModel, ads: Sequence[str], categories: Sequence[str | None] | None = None, progress: bool = False
 ) -> dict:
-    """The footing's metrics for one model (see :func:`summarize_scores`), with its kind, how it is
-    charged for unknown words and the seconds scoring took."""
+    """The footing's metrics of one model on ad texts (see :func:`summarize_scores`), after its
+    description (:class:`adgen_utils.models.ModelDescription`: ``model`` its name, then ``family``,
+    ``setting``, ``unknown_words_charged``, ``source``, ``reads_category``) and before ``seconds``
+    (the time scoring took). ``categories`` (one per ad) go to the model only if it reads them."""
     started = time.perf_counter()
-    scores = model.score(list(ads), categories, progress=progress)
+    description = asdict(model.describe())
+    scores = model.score(list(ads), categories_for(model, categories), progress=progress)
     return {
-        "model": model.name,
-        "kind": model.kind,
-        "unknown_words_charged": model.unknown_charge,
+        "model": description.pop("name"),
+        **description,
         **summarize_scores(scores),
         "seconds": round(time.perf_counter() - started, 1),
     }
 
 
 def read_test_csv(path) -> tuple[pd.DataFrame, dict]:
-    """Ads to score from any CSV with an ``ad`` column (and optionally ``category``), read as
-    notebook 01 reads the corpus. Returns the ads (columns ad, category) and the count of each
-    kind of row left out (malformed quoting, invalid UTF-8, empty, longer than
-    ``CleanConfig.max_chars``) — counted, never silent."""
-    from pathlib import Path
-
-    from adgen_utils.corpus.data import UNDECODABLE, CleanConfig, normalize_ad, read_ads_file
-    from adgen_utils.errors import CorpusFormatError
-
+    """Ads to score from any CSV with an ``ad`` column (and optionally ``category``), read and
+    cleaned by notebook 01's own rules (:func:`adgen_utils.corpus.data.read_ads_file`,
+    :func:`~adgen_utils.corpus.data.normalize_ad`, :func:`~adgen_utils.corpus.data.drop_reason` with
+    the default :class:`~adgen_utils.corpus.data.CleanConfig`), duplicates kept. Returns the ads
+    (columns ad, category: None where the file has none) and the count of each kind of row left out
+    (the keys of ``LoadReport.dropped``: malformed_quoting, invalid_utf8, empty, too_short,
+    too_long, ...) — counted, never silent."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No test CSV at {path}")
     _, records = read_ads_file(path, category=None)
-    rows, skipped = [], Counter()
+    rows, skipped, config = [], Counter(), CleanConfig()
     for raw, category, _line, note in records:
-        if raw is None:
-            skipped[note] += 1
-        elif UNDECODABLE.search(raw):
-            skipped["invalid_utf8"] += 1
-        elif not normalize_ad(raw):
-            skipped["empty"] += 1
-        elif len(normalize_ad(raw)) > CleanConfig.max_chars:
-            skipped["too_long"] += 1
+        cleaned = normalize_ad(raw) if raw is not None else ""
+        reason = drop_reason(raw, note, cleaned, config, TEXT_COLUMN)
+        if reason is None:
+            rows.append({"ad": cleaned, "category": category})
         else:
-            rows.append({"ad": normalize_ad(raw), "category": category})
+            skipped[reason] += 1
     if not rows:
         raise CorpusFormatError(f"{path}: no ad to score ({dict(skipped) or 'the file has no rows'})")
     return pd.DataFrame(rows), dict(skipped)
 
 
-def comparison_table(models: Sequence, test: pd.DataFrame, progress: bool = False) -> pd.DataFrame:
-    """One row per model: :func:`evaluate_model` on the same test ads (``test`` has ``ad`` and
-    optionally ``category``)."""
+def comparison_table(models: Sequence[AdModel], test: pd.DataFrame, progress: bool = False) -> pd.DataFrame:
+    """One row per model (index: its name): :func:`evaluate_ad_model` on the same test ads (``test``
+    has ``ad`` and optionally ``category``). ``setting`` and ``source`` identify a row for other
+    tools (publishing finds the fine-tuned model's by its setting), never the display name."""
     categories = test["category"].tolist() if "category" in test else None
-    rows = [evaluate_model(m, test["ad"].tolist(), categories, progress) for m in models]
+    rows = [evaluate_ad_model(m, test["ad"].tolist(), categories, progress) for m in models]
     return pd.DataFrame(rows).set_index("model")
 
 
 def plot_comparison(table: pd.DataFrame, figures_dir=None, name: str = "07_comparison"):
-    """Three panels, one bar per model: per-word perplexity (log scale), bits per character, and
-    top-1 / top-5 next-word accuracy."""
+    """Three panels, one bar per model (rows of :func:`comparison_table`): per-word perplexity (log
+    scale), bits per character, and top-1 / top-5 next-word accuracy (seaborn)."""
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
+    rows = table.reset_index()
+    accuracy = rows.melt(
+        id_vars="model", value_vars=["top1_accuracy", "top5_accuracy"], var_name="next word", value_name="accuracy"
+    )
+    accuracy["next word"] = accuracy["next word"].map({"top1_accuracy": "top-1", "top5_accuracy": "top-5"})
     fig, axes = plt.subplots(1, 3, figsize=(14, 0.5 * len(table) + 1.8), sharey=True)
-    labels = table.index.tolist()
-    axes[0].barh(labels, table["per_word_perplexity"], color="#4c72b0")
-    axes[0].set(xscale="log", xlabel="per-word perplexity (lower is better)")
-    axes[1].barh(labels, table["bits_per_char"], color="#55a868")
+    sns.barplot(rows, x="per_word_perplexity", y="model", ax=axes[0], log_scale=True)
+    sns.barplot(rows, x="bits_per_char", y="model", ax=axes[1])
+    sns.barplot(accuracy, x="accuracy", y="model", hue="next word", ax=axes[2])
+    axes[0].set(xlabel="per-word perplexity (lower is better)", ylabel="")
     axes[1].set(xlabel="bits per character (lower is better)")
-    y = np.arange(len(labels))
-    axes[2].barh(y - 0.2, table["top1_accuracy"], height=0.4, label="top-1")
-    axes[2].barh(y + 0.2, table["top5_accuracy"], height=0.4, label="top-5")
     axes[2].set(xlabel="next-word accuracy (higher is better)", xlim=(0, 1))
-    axes[2].legend(fontsize=8)
-    axes[0].invert_yaxis()
     fig.suptitle(f"the same {int(table['ads'].iloc[0]):,} test ads, scored by each model")
     fig.tight_layout()
     save_figure(fig, figures_dir, name)
@@ -263,15 +273,16 @@ def _normal(ad: str) -> str:
 def generation_quality(
     generated: dict[str, Sequence[str]], prompts: pd.DataFrame, training_ads: Sequence[str], lexicon: BrandLexicon
 ) -> pd.DataFrame:
-    """One row per model (``generated``: model -> one ad per row of ``prompts``), plus the real test
-    ads the prompts came from as a reference row. Columns: ads, distinct_1, distinct_2, self_bleu,
+    """One row per model (``generated``: model -> one ad or :class:`Refusal` per row of ``prompts``),
+    plus the real test ads the prompts came from as a reference row. Columns: ads, refused (prompts
+    the model refused: left out of the rest), distinct_1, distinct_2, self_bleu,
     novelty (share not found verbatim, case- and space-insensitive, in the training split),
     repetition (mean share of repeated words), mean_words, brand_conflicts (share of the checked ads
     naming a conflicting brand), brand_checked (ads whose prompt brand is in the lexicon)."""
     seen = {_normal(ad) for ad in training_ads}
     rows = {}
     for name, cells in {**generated, "real test ads": prompts["ad"].tolist()}.items():
-        kept = [(brand, str(ad)) for brand, ad in zip(prompts["brand"], cells) if not str(ad).startswith("[cannot")]
+        kept = [(brand, ad) for brand, ad in zip(prompts["brand"], cells) if not isinstance(ad, Refusal)]
         ads = [ad for _, ad in kept]
         if not ads:
             rows[name] = {"ads": 0, "refused": len(cells)}
@@ -293,32 +304,27 @@ def generation_quality(
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
 
 
-def generate_for_prompts(
-    models: Sequence,
+def ads_side_by_side(
+    models: Sequence[AdModel],
     prompts: Sequence[str],
     decoding: Decoding,
     seed: int = 0,
     categories: Sequence[str | None] | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
-    """Side-by-side ads: one row per prompt, one column per model. A prompt a model cannot take
-    (an LSTM knowing none of its words) gets ``"[cannot: <reason>]"`` in its cell, never a crash."""
-    table = {}
-    for model in models:
-        problems = [model.problem(p) for p in prompts]
-        cells = [None if problem is None else f"[cannot: {problem}]" for problem in problems]
-        usable = [i for i, problem in enumerate(problems) if problem is None]
-        ads = model.generate(
-            [prompts[i] for i in usable],
-            decoding,
-            seed=seed,
-            categories=[categories[i] for i in usable] if categories is not None else None,
-            progress=progress,
+    """Every model's ad for the same prompts: one row per prompt (index: the prompt), one column per
+    model (its name), each cell an ad or the model's :class:`Refusal` (shown as ``(no ad: reason)``;
+    :func:`adgen_utils.models.ads_only` keeps the ads). ``categories`` (one per prompt) go to the
+    models that read them. For one LSTM under several decodings, see
+    :func:`adgen_utils.lstm.generation.decoding_settings_table`."""
+    prompts = list(prompts)
+    table = {
+        model.name: model.generate(
+            prompts, decoding, seed=seed, categories=categories_for(model, categories), progress=progress
         )
-        for i, ad in zip(usable, ads):
-            cells[i] = ad
-        table[model.name] = cells
-    return pd.DataFrame(table, index=pd.Index(list(prompts), name="prompt"))
+        for model in models
+    }
+    return pd.DataFrame(table, index=pd.Index(prompts, name="prompt"))
 
 
 def plot_generation_quality(
@@ -328,26 +334,25 @@ def plot_generation_quality(
     figures_dir=None,
     name: str = "07_generation_quality",
 ):
-    """Left: words per ad, each model's generated ads against the real test ads (box plots).
-    Right: diversity and faithfulness per model (distinct-2, novelty, repetition, brand conflicts)."""
+    """Left: words per ad, each model's generated ads (``generated``: :func:`ads_side_by_side`,
+    refusals left out) against the real test ads (box plots). Right: diversity and faithfulness per
+    model (rows of :func:`generation_quality`: distinct-2, novelty, repetition, brand conflicts)."""
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 0.55 * len(quality) + 2))
-    lengths = {"real test ads": [len(a.split()) for a in real_ads]}
-    lengths.update(
-        {m: [len(str(a).split()) for a in generated[m] if not str(a).startswith("[cannot")] for m in generated.columns}
+    cells = {"real test ads": list(real_ads), **{m: ads_only(generated[m].tolist()) for m in generated.columns}}
+    lengths = pd.DataFrame(
+        [(model, len(ad.split())) for model, ads in cells.items() for ad in ads], columns=["model", "words per ad"]
     )
-    left.boxplot(list(lengths.values()), vert=False, tick_labels=list(lengths.keys()))
-    left.invert_yaxis()
-    left.set(xlabel="words per ad", title="length: generated vs real")
-    columns = ["distinct_2", "novelty", "repetition", "brand_conflicts"]
-    shown = quality[columns].fillna(0)
-    y = np.arange(len(shown))
-    for k, column in enumerate(columns):
-        right.barh(y + (k - 1.5) * 0.2, shown[column], height=0.2, label=column.replace("_", " "))
-    right.set_yticks(y, shown.index)
-    right.invert_yaxis()
-    right.set(xlim=(0, 1), xlabel="share", title="diversity and faithfulness")
+    measures = ["distinct_2", "novelty", "repetition", "brand_conflicts"]
+    shares = quality[measures].fillna(0).rename_axis("model").reset_index()
+    shares = shares.melt(id_vars="model", var_name="measure", value_name="share")
+    shares["measure"] = shares["measure"].str.replace("_", " ")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 0.55 * len(quality) + 2))
+    sns.boxplot(lengths, x="words per ad", y="model", ax=left)
+    left.set(ylabel="", title="length: generated vs real")
+    sns.barplot(shares, x="share", y="model", hue="measure", ax=right)
+    right.set(xlim=(0, 1), ylabel="", title="diversity and faithfulness")
     right.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     save_figure(fig, figures_dir, name)
@@ -423,14 +428,15 @@ def playground_decoding(
 def playground_table(
     models: dict, chosen: Sequence[str], prompt: str, decoding: Decoding, seed: int = 0, samples: int = 1
 ) -> pd.DataFrame:
-    """What the playground shows: ``samples`` ads from each chosen model (columns) for one prompt.
-    ``models`` maps a name to a loaded model (:func:`admodel.load_ad_model`)."""
+    """What the playground shows: :func:`ads_side_by_side` of the chosen models (columns) for one
+    prompt, ``samples`` times (rows). ``models`` maps a name to a loaded model
+    (:func:`adgen_utils.models.load_ad_model`)."""
     if not chosen:
         raise ValueError("choose at least one model")
     unknown = [name for name in chosen if name not in models]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {list(models)}")
-    table = generate_for_prompts([models[name] for name in chosen], [prompt] * samples, decoding, seed=seed)
+    table = ads_side_by_side([models[name] for name in chosen], [prompt] * samples, decoding, seed=seed)
     table.index = pd.RangeIndex(1, samples + 1, name=f"ads for {prompt!r}")
     return table
 
@@ -483,45 +489,40 @@ def playground(models: dict, prompt: str = "Apple Watch Band", seed: int = 0):
 
 def series_models(
     run_dir, pretrained_model: str, shots: int, train: pd.DataFrame, test_ads: int, seed: int = 0, log=say
-) -> list:
+) -> list[AdModel]:
     """Every model of the series found in ``run_dir``: the LSTMs of notebooks 03 and 04, the
     pretrained model zero-shot and with ``shots`` examples (loaded once, shared by both), and the
     fine-tuned model of notebook 06. A model whose notebook has not been run is named and left
     out. Prints the estimated time and memory of scoring ``test_ads`` ads with the transformers."""
-    from pathlib import Path
+    from adgen_utils.transformer.admodel import TransformerAdModel, with_shots  # torch: only here
 
-    from adgen_utils import models as admodel
-    from adgen_utils.series import stages
-    from adgen_utils.series.estimates import TOKENS_PER_AD, transformer_scoring
-
-    models_dir = Path(run_dir) / stages.MODELS_FOLDER
     found = []
     for notebook, label in (("03_lstm", "LSTM (03)"), ("04_embedding_lstm", "Embedding LSTM (04)")):
-        if stages.is_done(notebook, run_dir):
-            found.append(admodel.load_ad_model(stages.model_dir(run_dir, notebook), name=label))
+        if is_done(notebook, run_dir):
+            found.append(load_ad_model(model_dir(run_dir, notebook), name=label))
         else:
             log(f"no model of notebook {notebook} in {run_dir}: run it first to include it; scoring the others")
-    zero_shot = admodel.load_ad_model(
+    zero_shot = load_ad_model(
         pretrained_model,
         name=f"{pretrained_model} zero-shot",
-        models_dir=models_dir,
+        models_dir=Path(run_dir) / MODELS_FOLDER,
         training_texts=train["ad"].tolist(),
     )
     found += [
         zero_shot,
-        admodel.with_shots(zero_shot, shots, train[["ad", "category"]], seed, name=f"{pretrained_model} {shots}-shot"),
+        with_shots(zero_shot, shots, train[["ad", "category"]], seed, name=f"{pretrained_model} {shots}-shot"),
     ]
-    if stages.is_done("06_fine_tuning", run_dir):
+    if is_done("06_fine_tuning", run_dir):
         # examples: to infer a prompt's category for a category-conditioned model (never shown to it)
         found.append(
-            admodel.load_ad_model(
-                stages.model_dir(run_dir, "06_fine_tuning"), name="fine-tuned (06)", examples=train[["ad", "category"]]
+            load_ad_model(
+                model_dir(run_dir, "06_fine_tuning"), name="fine-tuned (06)", examples=train[["ad", "category"]]
             )
         )
     else:
         log(f"no fine-tuned model of notebook 06 in {run_dir}: run it first to include it; scoring the others")
-    transformers = [m for m in found if m.kind == "transformer"]
-    tokens = sum(test_ads * (1 + getattr(m, "shots", 0)) * TOKENS_PER_AD for m in transformers)
+    transformers = [m for m in found if isinstance(m, TransformerAdModel)]
+    tokens = sum(test_ads * (1 + m.shots) * TOKENS_PER_AD for m in transformers)
     parameters = max(sum(p.numel() for p in m.model.parameters()) for m in transformers)
     log(f"estimate: {transformer_scoring(parameters, tokens)}")
     return found

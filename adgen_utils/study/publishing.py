@@ -28,7 +28,7 @@ import pandas as pd
 from adgen_utils.corpus.data import EMBEDDED_FILE, KAGGLE_DATASET
 from adgen_utils.errors import PublishError
 from adgen_utils.layout import FINETUNE_RESULT_FILE, HISTORY_FILE, REPORT_FILE, SOURCE_FILE
-from adgen_utils.models import DECODINGS
+from adgen_utils.models import DECODINGS, FINE_TUNED
 from adgen_utils.parameters import DEFAULT_DECODING
 from adgen_utils.transformer.pretrained import CATEGORY_SEPARATOR, ORIGINAL_PROMPTS
 
@@ -439,9 +439,11 @@ METRIC_NAMES = {
 
 def read_metrics(path: str | Path, missing_ok: bool = False) -> dict | None:
     """Metrics for :func:`build_model_card` from a JSON file (``{name: value}``) or from notebook 07's
-    comparison CSV (``evaluation/07_comparison.csv``: the first row whose ``model`` starts with
-    ``"fine-tuned"``, its numeric columns). None when the CSV has no such row, or, with
-    ``missing_ok``, when the file does not exist."""
+    comparison CSV (``evaluation/07_comparison.csv``: the first row whose ``setting`` is
+    :data:`adgen_utils.models.FINE_TUNED`, its numeric columns; the ``model`` column is a display
+    name and is not read). None when the CSV has no such row, or, with ``missing_ok``, when the file
+    does not exist. A CSV without a ``setting`` column (not notebook 07's table, or one written
+    before the column existed) raises ValueError."""
     path = Path(path)
     if not path.is_file():
         if missing_ok:
@@ -453,12 +455,15 @@ def read_metrics(path: str | Path, missing_ok: bool = False) -> dict | None:
             raise ValueError(f"{path} must hold a JSON object {{metric: value}}")
         return metrics
     table = pd.read_csv(path)
-    if "model" not in table:
-        raise ValueError(f"{path} has no 'model' column: not notebook 07's comparison table")
-    rows = table[table["model"].astype(str).str.startswith("fine-tuned")]
+    if "setting" not in table:
+        raise ValueError(
+            f"{path} has no 'setting' column: not notebook 07's comparison table "
+            "(or an older one: run notebook 07 again)"
+        )
+    rows = table[table["setting"] == FINE_TUNED]
     if rows.empty:
         return None
-    row = rows.iloc[0].drop("model")
+    row = rows.iloc[0]
     return {
         METRIC_NAMES.get(k, k.replace("_", " ")): v.item() if hasattr(v, "item") else v
         for k, v in row.items()

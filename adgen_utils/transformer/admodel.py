@@ -17,7 +17,19 @@ import pandas as pd
 
 from adgen_utils.corpus.text import TOKEN_PATTERN
 from adgen_utils.layout import FINETUNE_RESULT_FILE
-from adgen_utils.models import SCORE_COLUMNS, Decoding
+from adgen_utils.models import (
+    FINE_TUNED,
+    SCORE_COLUMNS,
+    TRANSFORMER,
+    ZERO_SHOT,
+    Ad,
+    Decoding,
+    ModelDescription,
+    Refusal,
+    check_reads_category,
+    few_shot,
+    with_refusals,
+)
 from adgen_utils.transformer.pretrained import (
     CATEGORY_SEPARATOR,
     TokenScores,
@@ -75,10 +87,9 @@ class TransformerAdModel:
     each ad, drawn from the same category) or fine-tuned by notebook 06 (a folder with
     ``finetune.json``: its ads follow the end-of-text token, and ``"<category> | "`` when it was
     trained category-conditioned). :func:`with_shots` makes a few-shot view of a loaded model without
-    loading it again."""
-
-    kind = "transformer"
-    unknown_charge = "none needed: open vocabulary (bytes)"
+    loading it again. A few-shot or category-conditioned model reads a category per prompt or ad
+    (inferred from ``examples`` where none is given, :func:`adgen_utils.transformer.pretrained.category_for`);
+    a zero-shot one, or one fine-tuned without categories, reads none."""
 
     def __init__(
         self,
@@ -97,19 +108,38 @@ class TransformerAdModel:
         settings = json.loads(result.read_text())["settings"] if result is not None and result.is_file() else None
         self.finetuned = settings is not None
         self.category_prefix = bool(settings and settings["config"].get("category_prefix"))
+        if self.finetuned and shots:
+            raise ValueError(f"{self.path} is fine-tuned: it reads ads after its end-of-text token, not after examples")
         _check_shots(shots, examples)
         self.shots, self.examples, self.seed = shots, examples, seed
-        label = "fine-tuned" if self.finetuned else (f"{shots}-shot" if shots else "zero-shot")
-        self.name = name or f"{Path(str(name_or_path)).name} ({label})"
+        self.name = name or f"{Path(str(name_or_path)).name} ({self._setting()})"
         self._categories: dict[str, str] = {}
         self._continues = None
 
-    def problem(self, prompt: str) -> str | None:
-        """Why ``prompt`` cannot be continued (None if it can)."""
+    def _setting(self) -> str:
+        return FINE_TUNED if self.finetuned else (few_shot(self.shots) if self.shots else ZERO_SHOT)
+
+    def describe(self) -> ModelDescription:
+        """A transformer, zero-shot, few-shot or fine-tuned, from its folder or Hub id."""
+        return ModelDescription(
+            name=self.name,
+            family=TRANSFORMER,
+            setting=self._setting(),
+            unknown_words_charged="none needed: open vocabulary (bytes)",
+            source=str(self.path.resolve()) if isinstance(self.path, Path) else str(self.path),
+            reads_category=self.category_prefix or (self.shots > 0 and not self.finetuned),
+        )
+
+    def refusal(self, prompt: str, category: str | None = None) -> Refusal | None:
+        """Why ``prompt`` (with ``category``) cannot be continued: empty, a line break, or no category
+        for a category-conditioned model with no ``examples`` to infer one from. None when it can."""
+        check_reads_category(self, None if category is None else [category])
         if not prompt or not prompt.strip():
-            return "empty prompt"
+            return Refusal("empty prompt")
         if len(prompt.splitlines()) > 1:
-            return "a prompt is the beginning of one ad and cannot contain a line break"
+            return Refusal("a prompt is the beginning of one ad and cannot contain a line break")
+        if self.category_prefix and not category and self.examples is None:
+            return Refusal("the model was fine-tuned with categories and this prompt has none")
         return None
 
     def _category(self, text: str, given: str | None) -> str:
@@ -149,18 +179,25 @@ class TransformerAdModel:
         batch_size: int = 16,
         categories: Sequence[str | None] | None = None,
         progress: bool = False,
-    ) -> list[str]:
-        """One ad per prompt, ``batch_size`` prompts per ``generate`` call (see :func:`generate_ads`)."""
-        ads = generate_ads(
-            self.model,
-            self.tokenizer,
-            self.prompt_texts(prompts, categories),
-            decoding,
-            batch_size=batch_size,
-            seed=seed,
-            progress=progress,
-        )
-        return [strip_category(ad) for ad in ads] if self.category_prefix else ads
+    ) -> list[Ad]:
+        """One ad per prompt, or its :class:`Refusal`, in order; ``batch_size`` accepted prompts per
+        ``generate`` call (see :func:`generate_ads`). ``categories`` only for a model that reads them."""
+        check_reads_category(self, categories)
+
+        def write(indices: list[int]) -> list[str]:
+            chosen = [categories[i] for i in indices] if categories is not None else None
+            ads = generate_ads(
+                self.model,
+                self.tokenizer,
+                self.prompt_texts([prompts[i] for i in indices], chosen),
+                decoding,
+                batch_size=batch_size,
+                seed=seed,
+                progress=progress,
+            )
+            return [strip_category(ad) for ad in ads] if self.category_prefix else ads
+
+        return with_refusals(prompts, categories, self.refusal, write)
 
     def contexts(self, ads: Sequence[str], categories: Sequence[str | None] | None = None) -> list[str]:
         """What the model reads before each ad when scoring it."""
@@ -182,7 +219,9 @@ class TransformerAdModel:
         batch_size: int = 8,
         progress: bool = False,
     ) -> pd.DataFrame:
-        """Per ad (rows, in order): ``SCORE_COLUMNS``, from the model's own token log-probabilities."""
+        """Per ad (rows, in order): ``SCORE_COLUMNS``, from the model's own token log-probabilities.
+        ``categories`` only for a model that reads them."""
+        check_reads_category(self, categories)
         ads = [ad.strip() for ad in ads]
         if self._continues is None:
             self._continues = _continues_word(self.tokenizer, self.model.config.vocab_size)
@@ -210,6 +249,6 @@ def with_shots(
     _check_shots(shots, examples)
     view = copy.copy(base)  # shallow: model and tokenizer are the base's own objects
     view.shots, view.examples, view.seed = shots, examples, seed
-    view.name = name or f"{Path(str(base.path)).name} ({shots}-shot)"
+    view.name = name or f"{Path(str(base.path)).name} ({few_shot(shots)})"
     view._categories = {}  # inferred from examples, which may differ from the base's
     return view

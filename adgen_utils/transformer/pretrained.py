@@ -475,25 +475,6 @@ def generate_ads(
     return ads
 
 
-def generation_table(
-    models: dict[str, tuple],
-    prompts: Sequence[str],
-    decoding: Decoding = Decoding(),
-    prompt_texts: dict[str, Sequence[str]] | None = None,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Side-by-side ads: one row per prompt, one column per model (``{name: (model, tokenizer)}``).
-
-    ``prompt_texts`` optionally maps a column name to the full texts to feed (few-shot prompts)
-    in the order of ``prompts``; by default each model sees the bare prompt.
-    """
-    table = {}
-    for name, (model, tokenizer) in models.items():
-        texts = list(prompt_texts[name]) if prompt_texts and name in prompt_texts else list(prompts)
-        table[name] = generate_ads(model, tokenizer, texts, decoding, seed=seed)
-    return pd.DataFrame(table, index=pd.Index(list(prompts), name="prompt"))
-
-
 @dataclass
 class TokenScores:
     """A model's view of one text read after its context, one entry per scored token: the text's own

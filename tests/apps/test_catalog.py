@@ -13,7 +13,7 @@ import pytest
 from adgen_utils.apps.catalog import generate_catalog, read_products
 from adgen_utils.apps.cli import main
 from adgen_utils.errors import CorpusFormatError
-from adgen_utils.models import Decoding, load_ad_model
+from adgen_utils.models import Decoding, Refusal, load_ad_model
 
 # The default sampling preset with short ads, to keep the tests fast.
 FAST = Decoding(do_sample=True, temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.2, max_new_tokens=8)
@@ -235,8 +235,8 @@ def test_other_settings_need_overwrite(write_file, tmp_path, tiny_model, tiny_fo
 class Picky(Wrapped):
     """Refuses prompts with "Refused"; writes a line break and CSV metacharacters into some ads."""
 
-    def problem(self, prompt):
-        return "no known words" if "Refused" in prompt else self.model.problem(prompt)
+    def refusal(self, prompt, category=None):
+        return Refusal("no known words") if "Refused" in prompt else self.model.refusal(prompt, category)
 
     def generate(self, prompts, *args, **kwargs):
         return [
@@ -255,3 +255,31 @@ def test_a_refused_prompt_is_reported_not_fatal_and_ads_stay_one_line(write_file
     assert pairs(rows) == [(2, 1), (3, 1), (5, 1)]
     assert rows[-1]["ad"] == 'Tricky Thing, "quoted"'
     assert read_ads(tmp_path / "ads.csv.skipped.csv") == [{"row": "4", "reason": summary["problems"][0]["reason"]}]
+
+
+def test_an_lstm_refuses_products_it_knows_no_word_of_and_writes_the_rest(write_file, tmp_path, lstm_folder):
+    """A real word-level LSTM (trained on Apple/Sony/Fitbit/Garmin ads): a product with none of its words
+    is skipped with the model's reason; categories in the file are not given to it (it reads none)."""
+    model = load_ad_model(lstm_folder, name="lstm")
+    path = write_file(
+        "products.csv", "brand,product,category\nSony,TV Remote,tv\nQwzx,Vbnm Plork,tv\nGarmin,Zqxw Band,\n"
+    )
+    output = tmp_path / "ads.csv"
+    greedy = Decoding(max_new_tokens=4)
+    summary = generate_catalog(
+        model, path, output, per_product=1, decoding=greedy, batch_size=2, progress=False, log=None
+    )
+    assert summary["products"] == 2 and summary["bad_rows"] == 1 and summary["ads_written"] == 2
+    (problem,) = summary["problems"]
+    assert (
+        problem["row"] == 3
+        and problem["reason"] == f"the model refuses the prompt: {model.refusal('Qwzx Vbnm Plork').reason}"
+    )
+    assert read_ads(tmp_path / "ads.csv.skipped.csv") == [{"row": "3", "reason": problem["reason"]}]
+    rows = read_ads(output)
+    assert (
+        pairs(rows) == [(2, 1), (4, 1)] and rows[0]["ad"].startswith("Sony TV Remote") and rows[0]["category"] == "tv"
+    )
+    assert rows[0]["ad"] == model.generate(["Sony TV Remote"], greedy)[0]  # greedy: what the model writes alone
+    settings = json.loads((tmp_path / "ads.csv.json").read_text())
+    assert settings["model_path"] == model.describe().source == str(lstm_folder.resolve())

@@ -13,6 +13,7 @@ from adgen_utils.corpus.text import BOS_ID, PAD_ID, Vocabulary, tokenize
 from adgen_utils.lstm import generation as lstm_generation
 from adgen_utils.lstm import model as lstm
 from adgen_utils.lstm import training as lstm_training
+from adgen_utils.models import Refusal
 
 BRANDS = ["Apple", "Sony", "Fitbit", "Garmin", "Samsung"]
 PRODUCTS = ["Watch Band", "TV Remote", "Charger Cable", "Screen Protector"]
@@ -178,7 +179,7 @@ def test_generation_refuses_bad_prompts_and_never_emits_special_tokens(corpus, t
     result = lstm_training.train_language_model(tiny(epochs=6), vocabulary, train, validation, tmp_path, progress=False)
     with pytest.raises(ValueError, match="empty"):
         lstm_generation.generate(result.model, vocabulary, "   ")
-    with pytest.raises(ValueError, match="None of the prompt's words"):
+    with pytest.raises(ValueError, match="none of the prompt's words"):
         lstm_generation.generate(result.model, vocabulary, "Xqzvw Wkjhgf")
     partly = lstm_generation.generate(result.model, vocabulary, "Apple Wkjhgf", seed=1, max_new_tokens=5)
     assert partly.unknown_prompt_words == ["Wkjhgf"] and partly.text.startswith("Apple Wkjhgf")
@@ -187,8 +188,16 @@ def test_generation_refuses_bad_prompts_and_never_emits_special_tokens(corpus, t
     assert greedy.text.split()[1] in {"Watch", "TV", "Charger", "Screen"}
     assert not {"<pad>", "<unk>", "<bos>", "<eos>"} & set(greedy.new_tokens)
     assert len(greedy.new_tokens) < 40  # it learned to stop at <eos>
-    table = lstm_generation.generation_table(result.model, vocabulary, ["Sony", "Wkjhgf"], {"greedy": {"greedy": True}})
-    assert table.loc["Wkjhgf", "greedy"].startswith("[None of the prompt's words")
+    table = lstm_generation.decoding_settings_table(
+        result.model, vocabulary, ["Sony", "Wkjhgf"], {"greedy": {"greedy": True}, "sampled": {"top_k": 5}}
+    )
+    assert table.loc["Sony", "greedy"] == greedy.text
+    assert (
+        table.loc["Wkjhgf", "greedy"]
+        == table.loc["Wkjhgf", "sampled"]
+        == lstm_generation.prompt_refusal("Wkjhgf", vocabulary)
+    )
+    assert isinstance(table.loc["Wkjhgf", "greedy"], Refusal)
 
 
 MID_EPOCH_RUN = textwrap.dedent("""

@@ -7,43 +7,17 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import LSTM_ADS
 
 from adgen_utils import models as admodel
 from adgen_utils.apps import cli
 from adgen_utils.corpus import sequences
-from adgen_utils.corpus.text import UNK_ID, Vocabulary, tokenize
+from adgen_utils.corpus.text import UNK_ID, tokenize
 from adgen_utils.lstm import admodel as lstm_admodel
 from adgen_utils.lstm import model as lstm
-from adgen_utils.lstm import training as lstm_training
 from adgen_utils.study import evaluation
 from adgen_utils.transformer import admodel as transformer_admodel
 from adgen_utils.transformer import pretrained
-
-TRAIN_ADS = [
-    f"{b} {p} {c}"
-    for b in ["Apple", "Sony", "Fitbit", "Garmin"]
-    for p in ["Watch Band", "TV Remote", "Charger Cable"]
-    for c in ["Black", "White", "Blue"]
-]
-
-
-@pytest.fixture(scope="module")
-def lstm_folder(tmp_path_factory):
-    """A small word-level LSTM trained for a few epochs on TRAIN_ADS, saved as notebook 03 saves it."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    vocabulary = Vocabulary.build((tokenize(a) for a in TRAIN_ADS), min_count=1)
-    train, _ = sequences.encode_ads(TRAIN_ADS * 4, vocabulary)
-    validation, _ = sequences.encode_ads(TRAIN_ADS[::5], vocabulary)
-    config = lstm.LSTMConfig(
-        input="embedding", embedding_dim=16, units=32, batch_size=12, epochs=8, learning_rate=0.02, dropout=0.0
-    )
-    folder = tmp_path_factory.mktemp("lstm")
-    lstm_training.train_language_model(
-        config, vocabulary, train, validation, folder, progress=False, log=lambda *_: None
-    )
-    return folder
 
 
 def test_spelling_model_is_a_probability_and_charges_unseen_characters():
@@ -65,7 +39,7 @@ def test_lstm_scores_match_its_own_metrics_and_charge_unknown_words(lstm_folder)
     known = ["Sony TV Remote Black", "Garmin Watch Band White", "Apple Charger Cable Blue"]
     scores = model.score(known)
     arrays, _ = sequences.encode_ads(known, model.vocabulary)
-    reference = lstm.evaluate_model(model.model, arrays)
+    reference = lstm.evaluate_token_arrays(model.model, arrays)
     summary = evaluation.summarize_scores(scores)
     # With no unknown word the footing is the model's own next-token metrics (with <eos>).
     assert summary["predictions"] == reference["predictions"] == sum(len(tokenize(a)) + 1 for a in known)
@@ -194,7 +168,7 @@ def test_generation_measures_on_known_cases():
     assert evaluation.brand_and_product("New 2020 Sony Bravia TV, 55 inch") == ("Sony", "TV")
     assert evaluation.brand_and_product("123") is None
 
-    lexicon = evaluation.BrandLexicon(TRAIN_ADS)
+    lexicon = evaluation.BrandLexicon(LSTM_ADS)
     prompts = pd.DataFrame(
         {
             "prompt": ["Apple Watch", "Sony TV"],
@@ -205,10 +179,10 @@ def test_generation_measures_on_known_cases():
     quality = evaluation.generation_quality(
         {
             "copier": ["Apple Watch Band Black", "Sony TV Remote White"],
-            "looper": ["Apple Watch Watch Watch Watch", "[cannot: empty prompt]"],
+            "looper": ["Apple Watch Watch Watch Watch", admodel.Refusal("empty prompt")],
         },
         prompts,
-        TRAIN_ADS,
+        LSTM_ADS,
         lexicon,
     )
     assert quality.loc["copier", "novelty"] == 0 and quality.loc["looper", "novelty"] == 1
@@ -237,12 +211,14 @@ def test_adgen_evaluate_prints_the_footing_for_lstm_and_transformer_folders(
     lstm_folder, tiny_folder, write_file, capsys
 ):
     test = write_file("test.csv", "ad\nSony TV Remote Black\nGarmin Watch Band Zqxwv\nApple Charger Cable Blue\n")
-    for folder, kind in [(lstm_folder, "word-level LSTM"), (tiny_folder, "transformer")]:
+    for folder, family in [(lstm_folder, admodel.WORD_LSTM), (tiny_folder, admodel.TRANSFORMER)]:
         assert cli.main(["evaluate", "--model", str(folder), "--test", str(test)]) == 0
         result = json.loads(capsys.readouterr().out)
-        assert result["kind"] == kind and result["ads"] == 3 and result["predictions"] == 15
+        assert result["family"] == family and result["ads"] == 3 and result["predictions"] == 15
+        assert result["setting"] in {admodel.FROM_SCRATCH, admodel.ZERO_SHOT}
+        assert result["source"] == str(folder.resolve())
         assert result["per_word_perplexity"] > 1 and result["bits_per_char"] > 0
-        assert result["oov_share"] == (pytest.approx(1 / 12) if kind == "word-level LSTM" else 0)
+        assert result["oov_share"] == (pytest.approx(1 / 12) if family == admodel.WORD_LSTM else 0)
     assert cli.main(["evaluate", "--model", str(tiny_folder), "--test", str(test), "--shots", "2"]) == 2
     assert "--examples" in capsys.readouterr().err
     assert cli.main(["evaluate", "--model", str(test.parent / "nowhere"), "--test", str(test)]) == 2
@@ -253,13 +229,15 @@ def test_side_by_side_generation_and_the_playground(lstm_folder, tiny_folder):
         m.name: m
         for m in [admodel.load_ad_model(lstm_folder, name="lstm"), admodel.load_ad_model(tiny_folder, name="tiny")]
     }
-    decoding = models.Decoding(max_new_tokens=6)
-    table = evaluation.generate_for_prompts(list(models.values()), ["Sony TV", "Qwzx Vbnm"], decoding)
+    decoding = admodel.Decoding(max_new_tokens=6)
+    table = evaluation.ads_side_by_side(list(models.values()), ["Sony TV", "Qwzx Vbnm"], decoding)
     assert table.loc["Sony TV", "lstm"].startswith("Sony TV")
-    assert table.loc["Qwzx Vbnm", "lstm"].startswith("[cannot: none of the prompt's words")
+    refused = table.loc["Qwzx Vbnm", "lstm"]
+    assert isinstance(refused, admodel.Refusal) and refused.reason.startswith("none of the prompt's words")
+    assert str(refused) in table.to_string() and str(refused) in table.to_csv()  # how tables show it
     assert table.loc["Qwzx Vbnm", "tiny"].startswith("Qwzx Vbnm")
     with pytest.raises(ValueError, match="beam"):
-        models["lstm"].generate(["Sony"], models.Decoding(num_beams=2))
+        models["lstm"].generate(["Sony"], admodel.Decoding(num_beams=2))
 
     headless = evaluation.playground_table(
         models, ["lstm", "tiny"], "Apple Watch", evaluation.playground_decoding(max_new_tokens=5), samples=2
@@ -287,3 +265,68 @@ def test_self_bleu_without_sacrebleu_says_which_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "sacrebleu.metrics", None)
     with pytest.raises(ModuleNotFoundError, match=r"\[evaluation\]"):
         evaluation.self_bleu(["Sony TV Remote", "Garmin Watch Band"])
+
+
+def test_refusals_are_values_in_generate_output_and_the_model_never_sees_them(lstm_folder, tiny_folder):
+    lstm_model = admodel.load_ad_model(lstm_folder, name="lstm")
+    tiny = admodel.load_ad_model(tiny_folder, name="tiny")
+    short = admodel.Decoding(max_new_tokens=4)
+    lstm_ads = lstm_model.generate(["Sony TV", "Qwzx Vbnm", "  ", "Apple Zqxw"], short)
+    assert lstm_ads[0].startswith("Sony TV") and lstm_ads[3].startswith("Apple Zqxw")  # one known word suffices
+    assert [type(ad) for ad in lstm_ads] == [str, admodel.Refusal, admodel.Refusal, str]
+    assert lstm_ads[1] == lstm_model.refusal("Qwzx Vbnm") and lstm_ads[2].reason.startswith("empty prompt")
+    assert admodel.ads_only(lstm_ads) == [lstm_ads[0], lstm_ads[3]]
+    tiny_ads = tiny.generate(["Sony TV", "", "Sony\nTV"], short)
+    assert tiny_ads[0].startswith("Sony TV")
+    assert tiny_ads[1:] == [admodel.Refusal("empty prompt"), tiny.refusal("Sony\nTV")]
+    assert "line break" in tiny_ads[2].reason
+
+    # Every prompt refused: the model is not run at all (a model that cannot run shows it).
+    for model in (lstm_model, tiny):
+        runner = model.model
+        model.model = None
+        try:
+            assert model.generate(["", " "], short) == [model.refusal(""), model.refusal(" ")]
+        finally:
+            model.model = runner
+
+
+def test_an_lstm_writes_the_same_greedy_ads_batched_and_one_at_a_time(lstm_folder):
+    model = admodel.load_ad_model(lstm_folder, name="lstm")
+    prompts = ["Sony", "Garmin Watch", "Apple Charger Cable", "Fitbit", "Qwzx", "Sony TV Remote"]  # 3 to 5 words
+    greedy = admodel.Decoding(max_new_tokens=6)
+    one_at_a_time = model.generate(prompts, greedy, batch_size=1)
+    assert isinstance(one_at_a_time[4], admodel.Refusal)
+    for batch_size in (2, 4, 16):
+        assert model.generate(prompts, greedy, batch_size=batch_size) == one_at_a_time
+    # Sampling: prompt i draws with seed + i, so the same seed gives the same ads.
+    sampled = admodel.Decoding(do_sample=True, temperature=1.5, max_new_tokens=6)
+    assert model.generate(prompts, sampled, seed=3, batch_size=4) == model.generate(
+        prompts, sampled, seed=3, batch_size=4
+    )
+
+
+def test_a_model_that_reads_no_category_refuses_categories(lstm_folder, tiny_folder, embedded_ads):
+    lstm_model = admodel.load_ad_model(lstm_folder, name="lstm")
+    zero_shot = admodel.load_ad_model(tiny_folder, name="tiny")
+    train = embedded_ads[embedded_ads["split"] == "train"][["ad", "category"]]
+    few_shot = transformer_admodel.with_shots(zero_shot, 1, train)
+    category = str(train["category"].iloc[0])
+    assert not lstm_model.describe().reads_category and not zero_shot.describe().reads_category
+    assert few_shot.describe().reads_category and few_shot.describe().setting == admodel.few_shot(1)
+    for model in (lstm_model, zero_shot):
+        with pytest.raises(ValueError, match="reads no category"):
+            model.generate(["Sony TV"], admodel.Decoding(max_new_tokens=3), categories=[category])
+        with pytest.raises(ValueError, match="reads no category"):
+            model.score(["Sony TV Remote"], categories=[category])
+        assert admodel.categories_for(model, [category]) is None
+    assert admodel.categories_for(few_shot, [category]) == [category]
+    # The side-by-side table and the footing pass categories only to the models that read them.
+    table = evaluation.ads_side_by_side(
+        [lstm_model, zero_shot, few_shot], ["Sony TV"], admodel.Decoding(max_new_tokens=3), categories=[category]
+    )
+    assert table.shape == (1, 3)
+    scored = evaluation.comparison_table(
+        [lstm_model, few_shot], pd.DataFrame({"ad": ["Sony TV Remote"], "category": [category]})
+    )
+    assert scored["reads_category"].tolist() == [False, True] and scored["setting"].tolist()[0] == admodel.FROM_SCRATCH

@@ -8,6 +8,7 @@ import time
 import traceback
 import types
 
+import pandas as pd
 import pytest
 from huggingface_hub import ModelCard
 
@@ -210,8 +211,8 @@ def test_push_without_a_token_stops_before_anything(folder, no_token, capsys):
 def test_a_dry_run_from_the_command_line_uses_notebook_07s_metrics(folder, no_token, tmp_path, capsys):
     csv = tmp_path / "07_comparison.csv"
     csv.write_text(
-        "model,per_word_perplexity,bits_per_char,top1_accuracy,top5_accuracy,note\n"
-        "lstm,180.5,2.9,0.11,0.25,x\nfine-tuned tiny,41.2,1.9,0.21,0.38,y\n"
+        "model,setting,per_word_perplexity,bits_per_char,top1_accuracy,top5_accuracy,note\n"
+        "lstm,trained from scratch,180.5,2.9,0.11,0.25,x\nmy tiny model,fine-tuned,41.2,1.9,0.21,0.38,y\n"
     )
     assert publishing.read_metrics(csv) == METRICS
     assert (
@@ -264,3 +265,23 @@ def test_a_folder_without_weights_is_refused_clearly(folder, capsys):
             call()
     assert main(["publish", "--model", str(folder), "--repo-id", "me/adgen-test"]) == 2
     assert "lacks model.safetensors" in capsys.readouterr().err
+
+
+def test_metrics_come_from_the_fine_tuned_row_whatever_its_label(folder, tiny_folder, tmp_path):
+    """Notebook 07's real comparison table, written by evaluation.comparison_table: the fine-tuned
+    model's row is found by its setting, not by the name notebook 07 shows."""
+    from adgen_utils.models import FINE_TUNED, load_ad_model
+    from adgen_utils.study import evaluation
+
+    models = [load_ad_model(tiny_folder, name="fine-tuned? no: zero-shot"), load_ad_model(folder, name="ours")]
+    table = evaluation.comparison_table(models, pd.DataFrame({"ad": ["Sony TV Remote Black", "Apple Watch Band"]}))
+    table.to_csv(tmp_path / "07_comparison.csv")
+    assert table.loc["ours", "setting"] == FINE_TUNED and table.loc["ours", "source"] == str(folder.resolve())
+    metrics = publishing.read_metrics(tmp_path / "07_comparison.csv")
+    assert metrics["per-word perplexity"] == pytest.approx(table.loc["ours", "per_word_perplexity"])
+    assert metrics["top-5 accuracy"] == pytest.approx(table.loc["ours", "top5_accuracy"])
+    table.drop(index="ours").to_csv(tmp_path / "no_fine_tuned.csv")
+    assert publishing.read_metrics(tmp_path / "no_fine_tuned.csv") is None
+    table.drop(columns="setting").to_csv(tmp_path / "older.csv")
+    with pytest.raises(ValueError, match="no 'setting' column"):
+        publishing.read_metrics(tmp_path / "older.csv")
