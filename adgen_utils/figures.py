@@ -1,8 +1,30 @@
-"""Saving figures the same way in every notebook: PNG under a folder, shown inline."""
+"""Figures the same way in every notebook: one seaborn theme, PNG files under a folder, shown inline.
+
+:func:`subplots` is ``matplotlib.pyplot.subplots`` with the series' seaborn theme set on first use
+(importing this module loads neither matplotlib nor seaborn); :func:`save_figure` writes a figure
+where the notebook's ``figures_dir`` says.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+THEME = {"style": "whitegrid", "palette": "deep"}  # seaborn's deep palette: blue, orange, green, red...
+_themed = False
+
+
+def subplots(nrows: int = 1, ncols: int = 1, **kwargs):
+    """``(fig, axes)`` from ``matplotlib.pyplot.subplots(nrows, ncols, **kwargs)``, under :data:`THEME`
+    (``seaborn.set_theme``, applied once per process)."""
+    global _themed
+    import matplotlib.pyplot as plt
+
+    if not _themed:
+        import seaborn as sns
+
+        sns.set_theme(**THEME)
+        _themed = True
+    return plt.subplots(nrows, ncols, **kwargs)
 
 
 def save_figure(fig, folder: str | Path | None, name: str, dpi: int = 110) -> Path | None:

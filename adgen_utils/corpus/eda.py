@@ -1,7 +1,7 @@
 """Corpus statistics and figures for notebook 01 (exploratory data analysis).
 
 :func:`profile_corpus` tokenizes the cleaned ads once; the other functions turn that
-profile into tables and matplotlib figures. Nothing here reads files.
+profile into tables and (seaborn) figures. Nothing here reads files.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pandas as pd
 from adgen_utils.corpus.data import FULL_CORPUS_ADS
 from adgen_utils.corpus.sequences import one_hot_bytes, window_count
 from adgen_utils.corpus.text import is_word, tokenize
-from adgen_utils.figures import save_figure
+from adgen_utils.figures import save_figure, subplots
 
 # Function words that crowd out the informative ones in a word-frequency chart.
 STOPWORDS = frozenset(["for", "with", "and", "the", "of", "to", "in", "a", "an", "on", "by", "or", "from", "is", "x"])
@@ -172,50 +172,103 @@ def heaps_fit(growth: pd.DataFrame, min_ads: int = 100) -> tuple[float, float]:
     return float(np.exp(log_k)), float(beta)
 
 
-def plot_load_report(ads: pd.DataFrame, report: dict, figures_dir=None, max_categories: int = 40):
-    """Bar charts: kept ads per category split into train/validation/test, and rows dropped by reason."""
-    import matplotlib.pyplot as plt
+def leaking_products(ads: pd.DataFrame) -> int:
+    """How many products (``product_key``) have ads in more than one split; 0 when the split does not leak."""
+    return int(ads.groupby("product_key")["split"].nunique().gt(1).sum())
 
-    by_category = (
-        ads.groupby(["category", "split"], observed=True)
-        .size()
-        .unstack(fill_value=0)
-        .reindex(columns=["train", "validation", "test"], fill_value=0)
-    )
+
+def one_hot_projection(growth: pd.DataFrame, ads_counts) -> pd.DataFrame:
+    """For corpora of ``ads_counts`` ads (one row each): the vocabulary Heaps' law projects from the
+    ``growth`` curve (:func:`heaps_fit`, rounded to 100 tokens) and the GiB of the original's float32
+    one-hot arrays for the windows of that many ads (at this corpus's tokens per ad)."""
+    k, beta = heaps_fit(growth)
+    tokens_per_ad = growth["tokens"].iloc[-1] / growth["ads"].iloc[-1]
+    table = pd.DataFrame({"ads": np.asarray(ads_counts)})
+    table["vocabulary (Heaps fit)"] = (k * table["ads"] ** beta).round(-2).astype(int)
+    table["one-hot GiB"] = one_hot_gib(window_count(table["ads"] * tokens_per_ad), table["vocabulary (Heaps fit)"])
+    return table
+
+
+def findings(report: dict, ads: pd.DataFrame, profile: CorpusProfile, memory_gib: float | None = None) -> str:
+    """Notebook 01's "What this tells us" as Markdown bullets, computed from this run: whether the load
+    ``report`` adds up and the split leaks (``ads`` from ``data.load_ads``), ad lengths and tokens with
+    digits (``profile``), the vocabulary's growth and the original's one-hot memory where it failed and
+    for the full corpus, beside ``memory_gib`` (this machine's, GiB; None: not said)."""
+    read, kept, dropped = report["rows_read"], report["rows_kept"], sum(report["dropped"].values())
+    leaking = leaking_products(ads)
+    counts = profile.token_counts
+    with_digit = sum(1 for token in counts if any(c.isdigit() for c in token)) / max(len(counts), 1)
+    once = sum(1 for count in counts.values() if count == 1) / max(len(counts), 1)
+    k, beta = heaps_fit(profile.growth)
+    gib = one_hot_projection(profile.growth, [ORIGINAL_OOM_ADS, FULL_CORPUS_ADS])["one-hot GiB"]
+    here = f", against {memory_gib:,.0f} GiB of memory on this machine" if memory_gib else ""
+    bullets = [
+        (
+            f"The load report accounts for every one of the {read:,} rows read ({kept:,} kept, {dropped:,} dropped "
+            "with a reason)"
+            if read == kept + dropped
+            else f"The load report does not add up: {read:,} rows read, {kept:,} kept, {dropped:,} dropped"
+        )
+        + (
+            "; no product has ads in more than one split, so held-out numbers in notebooks 03 to 07 measure "
+            "generalisation to new products, not memory of colours."
+            if leaking == 0
+            else f"; but products with ads in more than one split: {leaking:,}, which flatters held-out numbers."
+        ),
+        f"An ad has a median of {np.median(profile.words):.0f} words ({np.median(profile.characters):.0f} "
+        f"characters). {with_digit:.0%} of the {len(counts):,} distinct tokens contain a digit (model numbers, "
+        f"sizes, counts) and {once:.0%} occur only once.",
+        f"Heaps' law fits the vocabulary's growth as V ≈ {k:.1f}·n^{beta:.2f}: each tenfold increase in ads "
+        f"multiplies the vocabulary by {10**beta:.1f}, and the original's one-hot arrays (windows × V) by "
+        f"{10 ** (1 + beta):.0f}.",
+        f"The original's one-hot inputs and targets over that vocabulary would take {gib.iloc[0]:,.1f} GiB at the "
+        f"{ORIGINAL_OOM_ADS:,} ads where it ran out of memory and {gib.iloc[1]:,.1f} GiB for the full "
+        f"{FULL_CORPUS_ADS:,}-ad corpus{here}: notebook 02 replaces them with integer ids and sparse targets.",
+    ]
+    return "\n".join(f"* {bullet}" for bullet in bullets)
+
+
+def plot_load_report(ads: pd.DataFrame, report: dict, figures_dir=None, max_categories: int = 40):
+    """Bars: kept ads per category (the ``max_categories`` largest), stacked by split, and rows dropped by
+    reason (log scale)."""
+    import seaborn as sns
+
+    by_category = ads.groupby(["category", "split"], observed=True).size().unstack(fill_value=0)
+    by_category = by_category.reindex(columns=["train", "validation", "test"], fill_value=0)
     by_category = by_category.loc[by_category.sum(axis=1).sort_values().index[-max_categories:]]
-    height = max(3.0, 0.22 * len(by_category) + 1.5)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, height), gridspec_kw={"width_ratios": [3, 2]})
-    by_category.plot.barh(stacked=True, ax=left, color=["#4c72b0", "#dd8452", "#55a868"], width=0.8)
-    left.set_xlabel("ads kept")
-    left.set_ylabel("")
-    left.set_title(f"{report['rows_kept']:,} ads kept, by category and split")
-    dropped = pd.Series(report["dropped"], dtype=float).sort_values()
+    fig, (left, right) = subplots(
+        1, 2, figsize=(13, max(3.0, 0.22 * len(by_category) + 1.5)), gridspec_kw={"width_ratios": [3, 2]}
+    )
+    by_category.plot.barh(stacked=True, ax=left, width=0.8)
+    left.legend(title="split", loc="lower right")
+    left.set(xlabel="ads kept", ylabel="", title=f"{report['rows_kept']:,} ads kept, by category and split")
+    dropped = pd.Series(report["dropped"], dtype=float).sort_values(ascending=False)
     if dropped.empty:
         right.text(0.5, 0.5, "nothing dropped", ha="center", va="center")
     else:
-        dropped.plot.barh(ax=right, color="#c44e52")
+        sns.barplot(x=dropped.to_numpy(), y=dropped.index, color="C3", ax=right)
+        right.bar_label(right.containers[0], fmt=" {:,.0f}", fontsize=8)
         right.set_xscale("log")
-        for y, value in enumerate(dropped):
-            right.text(value, y, f" {int(value):,}", va="center", fontsize=8)
-    right.set_xlabel("rows (log scale)")
-    right.set_title(f"{sum(report['dropped'].values()):,} of {report['rows_read']:,} rows dropped, by reason")
+    right.set(
+        xlabel="rows (log scale)",
+        ylabel="",
+        title=f"{sum(report['dropped'].values()):,} of {report['rows_read']:,} rows dropped, by reason",
+    )
     fig.tight_layout()
     save_figure(fig, figures_dir, "01_ads_per_category")
     return fig
 
 
 def plot_ad_lengths(lengths: pd.DataFrame, figures_dir=None):
-    """Histograms of characters and words per ad, with the median marked."""
-    import matplotlib.pyplot as plt
+    """Histograms of characters and words per ad (``lengths`` from :func:`ad_lengths`), median marked."""
+    import seaborn as sns
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    fig, axes = subplots(1, 2, figsize=(12, 3.8))
     for ax, column, bins in zip(axes, ["characters", "words"], [60, 50]):
-        values = lengths[column]
-        ax.hist(values, bins=bins, color="#4c72b0")
-        median = float(values.median()) if len(values) else 0.0
-        ax.axvline(median, color="#c44e52", linestyle="--", label=f"median {median:.0f}")
-        ax.set_xlabel(f"{column} per ad")
-        ax.set_ylabel("ads")
+        sns.histplot(lengths, x=column, bins=bins, ax=ax)
+        median = float(lengths[column].median()) if len(lengths) else 0.0
+        ax.axvline(median, color="C3", linestyle="--", label=f"median {median:.0f}")
+        ax.set(xlabel=f"{column} per ad", ylabel="ads")
         ax.legend()
     fig.suptitle("Ad length distribution")
     fig.tight_layout()
@@ -224,17 +277,15 @@ def plot_ad_lengths(lengths: pd.DataFrame, figures_dir=None):
 
 
 def plot_top_words(words: pd.DataFrame, brands: pd.DataFrame, figures_dir=None):
-    """Horizontal bars: most frequent words and most frequent first words (brands)."""
-    import matplotlib.pyplot as plt
+    """Horizontal bars, most frequent on top: words (:func:`top_words`) and brands (:func:`top_brands`)."""
+    import seaborn as sns
 
     rows = max(len(words), len(brands), 1)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.25 * rows + 1.5))
-    left.barh(words["word"][::-1], words["count"][::-1], color="#4c72b0")
-    left.set_title("Most frequent words (case-folded, no stopwords)")
-    left.set_xlabel("occurrences")
-    right.barh(brands["brand"][::-1], brands["ads"][::-1], color="#55a868")
-    right.set_title("Most frequent brands (first word, after 'New', 'Compatible'...)")
-    right.set_xlabel("ads")
+    fig, (left, right) = subplots(1, 2, figsize=(12, 0.25 * rows + 1.5))
+    sns.barplot(words, x="count", y="word", color="C0", ax=left)
+    left.set(xlabel="occurrences", ylabel="", title="Most frequent words (case-folded, no stopwords)")
+    sns.barplot(brands, x="ads", y="brand", color="C2", ax=right)
+    right.set(xlabel="ads", ylabel="", title="Most frequent brands (first word, after 'New', 'Compatible'...)")
     fig.tight_layout()
     save_figure(fig, figures_dir, "01_top_words_brands")
     return fig
@@ -242,15 +293,12 @@ def plot_top_words(words: pd.DataFrame, brands: pd.DataFrame, figures_dir=None):
 
 def plot_vocabulary_growth(growth: pd.DataFrame, figures_dir=None, memory_gib: float | None = None):
     """Distinct tokens against ads (with a Heaps' law extrapolation) and the one-hot memory it implies."""
-    import matplotlib.pyplot as plt
-
     k, beta = heaps_fit(growth)
-    tokens_per_ad = growth["tokens"].iloc[-1] / growth["ads"].iloc[-1]
     reach = np.geomspace(growth["ads"].iloc[-1], FULL_CORPUS_ADS, 30)
-    projected = k * reach**beta
-    projected_gib = one_hot_gib(window_count(reach * tokens_per_ad), projected)
+    projection = one_hot_projection(growth, reach)
+    projected, projected_gib = projection["vocabulary (Heaps fit)"], projection["one-hot GiB"]
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2))
+    fig, (left, right) = subplots(1, 2, figsize=(13, 4.2))
     left.plot(growth["ads"], growth["distinct_tokens"], "o-", ms=3, label="measured")
     left.plot(reach, projected, "--", color="grey", label=f"Heaps' law fit, V = {k:.1f}·n^{beta:.2f}")
     left.set_xscale("log")
@@ -258,7 +306,7 @@ def plot_vocabulary_growth(growth: pd.DataFrame, figures_dir=None, memory_gib: f
     left.set_xlabel("ads")
     left.set_ylabel("distinct tokens (vocabulary)")
     left.set_title("Vocabulary keeps growing with the corpus")
-    left.axvline(ORIGINAL_OOM_ADS, color="#c44e52", linestyle=":", label="original ran out of memory (25k ads)")
+    left.axvline(ORIGINAL_OOM_ADS, color="C3", linestyle=":", label="original ran out of memory (25k ads)")
     left.legend(fontsize=8)
 
     right.plot(growth["ads"], growth["one_hot_gib"], "o-", ms=3, label="measured corpus")
@@ -268,7 +316,7 @@ def plot_vocabulary_growth(growth: pd.DataFrame, figures_dir=None, memory_gib: f
     right.set_xlabel("ads")
     right.set_ylabel("GiB (float32)")
     right.set_title("One-hot arrays of the original 4-word windows")
-    right.axvline(ORIGINAL_OOM_ADS, color="#c44e52", linestyle=":")
+    right.axvline(ORIGINAL_OOM_ADS, color="C3", linestyle=":")
     if memory_gib:
         right.axhline(memory_gib, color="black", linewidth=0.8, label=f"this machine's RAM ({memory_gib:.0f} GiB)")
     right.legend(fontsize=8)

@@ -222,23 +222,19 @@ def load_sequences(folder: str | Path, mmap: bool = True) -> tuple[Vocabulary, d
 
 
 def plot_memory_comparison(comparison: dict, figures_dir=None):
-    """Bars (log scale): bytes of the original's one-hot arrays against the flat id arrays."""
-    import matplotlib.pyplot as plt
-
-    from adgen_utils.figures import save_figure
+    """Bars (MiB, log scale): the original's one-hot arrays against the flat id arrays, from
+    :func:`memory_comparison`."""
+    from adgen_utils.figures import save_figure, subplots
 
     labels = {
         "original one-hot arrays, all windows (bytes)": "original: one-hot arrays\nfor all windows",
         "original one-hot batch of 4096 (bytes)": "original: one-hot\nbatch of 4096 windows",
         "flat uint32 ids + offsets (bytes)": "here: flat uint32 ids\n+ offsets (all ads)",
     }
-    values = [comparison[key] / 2**20 for key in labels]
-    fig, ax = plt.subplots(figsize=(9, 3.2))
-    bars = ax.barh(list(labels.values()), values, color=["#c44e52", "#dd8452", "#55a868"])
-    ax.set_xscale("log")
-    ax.set_xlabel("MiB (log scale)")
-    for bar, value in zip(bars, values):
-        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {value:,.1f} MiB", va="center", fontsize=9)
+    fig, ax = subplots(figsize=(9, 3.2))
+    bars = ax.barh(list(labels.values()), [comparison[key] / 2**20 for key in labels], color=["C3", "C1", "C2"])
+    ax.bar_label(bars, fmt=" {:,.1f} MiB", fontsize=9)
+    ax.set(xscale="log", xlabel="MiB (log scale)")
     ax.set_title(
         f"{comparison['original windows']:,} original windows vs {comparison['many-to-many predictions']:,} many-to-many predictions"
     )

@@ -39,7 +39,7 @@ from transformers.trainer_callback import (
 )
 from transformers.utils.notebook import NotebookProgressCallback
 
-from adgen_utils.figures import save_figure
+from adgen_utils.figures import save_figure, subplots
 from adgen_utils.hardware import detect_device, precision_for
 from adgen_utils.layout import FINETUNE_RESULT_FILE, HISTORY_FILE, repository_root
 from adgen_utils.logs import say
@@ -509,9 +509,7 @@ def _save_final(model, tokenizer, method: str, base_path, output_dir: Path) -> N
 
 def plot_finetune_history(history: pd.DataFrame, figures_dir=None, name: str = "06_finetune"):
     """Validation perplexity (before training, then at each evaluation) and training loss by epoch."""
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (left, right) = subplots(1, 2, figsize=(10, 3.6))
     evaluated = history.dropna(subset=["eval_perplexity"])
     left.plot(evaluated["epoch"], evaluated["eval_perplexity"], marker="o")
     for _, row in evaluated.iloc[[0, -1]].iterrows():

@@ -72,3 +72,20 @@ def test_plots_write_png_files(tmp_path):
         "01_vocabulary_growth.png",
     ]
     assert all(p.stat().st_size > 5000 for p in tmp_path.glob("*.png"))
+
+
+def test_findings_are_computed_from_the_run():
+    from adgen_utils.corpus.data import SplitConfig, split_ads
+
+    ads = split_ads(pd.DataFrame({"ad": ADS * 40, "category": ["tv"] * 200}), SplitConfig())
+    profile = eda.profile_corpus(ads["ad"].tolist())
+    report = {"rows_kept": 200, "rows_read": 210, "dropped": {"duplicate": 10}}
+    text = eda.findings(report, ads, profile, memory_gib=24)
+    assert "every one of the 210 rows read (200 kept, 10 dropped with a reason)" in text
+    assert "no product has ads in more than one split" in text and eda.leaking_products(ads) == 0
+    assert "a median of 5 words" in text and "against 24 GiB of memory on this machine" in text
+    first = ads.index[ads["product_key"] == ads["product_key"].iloc[0]][0]
+    ads.loc[first, "split"] = "test" if ads.loc[first, "split"] != "test" else "train"
+    assert eda.leaking_products(ads) == 1
+    assert "products with ads in more than one split: 1" in eda.findings(report | {"rows_read": 211}, ads, profile)
+    assert "does not add up: 211 rows read" in eda.findings(report | {"rows_read": 211}, ads, profile)
