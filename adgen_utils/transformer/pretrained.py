@@ -585,7 +585,7 @@ def plot_shots(
     figures_dir=None,
     name: str = "05_shots",
 ):
-    """What examples in the prompt do, per model: the perplexity of real validation ads after k
+    """What examples in the prompt do, per model: the per-word perplexity of real validation ads after k
     examples (``shot_perplexity``: columns model, shots, perplexity) and the length of generated ads
     beside the real ads' median (``shot_ads``: columns model, shots, ad)."""
     import matplotlib.pyplot as plt
@@ -599,7 +599,7 @@ def plot_shots(
     right.axhline(training_ads.str.split().str.len().median(), color="grey", ls="--", label="real ads (median)")
     left.set(
         xlabel="examples in the prompt (shots)",
-        ylabel="perplexity (per model token)",
+        ylabel="per-word perplexity",
         yscale="log",
         title="real validation ads: how expected?",
     )
