@@ -18,6 +18,7 @@ import textwrap
 from pathlib import Path
 
 from adgen_utils.layout import RESULTS_FOLDER, RUN_RESULT_FILE
+from adgen_utils.models import WORD_LSTM
 
 TARGET = 10  # the speed-up (x) the project asked of the LSTM pipeline and of batched generation
 DATA_FILE = "bench_data.json"
@@ -387,7 +388,7 @@ def run_part(result: dict) -> str:
             f"| {row['model_tokens_per_word']:.2f} |"
         )
     notes = []
-    lstm_rows = [r for r in rows if "LSTM" in r.get("kind", "")]
+    lstm_rows = [r for r in rows if r.get("family") == WORD_LSTM]
     if lstm_rows:
         text = f"The LSTMs' unknown words are charged `{lstm_rows[0]['unknown_words_charged']}`"
         perplexities = [

@@ -117,7 +117,8 @@ def bench_files() -> dict[str, dict]:
         "comparison": [
             {
                 "model": "LSTM (03)",
-                "kind": "word-level LSTM",
+                "family": "word-level LSTM",
+                "setting": "trained from scratch",
                 "unknown_words_charged": "P(<unk>) × character-bigram spelling",
                 "ads": 100,
                 "oov_share": 0.098,
@@ -129,7 +130,8 @@ def bench_files() -> dict[str, dict]:
             },
             {
                 "model": "fine-tuned (06)",
-                "kind": "transformer",
+                "family": "transformer",
+                "setting": "fine-tuned",
                 "unknown_words_charged": "none needed: open vocabulary (bytes)",
                 "ads": 100,
                 "oov_share": 0.0,
