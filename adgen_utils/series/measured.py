@@ -388,7 +388,8 @@ def run_part(result: dict) -> str:
             f"| {row['model_tokens_per_word']:.2f} |"
         )
     notes = []
-    lstm_rows = [r for r in rows if r.get("family") == WORD_LSTM]
+    # "kind": the column's name in results saved before models.ModelDescription named it "family"
+    lstm_rows = [r for r in rows if r.get("family", r.get("kind")) == WORD_LSTM]
     if lstm_rows:
         text = f"The LSTMs' unknown words are charged `{lstm_rows[0]['unknown_words_charged']}`"
         perplexities = [
