@@ -35,7 +35,7 @@ from adgen_utils.corpus.data import TEXT_COLUMN, CleanConfig, drop_reason, norma
 from adgen_utils.corpus.eda import GENERIC_OPENERS, brand_of
 from adgen_utils.corpus.text import is_word, repeated_word_share, tokenize
 from adgen_utils.errors import CorpusFormatError
-from adgen_utils.figures import save_figure
+from adgen_utils.figures import save_figure, subplots
 from adgen_utils.layout import MODELS_FOLDER, model_dir
 from adgen_utils.logs import say
 from adgen_utils.models import AdModel, Decoding, Refusal, ads_only, categories_for, load_ad_model
@@ -125,7 +125,6 @@ def comparison_table(models: Sequence[AdModel], test: pd.DataFrame, progress: bo
 def plot_comparison(table: pd.DataFrame, figures_dir=None, name: str = "07_comparison"):
     """Three panels, one bar per model (rows of :func:`comparison_table`): per-word perplexity (log
     scale), bits per character, and top-1 / top-5 next-word accuracy (seaborn)."""
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
     rows = table.reset_index()
@@ -133,7 +132,7 @@ def plot_comparison(table: pd.DataFrame, figures_dir=None, name: str = "07_compa
         id_vars="model", value_vars=["top1_accuracy", "top5_accuracy"], var_name="next word", value_name="accuracy"
     )
     accuracy["next word"] = accuracy["next word"].map({"top1_accuracy": "top-1", "top5_accuracy": "top-5"})
-    fig, axes = plt.subplots(1, 3, figsize=(14, 0.5 * len(table) + 1.8), sharey=True)
+    fig, axes = subplots(1, 3, figsize=(14, 0.5 * len(table) + 1.8), sharey=True)
     sns.barplot(rows, x="per_word_perplexity", y="model", ax=axes[0], log_scale=True)
     sns.barplot(rows, x="bits_per_char", y="model", ax=axes[1])
     sns.barplot(accuracy, x="accuracy", y="model", hue="next word", ax=axes[2])
@@ -337,7 +336,6 @@ def plot_generation_quality(
     """Left: words per ad, each model's generated ads (``generated``: :func:`ads_side_by_side`,
     refusals left out) against the real test ads (box plots). Right: diversity and faithfulness per
     model (rows of :func:`generation_quality`: distinct-2, novelty, repetition, brand conflicts)."""
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
     cells = {"real test ads": list(real_ads), **{m: ads_only(generated[m].tolist()) for m in generated.columns}}
@@ -348,7 +346,7 @@ def plot_generation_quality(
     shares = quality[measures].fillna(0).rename_axis("model").reset_index()
     shares = shares.melt(id_vars="model", var_name="measure", value_name="share")
     shares["measure"] = shares["measure"].str.replace("_", " ")
-    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 0.55 * len(quality) + 2))
+    fig, (left, right) = subplots(1, 2, figsize=(14, 0.55 * len(quality) + 2))
     sns.boxplot(lengths, x="words per ad", y="model", ax=left)
     left.set(ylabel="", title="length: generated vs real")
     sns.barplot(shares, x="share", y="model", hue="measure", ax=right)
