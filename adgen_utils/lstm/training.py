@@ -2,8 +2,13 @@
 resuming, the training history, and what notebooks 03 and 04 both do.
 
 :func:`train_language_model` backs up every epoch and at least every ``checkpoint_minutes`` within
-one (:class:`TimedBackup`), and resumes after an interruption; :func:`train_for_notebook` is the
-whole of a notebook's training (and what a later notebook run alone calls to rebuild it).
+one (:class:`TimedBackup`), resumes after an interruption and times every epoch (:class:`EpochTimer`,
+the ``seconds`` column of ``history.csv``). Notebooks 03 and 04 are the same steps on a different
+input layer: :func:`prepare_training`, :func:`train_model`, :func:`plot_lstm_history`,
+:func:`evaluate_trained` with :func:`beside_original`, :func:`sample_ads`, and :func:`findings` (their
+"What this tells us", computed from the run); notebook 04 adds :func:`loss_comparison` and
+:func:`timing_comparison` (against notebook 03's saved training). :func:`train_for_notebook` is the
+whole of a notebook's training (what a later notebook run alone calls to rebuild it).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import math
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,19 +29,25 @@ from tqdm.auto import tqdm
 
 from adgen_utils.corpus.sequences import TokenArrays
 from adgen_utils.corpus.text import Vocabulary
-from adgen_utils.figures import save_figure
+from adgen_utils.figures import save_figure, subplots
 from adgen_utils.layout import (
     HISTORY_FILE,
     LSTM_BACKUP_FOLDER,
     LSTM_BEST_WEIGHTS_FILE,
+    LSTM_METRICS_FILE,
     LSTM_MODEL_FILE,
     LSTM_STATE_FILE,
     VOCABULARY_FILE,
+    model_dir,
 )
 from adgen_utils.logs import say
+from adgen_utils.lstm.generation import decoding_settings_table
 from adgen_utils.lstm.model import (
+    ORIGINAL_REPORTED,
     LSTMConfig,
     build_model,
+    evaluate_token_arrays,
+    evaluate_with_baselines,
     keras_policy,
     load_model,
     many_to_many_dataset,
@@ -154,6 +165,23 @@ class EpochProgress(keras.callbacks.Callback):
             if k in ("loss", "val_loss", "val_accuracy", "val_top5_accuracy")
         )
         self.log(f"epoch {epoch + 1}/{self.epochs}: {shown}")
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds ``seconds`` to each epoch's logs: the epoch's wall time, its validation pass included (an
+    epoch resumed after an interruption: from the resume on). Placed before the ``CSVLogger``, it
+    becomes the ``seconds`` column of ``history.csv``."""
+
+    def __init__(self, clock=time.perf_counter):
+        super().__init__()
+        self.clock, self.started = clock, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = self.clock()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["seconds"] = self.clock() - self.started
 
 
 class TimedBackup(keras.callbacks.BackupAndRestore):
@@ -281,6 +309,9 @@ def train_language_model(
 
     history = read_history(folder)
     started_at = len(history)
+    if started_at and "seconds" not in history:  # written before epochs were timed: the column CSVLogger appends
+        columns = ["epoch", *sorted({*history.columns, "seconds"} - {"epoch"})]
+        history.assign(seconds=math.nan)[columns].to_csv(folder / HISTORY_FILE, index=False)
     best_so_far = float(history["val_loss"].min()) if started_at else None
     steps = math.ceil(len(train) / config.batch_size)
     backup = TimedBackup(str(folder / LSTM_BACKUP_FOLDER), config.checkpoint_minutes)
@@ -299,6 +330,7 @@ def train_language_model(
             save_weights_only=True,
             initial_value_threshold=best_so_far,
         ),
+        EpochTimer(),  # before the CSV logger, which writes its seconds
         keras.callbacks.CSVLogger(str(folder / HISTORY_FILE), append=True),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience),
         *extra_callbacks,
@@ -338,29 +370,41 @@ def read_history(folder: str | Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def plot_history(history: pd.DataFrame, figures_dir=None, name: str = "lstm"):
-    """Training against validation curves: cross-entropy and top-1 / top-5 accuracy per epoch."""
-    import matplotlib.pyplot as plt
+# Notebooks 03 and 04 as their tables name them; the training ads measured again after training.
+LSTM_LABELS = {"03_lstm": "03 · one-hot LSTM", "04_embedding_lstm": "04 · Embedding LSTM"}
+TRAIN_SAMPLE = "train (sample)"
+OLDER_THAN_TIMINGS = "one of the two trainings is older than the epoch timings: train it again to compare times."
+CURVES = {"loss": "cross-entropy", "accuracy": "top-1", "top5_accuracy": "top-5"}  # history column: curve name
 
-    epochs = history["epoch"] + 1
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.8))
-    left.plot(epochs, history["loss"], "o-", label="training")
-    left.plot(epochs, history["val_loss"], "o-", label="validation")
+
+def plot_lstm_history(history: pd.DataFrame, figures_dir=None, name: str = "lstm"):
+    """Training against validation per epoch (``history`` from :func:`read_history`): cross-entropy in
+    nats per token (left), top-1 and top-5 accuracy (right); saved as ``<name>_history.png``."""
+    import seaborn as sns
+
+    curves = history.melt(id_vars="epoch", value_vars=[c for c in history if c.removeprefix("val_") in CURVES])
+    curves["epoch"] += 1
+    curves["data"] = curves["variable"].str.startswith("val_").map({False: "training", True: "validation"})
+    curves["metric"] = curves["variable"].str.removeprefix("val_").map(CURVES)
+    is_loss = curves["metric"] == CURVES["loss"]
+    fig, (left, right) = subplots(1, 2, figsize=(12, 3.8))
+    lines = {"x": "epoch", "y": "value", "hue": "data", "hue_order": ["training", "validation"]}
+    sns.lineplot(curves[is_loss], marker="o", ax=left, **lines)
+    sns.lineplot(curves[~is_loss], style="metric", markers=True, ax=right, **lines)
     left.set_ylabel("cross-entropy (nats per token)")
-    for column, style in (("accuracy", "o-"), ("top5_accuracy", "s--")):
-        if column in history:
-            right.plot(epochs, history[column], style, color="#4c72b0", label=f"training {column.replace('_', ' ')}")
-        right.plot(
-            epochs, history[f"val_{column}"], style, color="#dd8452", label=f"validation {column.replace('_', ' ')}"
-        )
     right.set_ylabel("accuracy")
     for ax in (left, right):
-        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=8)
     fig.suptitle(f"{name}: training vs validation")
     fig.tight_layout()
     save_figure(fig, figures_dir, f"{name}_history")
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# What notebooks 03 and 04 both do
+# ---------------------------------------------------------------------------------------------
 
 
 class LSTMTraining(NamedTuple):
@@ -397,13 +441,12 @@ def prepare_training(name: str, values: dict, run_dir: str | Path, log=say, comp
         f"per epoch)"
     )
     log(f"estimate: {stages.estimate_lstm(name, values, run_dir, comparison=comparison)}")
-    return LSTMTraining(config, vocabulary, splits, train, stages.model_dir(run_dir, name))
+    return LSTMTraining(config, vocabulary, splits, train, model_dir(run_dir, name))
 
 
-def train_for_notebook(name: str, values: dict, run_dir: str | Path, progress: bool = True, log=say) -> TrainingResult:
-    """Train (or resume, or reload) notebook ``name``'s model as the notebook does, without its
-    loss comparison: what a later notebook run on its own rebuilds."""
-    setup = prepare_training(name, values, run_dir, log, comparison=False)
+def train_model(setup: LSTMTraining, progress: bool = True, log=say) -> TrainingResult:
+    """Train (or resume, or reload) ``setup``'s model on its training ads, validated on its validation
+    split, in its model folder (see :func:`train_language_model`)."""
     return train_language_model(
         setup.config,
         setup.vocabulary,
@@ -412,4 +455,236 @@ def train_for_notebook(name: str, values: dict, run_dir: str | Path, progress: b
         setup.model_dir,
         progress=progress,
         log=log,
+    )
+
+
+def train_for_notebook(name: str, values: dict, run_dir: str | Path, progress: bool = True, log=say) -> TrainingResult:
+    """Train (or resume, or reload) notebook ``name``'s model as the notebook does, without its
+    loss comparison: what a later notebook run on its own rebuilds."""
+    return train_model(prepare_training(name, values, run_dir, log, comparison=False), progress, log)
+
+
+def evaluate_trained(setup: LSTMTraining, result: TrainingResult, train_ads: int) -> pd.DataFrame:
+    """The trained model beside the same model untrained and the unigram baseline
+    (:func:`~adgen_utils.lstm.model.evaluate_with_baselines`) on the first ``train_ads`` training ads
+    ("train (sample)"), the validation split and the test split, saved as ``metrics.csv`` in the
+    model's folder. Rows (model, split); columns accuracy, top5_accuracy, cross_entropy (nats per
+    token), perplexity and predictions."""
+    splits = {
+        TRAIN_SAMPLE: setup.train.subset(range(min(train_ads, len(setup.train)))),
+        "validation": setup.splits["validation"],
+        "test": setup.splits["test"],
+    }
+    results = evaluate_with_baselines(result.model, setup.config, setup.vocabulary, splits)
+    results.to_csv(setup.model_dir / LSTM_METRICS_FILE)
+    return results
+
+
+def beside_original(results: pd.DataFrame) -> pd.DataFrame:
+    """The original study's figures (:data:`~adgen_utils.lstm.model.ORIGINAL_REPORTED`, measured on its
+    training data) above this model's on training ads, trained and untrained (``results`` from
+    :func:`evaluate_trained`): accuracy, top5_accuracy and cross_entropy (nats per token)."""
+    columns = ["accuracy", "top5_accuracy", "cross_entropy"]
+    ours = {
+        f"this LSTM, {model} ({TRAIN_SAMPLE})": results.loc[(model, TRAIN_SAMPLE), columns]
+        for model in ("trained", "untrained")
+    }
+    return pd.concat([pd.DataFrame(ORIGINAL_REPORTED).T[columns], pd.DataFrame(ours).T])
+
+
+def sample_ads(model, vocabulary: Vocabulary, prompts: Sequence[str], temperatures: Sequence[float], seed: int = 0):
+    """Ads written from each prompt (rows) greedily, greedily with a repetition penalty of 1.3, and
+    sampled at each of ``temperatures`` with top-k 40 and top-p 0.95 (columns); a prompt the model
+    refuses shows why."""
+    settings = {
+        "greedy": {"greedy": True},
+        "greedy, repetition penalty 1.3": {"greedy": True, "repetition_penalty": 1.3},
+    }
+    settings.update({f"t={t}": {"temperature": t, "top_k": 40, "top_p": 0.95} for t in temperatures})
+    return decoding_settings_table(model, vocabulary, prompts, settings, seed=seed)
+
+
+def loss_comparison(setup: LSTMTraining, result: TrainingResult, progress: bool = False, log=say) -> pd.DataFrame:
+    """Notebook 04's second training: ``setup``'s model with the other loss (full or sampled softmax),
+    the same epochs at most, in ``<model folder>_<loss>_loss`` beside it; trained, resumed or
+    reloaded like the first. One row per loss ("full softmax", "sampled softmax"): validation
+    cross_entropy (nats per token, full softmax for both), perplexity, accuracy, top5_accuracy, epochs
+    run and seconds per epoch (NaN for a training older than the epoch timings)."""
+    other = replace(setup.config, loss="sampled" if setup.config.loss == "full" else "full")
+    other_folder = setup.model_dir.with_name(f"{setup.model_dir.name}_{other.loss}_loss")
+    trained = train_language_model(
+        other, setup.vocabulary, setup.train, setup.splits["validation"], other_folder, progress=progress, log=log
+    )
+    rows = {}
+    for config, run in sorted([(setup.config, result), (other, trained)], key=lambda pair: pair[0].loss):
+        metrics = evaluate_token_arrays(run.model, setup.splits["validation"])
+        rows[f"{config.loss} softmax"] = {
+            **{key: metrics[key] for key in ("cross_entropy", "perplexity", "accuracy", "top5_accuracy")},
+            "epochs": len(run.history),
+            "seconds per epoch": _training_seconds(run.history) / max(len(run.history), 1),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def timing_comparison(run_dir: str | Path) -> pd.DataFrame:
+    """Notebook 03's and 04's finished trainings in ``run_dir`` side by side, from their folders
+    (``training.json``, ``history.csv``): input, units, layers, loss, training ads, epochs run,
+    training seconds, seconds per epoch, best validation cross-entropy (nats per token) and seconds to
+    03's best (training seconds until validation cross-entropy first reached the one-hot LSTM's best).
+    A notebook with no finished training in ``run_dir`` has no row; seconds are NaN for a training
+    older than the epoch timings."""
+    histories, rows = {}, {}
+    for name, label in LSTM_LABELS.items():
+        folder = model_dir(run_dir, name)
+        state = json.loads((folder / LSTM_STATE_FILE).read_text()) if (folder / LSTM_STATE_FILE).is_file() else {}
+        if state.get("status") != "complete":
+            continue
+        history = histories[label] = read_history(folder)
+        config = state["settings"]["config"]
+        seconds = _training_seconds(history)
+        rows[label] = {
+            **{key: config[key] for key in ("input", "units", "layers", "loss")},
+            "training ads": state["settings"]["train_ads"],
+            "epochs run": len(history),
+            "training seconds": seconds,
+            "seconds per epoch": seconds / max(len(history), 1),
+            "best validation cross-entropy": float(history["val_loss"].min()),
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    one_hot = LSTM_LABELS["03_lstm"]
+    if one_hot in rows:
+        best = rows[one_hot]["best validation cross-entropy"]
+        table["seconds to 03's best"] = [_seconds_to_reach(histories[label], best) for label in table.index]
+    return table
+
+
+def findings(
+    setup: LSTMTraining, results: pd.DataFrame, timing: pd.DataFrame | None = None, losses: pd.DataFrame | None = None
+) -> str:
+    """What notebook 03 or 04 tells us, as Markdown bullets computed from this run's tables: accuracy on
+    training ads against held-out ads (beside the original's figure), test cross-entropy against the
+    unigram floor and the untrained model (``results`` from :func:`evaluate_trained`), and the first
+    LSTM layer's multiply-adds per input word; with ``timing`` (:func:`timing_comparison`), time and
+    cross-entropy against notebook 03's one-hot LSTM; with ``losses`` (:func:`loss_comparison`), the
+    sampled softmax against the full one."""
+    accuracy, cross_entropy = results["accuracy"], results["cross_entropy"]
+    seen, new = accuracy[("trained", TRAIN_SAMPLE)], accuracy[("trained", "test")]
+    original = ORIGINAL_REPORTED["original LSTM, trained (train data)"]["accuracy"]
+    gap = round(seen - new, 3)
+    bullets = [
+        f"Top-1 accuracy on training ads is {seen:.3f} (the original reported {original:.2f} on its own training "
+        f"data, and nothing else); on validation ads it is {accuracy[('trained', 'validation')]:.3f} and on test "
+        f"ads {new:.3f}"
+        + (
+            f", {gap:.3f} lower on ads the model never saw: a gap the original could not see."
+            if gap > 0
+            else ", no lower than on training ads: this model has not fit its training ads more closely than new ones."
+        )
+    ]
+    test, floor, untrained = (cross_entropy[(model, "test")] for model in ("trained", "unigram", "untrained"))
+    bullets.append(
+        f"On test ads the trained model's cross-entropy is {test:.3f} nats per token (perplexity "
+        f"{_number(results['perplexity'][('trained', 'test')])}), {_compare(test, floor, 'below', 'above', 'level with')} "
+        f"the unigram floor's {floor:.3f}, which knows only how frequent each word is, and "
+        f"{_compare(test, untrained, 'below', 'above', 'level with')} the untrained model's {untrained:.3f}"
+        + (": with these settings it predicts worse than word frequencies alone." if test > floor else ".")
+    )
+    bullets.append(_input_cost(setup.config, len(setup.vocabulary)))
+    if timing is not None:
+        bullets.append(_timing_finding(timing))
+    if losses is not None:
+        bullets.append(_loss_finding(losses, len(setup.vocabulary)))
+    return "\n".join(f"* {bullet}" for bullet in bullets)
+
+
+def _training_seconds(history: pd.DataFrame) -> float:
+    """Seconds the epochs of ``history`` took; NaN when any epoch was not timed."""
+    if "seconds" not in history or history["seconds"].isna().any():
+        return math.nan
+    return float(history["seconds"].sum())
+
+
+def _seconds_to_reach(history: pd.DataFrame, cross_entropy: float) -> float:
+    """Training seconds until the validation cross-entropy first reached ``cross_entropy``; NaN if never."""
+    reached = (history["val_loss"] <= cross_entropy).to_numpy()
+    if not reached.any():
+        return math.nan
+    return _training_seconds(history.iloc[: reached.argmax() + 1])
+
+
+def _compare(value: float, other: float, smaller: str, larger: str, same: str = "the same") -> str:
+    """The word a finding needs: ``smaller`` when ``value`` is below ``other``, ``larger`` above it."""
+    return smaller if value < other else larger if value > other else same
+
+
+def _number(value: float) -> str:
+    """``value`` as a finding writes it: whole above 100 (with thousands commas), else 3 figures."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _input_cost(config: LSTMConfig, vocabulary_size: int) -> str:
+    """A finding: the first LSTM layer's input multiply-adds per word, one-hot against embedded."""
+    one_hot, embedded = 4 * config.units * vocabulary_size, 4 * config.units * config.embedding_dim
+    if config.input == "one_hot":
+        return (
+            f"Each input word reaches the first LSTM layer as a one-hot vector of {vocabulary_size:,} numbers: "
+            f"{one_hot:,} multiply-adds (4 gates × {config.units} units × {vocabulary_size:,}) that only pick out one "
+            "row of the layer's input weights. An Embedding layer looks that row up instead: notebook 04."
+        )
+    return (
+        f"Each input word reaches the first LSTM layer as the {config.embedding_dim} numbers of its embedding: "
+        f"{embedded:,} multiply-adds (4 gates × {config.units} units × {config.embedding_dim}), where a one-hot "
+        f"vector over the {vocabulary_size:,}-token vocabulary would take {one_hot:,}, {_number(one_hot / embedded)}× as many."
+    )
+
+
+def _versus(value: float, other: float, unit: str, smaller: str, larger: str, number=lambda v: f"{v:.3f}") -> str:
+    """A finding's comparison, e.g. "6.250 nats per token against 6.430 (lower)"."""
+    return f"{number(value)} {unit} against {number(other)} ({_compare(value, other, smaller, larger)})"
+
+
+def _loss_finding(losses: pd.DataFrame, vocabulary_size: int) -> str:
+    """A finding: the sampled softmax against the full one, from :func:`loss_comparison`."""
+    full, sampled = losses.loc["full softmax"], losses.loc["sampled softmax"]
+    text = "Against the full softmax, the sampled softmax reached a validation cross-entropy of " + _versus(
+        sampled["cross_entropy"], full["cross_entropy"], "nats per token", "lower", "higher"
+    )
+    seconds = sampled["seconds per epoch"], full["seconds per epoch"]
+    if math.isnan(sum(seconds)):
+        return f"{text}; {OLDER_THAN_TIMINGS}"
+    return (
+        f"{text}, at {_versus(*seconds, 's an epoch', 'faster', 'slower', _number)} with this run's "
+        f"{vocabulary_size:,}-token vocabulary; `adgen bench lstm` measures both on larger ones."
+    )
+
+
+def _timing_finding(timing: pd.DataFrame) -> str:
+    """A finding: the Embedding LSTM against notebook 03's one-hot LSTM, from :func:`timing_comparison`."""
+    one_hot, embedded = timing.reindex(list(LSTM_LABELS.values())).to_dict("records")
+    if LSTM_LABELS["03_lstm"] not in timing.index:
+        return (
+            "Notebook 03's results are not in this run folder, so this notebook cannot compare its time with the "
+            f"one-hot LSTM's; here an epoch took {_number(embedded['seconds per epoch'])} s. Run notebook 03 with the "
+            "same profile and run_dir, then this one, to compare them."
+        )
+    text = (
+        "Against notebook 03's one-hot LSTM (this run folder; each with its own settings, table above), the "
+        "Embedding LSTM's best validation cross-entropy is "
+        + _versus(
+            *(row["best validation cross-entropy"] for row in (embedded, one_hot)), "nats per token", "lower", "higher"
+        )
+    )
+    if math.isnan(one_hot["training seconds"] + embedded["training seconds"]):
+        return f"{text}; {OLDER_THAN_TIMINGS}"
+    seconds = [(embedded[column], one_hot[column]) for column in ("training seconds", "seconds per epoch")]
+    text += (
+        f", after {_versus(*seconds[0], 's of training', 'less', 'more', _number)}; "
+        f"{_versus(*seconds[1], 's an epoch', 'faster', 'slower', _number)}."
+    )
+    reached, took = embedded["seconds to 03's best"], one_hot["seconds to 03's best"]
+    if math.isnan(reached):
+        return text + " It never reached the one-hot LSTM's best in this run."
+    return text + (
+        f" It reached the one-hot LSTM's best after {_number(reached)} s, where the one-hot LSTM took {_number(took)} s: "
+        f"{_compare(reached, took, 'less', 'more')} time."
     )

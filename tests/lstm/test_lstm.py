@@ -10,6 +10,7 @@ from helpers import run_to_end, run_until
 
 from adgen_utils.corpus import sequences
 from adgen_utils.corpus.text import BOS_ID, PAD_ID, Vocabulary, tokenize
+from adgen_utils.layout import model_dir
 from adgen_utils.lstm import generation as lstm_generation
 from adgen_utils.lstm import model as lstm
 from adgen_utils.lstm import training as lstm_training
@@ -94,7 +95,8 @@ def test_training_learns_saves_and_reloads_instead_of_retraining(loss, corpus, t
     after = lstm.evaluate_token_arrays(result.model, validation)
     assert after["cross_entropy"] < before["cross_entropy"] - 0.5
     assert list(result.history["epoch"]) == list(range(len(result.history)))
-    assert {"val_loss", "val_accuracy", "val_top5_accuracy"} <= set(result.history.columns)
+    assert {"val_loss", "val_accuracy", "val_top5_accuracy", "seconds"} <= set(result.history.columns)
+    assert (result.history["seconds"] > 0).all()  # every epoch timed (EpochTimer)
     for name in ("model.keras", "vocabulary.json", "training.json", "history.csv"):
         assert (tmp_path / name).exists()
     assert not (tmp_path / "backup").exists()  # removed after a finished run
@@ -116,6 +118,7 @@ RESUMABLE_RUN = textwrap.dedent("""
     import sys, time
     import keras
     from adgen_utils.lstm import model as lstm
+    from adgen_utils.lstm import training as lstm_training
     from adgen_utils.corpus import sequences
     from adgen_utils.corpus.text import Vocabulary, tokenize
     ADS = {ads!r}
@@ -146,6 +149,77 @@ def test_a_killed_run_resumes_after_its_last_finished_epoch(tmp_path):
     assert "started at 2 epochs 4" in resumed
     history = lstm_training.read_history(run)
     assert history["epoch"].tolist() == [0, 1, 2, 3]
+
+
+def test_the_notebook_steps_train_measure_compare_and_write(corpus, tmp_path):
+    vocabulary, train, validation = corpus
+    splits = {"train": train, "validation": validation, "test": validation}
+    setup = lstm_training.LSTMTraining(
+        tiny(epochs=2), vocabulary, splits, train, model_dir(tmp_path, "04_embedding_lstm")
+    )
+    result = lstm_training.train_model(setup, progress=False)
+    results = lstm_training.evaluate_trained(setup, result, train_ads=20)
+    assert (setup.model_dir / "metrics.csv").is_file()
+    assert {("trained", "train (sample)"), ("untrained", "test"), ("unigram", "test")} <= set(results.index)
+    original = lstm_training.beside_original(results)
+    assert list(original.index[-2:]) == ["this LSTM, trained (train (sample))", "this LSTM, untrained (train (sample))"]
+    losses = lstm_training.loss_comparison(setup, result)
+    assert list(losses.index) == ["full softmax", "sampled softmax"] and (losses["seconds per epoch"] > 0).all()
+    assert (tmp_path / "models" / "embedding_lstm_sampled_loss" / "model.keras").is_file()
+    ads = lstm_training.sample_ads(result.model, vocabulary, ["Sony", "Wkjhgf"], [0.8], seed=0)
+    assert list(ads.columns) == ["greedy", "greedy, repetition penalty 1.3", "t=0.8"]
+    text = lstm_training.findings(setup, results, lstm_training.timing_comparison(tmp_path), losses)
+    assert text.count("\n* ") == 4 and "Notebook 03's results are not in this run folder" in text
+
+
+def _finished_training(run_dir, name, val_losses, seconds=None, units=16):
+    """A finished LSTM folder of notebook ``name`` as training leaves it: training.json and history.csv."""
+    import json
+
+    import pandas as pd
+
+    folder = model_dir(run_dir, name)
+    folder.mkdir(parents=True)
+    config = {"input": "one_hot" if name == "03_lstm" else "embedding", "units": units, "layers": 1, "loss": "full"}
+    settings = {"config": config, "vocabulary_size": 100, "train_ads": 600}
+    (folder / "training.json").write_text(json.dumps({"settings": settings, "status": "complete"}))
+    history = pd.DataFrame({"epoch": range(len(val_losses)), "loss": val_losses, "val_loss": val_losses})
+    if seconds is not None:
+        history["seconds"] = seconds
+    history.to_csv(folder / "history.csv", index=False)
+
+
+def test_findings_are_computed_from_the_run_and_compare_with_notebook_03_only_when_it_is_there(tmp_path):
+    import pandas as pd
+
+    rows = {("trained", "train (sample)"): (0.40, 3.0), ("trained", "validation"): (0.30, 3.5)}
+    rows |= {("trained", "test"): (0.30, 3.5), ("untrained", "test"): (0.0, 4.6), ("unigram", "test"): (0.1, 4.0)}
+    results = pd.DataFrame(
+        [{"accuracy": a, "cross_entropy": c, "perplexity": math.exp(c)} for a, c in rows.values()],
+        index=pd.MultiIndex.from_tuples(rows, names=["model", "split"]),
+    )
+    setup = SimpleNamespace(config=tiny(input="embedding", units=32, embedding_dim=20), vocabulary=range(1000))
+    _finished_training(tmp_path, "04_embedding_lstm", [4.0, 3.5, 3.2], seconds=[2.0, 2.0, 2.0])
+
+    alone = lstm_training.findings(setup, results, lstm_training.timing_comparison(tmp_path))
+    assert "0.100 lower on ads the model never saw" in alone
+    assert "3.500 nats per token (perplexity 33.1), below the unigram floor's 4.000" in alone
+    assert "2,560 multiply-adds" in alone and "128,000, 50× as many" in alone  # 4 gates × 32 units × 20 or 1,000
+    assert "Notebook 03's results are not in this run folder" in alone and "an epoch took 2 s" in alone
+
+    _finished_training(tmp_path, "03_lstm", [4.2, 3.6, 3.4], seconds=[5.0, 5.0, 5.0])
+    timing = lstm_training.timing_comparison(tmp_path)
+    assert timing["seconds to 03's best"].tolist() == [15.0, 6.0]  # the Embedding LSTM passed 3.4 in epoch 3
+    both = lstm_training.findings(setup, results, timing)
+    assert "3.200 nats per token against 3.400 (lower)" in both
+    assert (
+        "after 6 s of training against 15 (less)" in both
+        and "after 6 s, where the one-hot LSTM took 15 s: less time" in both
+    )
+
+    (model_dir(tmp_path, "03_lstm") / "history.csv").write_text("epoch,loss,val_loss\n0,3.0,3.0\n")
+    older = lstm_training.findings(setup, results, lstm_training.timing_comparison(tmp_path))
+    assert "3.200 nats per token against 3.000 (higher)" in older and "older than the epoch timings" in older
 
 
 def test_unigram_baseline_by_hand(corpus):
@@ -205,6 +279,7 @@ MID_EPOCH_RUN = textwrap.dedent("""
     import keras
     import numpy as np
     from adgen_utils.lstm import model as lstm
+    from adgen_utils.lstm import training as lstm_training
     from adgen_utils.corpus import sequences
     from adgen_utils.corpus.text import Vocabulary, tokenize
     ADS = {ads!r}
