@@ -1,12 +1,19 @@
 """Benchmarks that print JSON. Every measured run is a fresh child process
 (``python -m adgen_utils.apps.bench WORKLOAD ARGS``), so its wall time and peak RSS (the OS's
 own ``ru_maxrss`` from ``wait4``) are its own; two ways of doing the same work alternate
-in one run, and the report gives medians and ratios."""
+in one run, and the report gives medians and ratios. ``bench_catalog`` runs the ``adgen generate``
+command itself as the child, kills it and resumes it. The ``adgen bench`` command adds when,
+where and by which command (:func:`adgen_utils.apps.results.with_provenance`); saved in
+``results/``, the README's measured section is written from them (``adgen sync``)."""
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -16,7 +23,7 @@ from pathlib import Path
 
 from adgen_utils.corpus.data import FULL_CORPUS_ADS
 from adgen_utils.logs import say
-from adgen_utils.parameters import default
+from adgen_utils.parameters import catalog_default, default
 
 # ---------------------------------------------------------------------------------------
 # Workloads (run inside the child process)
@@ -254,6 +261,7 @@ def _generate(model: str, prompts: int, batch_size: int, max_new_tokens: int) ->
         "ads": len(ads),
         "ads_per_second": len(ads) / seconds,
         "mean_ad_words": sum(len(a.split()) for a in ads) / len(ads),
+        "ads_sha256": hashlib.sha256("\n".join(ads).encode()).hexdigest(),  # the same ads either way?
     }
 
 
@@ -281,24 +289,42 @@ def _child_main() -> None:
 # Measuring (in the parent)
 
 
-def _measure(workload: str, **arguments) -> dict:
-    """Run one workload in a child Python; return its result plus wall ``seconds`` and ``peak_rss_mib``."""
+def _run_child(arguments: list[str], kill_after: float | None = None) -> dict:
+    """Run ``python ARGUMENTS`` as a child process and wait for it, or SIGKILL it once it has run
+    ``kill_after`` seconds. Returns its ``exit_code`` (-9 when killed), ``stdout``, ``stderr``, wall
+    ``seconds`` and ``peak_rss_mib`` (its own ``ru_maxrss`` from ``wait4``, not all children's)."""
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         started = time.perf_counter()
-        child = subprocess.Popen(
-            [sys.executable, "-m", "adgen_utils.apps.bench", workload, json.dumps(arguments)],
-            stdout=stdout,
-            stderr=stderr,
-        )
-        _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage, not all children's
+        child = subprocess.Popen([sys.executable, *arguments], stdout=stdout, stderr=stderr)
+        while True:
+            pid, status, usage = os.wait4(child.pid, 0 if kill_after is None else os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() - started >= kill_after:
+                child.send_signal(signal.SIGKILL)
+                kill_after = None  # now wait for it to die
+            else:
+                time.sleep(0.05)
         seconds = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
         stdout.seek(0)
         stderr.seek(0)
-        if child.returncode != 0:
-            raise RuntimeError(f"benchmark workload {workload} failed:\n{stderr.read()[-3000:]}")
-        result = json.loads(stdout.read().strip().splitlines()[-1])
-    return {**result, "seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024}
+        return {
+            "exit_code": child.returncode,
+            "stdout": stdout.read(),
+            "stderr": stderr.read(),
+            "seconds": seconds,
+            "peak_rss_mib": usage.ru_maxrss / 1024,
+        }
+
+
+def _measure(workload: str, **arguments) -> dict:
+    """Run one workload in a child Python; return its result plus wall ``seconds`` and ``peak_rss_mib``."""
+    child = _run_child(["-m", "adgen_utils.apps.bench", workload, json.dumps(arguments)])
+    if child["exit_code"] != 0:
+        raise RuntimeError(f"benchmark workload {workload} failed:\n{child['stderr'][-3000:]}")
+    result = json.loads(child["stdout"].strip().splitlines()[-1])
+    return {**result, "seconds": child["seconds"], "peak_rss_mib": child["peak_rss_mib"]}
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -484,48 +510,85 @@ def bench_generate(
     return out
 
 
-def machine() -> dict:
-    """Where a measurement was taken: CPU cores, memory (GiB), GPU (or none), OS and Python."""
-    import platform
+def _catalog_products(path: Path, count: int, seed: int) -> int:
+    """Write a products CSV (brand, product, category) of up to ``count`` products from the embedded
+    corpus's test split: "brand product type" of its ads, one per distinct prompt
+    (:func:`adgen_utils.study.evaluation.prompt_set`). Returns how many it wrote."""
+    from adgen_utils.corpus.data import load_ads
+    from adgen_utils.study.evaluation import prompt_set
 
-    try:
-        with open("/proc/meminfo") as meminfo:
-            kib = int(next(line for line in meminfo if line.startswith("MemTotal")).split()[1])
-        memory_gib = round(kib / 2**20, 1)
-    except (OSError, StopIteration, ValueError):
-        memory_gib = None
-    gpus = _gpu_names()
+    ads, _ = load_ads("embedded", progress=False)
+    chosen = prompt_set(ads[ads["split"] == "test"], count, seed=seed)
+    chosen.rename(columns={"product_type": "product"})[["brand", "product", "category"]].to_csv(path, index=False)
+    return len(chosen)
+
+
+def _ads_file(path: Path) -> dict:
+    """Rows of an ``adgen generate`` output (its complete lines), their distinct (row, ad_number)
+    pairs, and whether the file ends on a complete line."""
+    data = path.read_bytes() if path.is_file() else b""
+    complete = data[: data.rfind(b"\n") + 1].decode("utf-8")
+    pairs = [(record["row"], record["ad_number"]) for record in csv.DictReader(io.StringIO(complete, newline=""))]
+    return {"rows": len(pairs), "distinct_pairs": len(set(pairs)), "ends_on_complete_line": data[-1:] in (b"", b"\n")}
+
+
+def bench_catalog(
+    model: str = default("05_zero_few_shot", "models")[0],
+    products: int = 200,
+    kill_after: float = 30.0,
+    batch_size: int = catalog_default("batch_size"),
+    max_new_tokens: int = catalog_default("max_new_tokens"),
+    log=say,
+) -> dict:
+    """``adgen generate`` on ``products`` products of the test split, one ad each, with its default
+    decoding (``batch_size`` and ``max_new_tokens`` default to the command's own too): the
+    command is killed with SIGKILL ``kill_after`` seconds after it starts (model loading included),
+    then run again to resume. Reports what the killed run left on disk, the resumed run's ads per
+    second (its own count over its own generating time, model loading excluded) and peak RSS, and
+    whether the final file holds every product once (none lost, none repeated). ``model`` is a model
+    folder, ``"smollm2-135m"`` or a Hub id, as ``adgen generate --model`` takes it."""
+    with tempfile.TemporaryDirectory() as work:
+        inputs, output = Path(work, "products.csv"), Path(work, "ads.csv")
+        count = _catalog_products(inputs, products, seed=0)
+        settings = ["--per-product", "1", "--max-new-tokens", str(max_new_tokens), "--batch-size", str(batch_size)]
+        command = ["generate", "--model", model, "--input", str(inputs), "--output", str(output), *settings]
+        command += ["--no-progress"]
+        log(f"adgen generate on {count} products, killed after {kill_after:g} s")
+        killed = _run_child(["-m", "adgen_utils.apps.cli", *command], kill_after=kill_after)
+        on_disk = _ads_file(output)
+        log(f"{on_disk['rows']} ads on disk; resuming")
+        resumed = _run_child(["-m", "adgen_utils.apps.cli", *command])
+        if resumed["exit_code"] != 0:
+            raise RuntimeError(f"the resumed adgen generate failed:\n{resumed['stderr'][-3000:]}")
+        summary = json.loads(resumed["stdout"][resumed["stdout"].index("{") :])
+        final = _ads_file(output)
     return {
-        "cpu_cores": os.cpu_count(),
-        "memory_gib": memory_gib,
-        "gpu": ", ".join(gpus) if gpus else None,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
+        "model": model,
+        "generate_command": " ".join(
+            ["adgen generate --model", model, "--input products.csv --output ads.csv", *settings]
+        ),
+        "decoding": catalog_default("decoding"),
+        "products": count,
+        "kill_after_seconds": kill_after,
+        "killed_run": {
+            "killed": killed["exit_code"] == -signal.SIGKILL,
+            "seconds": round(killed["seconds"], 2),
+            "ads_on_disk": on_disk["rows"],
+            "ends_on_complete_line": on_disk["ends_on_complete_line"],
+        },
+        "resumed_run": {
+            "seconds": round(resumed["seconds"], 2),
+            "peak_rss_mib": round(resumed["peak_rss_mib"], 1),
+            "resumed_from": summary["resumed_from"],
+            "ads_written": summary["ads_written"],
+            "generating_seconds": summary["seconds"],
+            "ads_per_second": summary["ads_per_second"],
+        },
+        "rows": final["rows"],
+        "distinct_pairs": final["distinct_pairs"],
+        "lost": count - final["distinct_pairs"],
+        "repeated": final["rows"] - final["distinct_pairs"],
     }
-
-
-def _gpu_names() -> list[str]:
-    """NVIDIA GPUs as ``nvidia-smi`` names them (without importing torch); none without the tool."""
-    try:
-        listed = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [line.strip() for line in listed.stdout.splitlines() if line.strip()] if listed.returncode == 0 else []
-
-
-def with_provenance(result: dict, command: list[str]) -> dict:
-    """``result`` with when (UTC), where (:func:`machine`) and by which command it was measured, so a
-    saved benchmark file says where its figures came from."""
-    import datetime
-
-    measured = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": " ".join(command),
-        "machine": machine(),
-    }
-    return {"measured": measured, **result}
 
 
 def print_json(result: dict) -> None:

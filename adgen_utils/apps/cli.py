@@ -74,7 +74,7 @@ def command_sync(args) -> int:
                 "adgen: out of date with the declarations (run `adgen sync`): " + ", ".join(differing), file=sys.stderr
             )
             return 1
-        print("notebooks and README agree with pyproject.toml and adgen_utils/parameters.py")
+        print("notebooks and README agree with pyproject.toml, adgen_utils/parameters.py and results/")
         return 0
     print(f"rewrote {', '.join(differing)}" if differing else "nothing to change")
     return 0
@@ -95,7 +95,8 @@ def command_data_prepare(args) -> int:
 
 
 def command_bench_data(args) -> int:
-    from adgen_utils.apps.bench import bench_data, print_json, with_provenance
+    from adgen_utils.apps.bench import bench_data, print_json
+    from adgen_utils.apps.results import with_provenance
 
     result = bench_data(args.path, **({"repeats": args.repeats} if args.repeats else {}))
     print_json(with_provenance(result, ["adgen", *sys.argv[1:]]))
@@ -112,9 +113,18 @@ def _bench_options(args) -> dict:
 
 def command_bench(args) -> int:
     from adgen_utils.apps import bench
+    from adgen_utils.apps.results import with_provenance
 
     result = getattr(bench, f"bench_{args.bench_command}")(**_bench_options(args), log=say)
-    bench.print_json(bench.with_provenance(result, ["adgen", *sys.argv[1:]]))
+    bench.print_json(with_provenance(result, ["adgen", *sys.argv[1:]]))
+    return 0
+
+
+def command_results_save(args) -> int:
+    from adgen_utils.apps.results import save_run
+
+    path = save_run(args.run_dir, ["adgen", *sys.argv[1:]], profile=args.profile, folder=args.results_dir)
+    print(path)
     return 0
 
 
@@ -248,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     sync_parser = commands.add_parser(
         "sync",
         help="write the notebooks' badges, setup and parameters cells and the README's tables from the "
-        "declarations (pyproject.toml, adgen_utils/parameters.py)",
+        "declarations (pyproject.toml, adgen_utils/parameters.py) and the saved results (results/)",
     )
     sync_parser.add_argument("--check", action="store_true", help="only list what differs (exit 1 if anything does)")
     sync_parser.add_argument(
@@ -302,10 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_data.add_argument("--repeats", type=int, help="runs of each way, alternated (default 3)")
     bench_data.set_defaults(handler=command_bench_data)
 
-    def bench_parser(name: str, text: str, repeats: str = "runs of each way, alternated"):
+    def bench_parser(name: str, text: str, repeats: str | None = "runs of each way, alternated"):
         # Absent options keep the bench function's own defaults (its signature is their one home).
         sub = bench_commands.add_parser(name, help=text, argument_default=argparse.SUPPRESS)
-        sub.add_argument("--repeats", type=int, help=repeats)
+        if repeats:
+            sub.add_argument("--repeats", type=int, help=repeats)
         sub.set_defaults(handler=command_bench)
         return sub
 
@@ -334,6 +345,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench_generate.add_argument("--prompts", type=int, help="prompts (first words of validation ads)")
     bench_generate.add_argument("--batch-size", type=int, help="prompts per generate() call when batched")
     bench_generate.add_argument("--max-new-tokens", type=int)
+    bench_catalog = bench_parser(
+        "catalog", "adgen generate batched on test-split products: killed, resumed, every row checked", repeats=None
+    )
+    bench_catalog.add_argument("--model", help="'smollm2-135m' (offline default), a model folder or a Hub id")
+    bench_catalog.add_argument("--products", type=int, help="products of the embedded test split (one ad each)")
+    bench_catalog.add_argument("--kill-after", type=float, help="seconds after which the first run is killed")
+    bench_catalog.add_argument("--batch-size", type=int, help="prompts per generate() call")
+    bench_catalog.add_argument("--max-new-tokens", type=int)
+    results = commands.add_parser("results", help="save results for the README's measured section (results/)")
+    results_commands = results.add_subparsers(dest="results_command", required=True)
+    results_save = results_commands.add_parser(
+        "save",
+        help="save a run's notebook 07 comparison, notebook times and training figures as results/run_PROFILE.json",
+    )
+    results_save.add_argument("run_dir", help="a run folder, e.g. runs/quick")
+    results_save.add_argument("--profile", help="the run's profile (default: the one run_summary.json names)")
+    results_save.add_argument("--results-dir", help="where to write (default: the repository's results/)")
+    results_save.set_defaults(handler=command_results_save)
     publish = commands.add_parser(
         "publish",
         help="write the model card and upload a fine-tuned model to the Hugging Face Hub (dry run without --push)",

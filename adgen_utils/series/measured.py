@@ -176,7 +176,7 @@ def lstm_part(result: dict) -> str:
         lines.append(
             f"| {label} | {_num(row['median_predictions_per_second'])} | {speed} | {_mib(row['peak_rss_mib'])} | {memory} |"
         )
-    lines += ["", _target_sentence_lstm(a, vocabulary)]
+    lines += ["", _target_sentence_lstm(a, vocabulary) + _spread([a], LSTM_WAYS, "predictions_per_second")]
     b = result.get("b_scale")
     if b:
         prepare = b["prepare"]

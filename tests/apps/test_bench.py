@@ -45,3 +45,18 @@ def test_bench_generate_compares_batched_and_one_at_a_time_on_the_same_prompts()
     result = bench_generate("tiny", repeats=1, prompts=4, batch_size=4, max_new_tokens=4, log=lambda line: None)
     assert result["one_at_a_time"]["ads"] == result["batched"]["ads"] == 4
     assert result["batched_over_one_at_a_time"] > 0
+
+
+def test_bench_catalog_kills_resumes_and_checks_every_row(tiny_folder):
+    from adgen_utils.apps.bench import bench_catalog
+
+    result = bench_catalog(
+        str(tiny_folder), products=24, kill_after=6, batch_size=4, max_new_tokens=4, log=lambda line: None
+    )
+    assert result["products"] == 24
+    killed = result["killed_run"]
+    assert killed["ends_on_complete_line"] and 0 <= killed["ads_on_disk"] <= 24
+    resumed = result["resumed_run"]
+    assert resumed["resumed_from"] == killed["ads_on_disk"]  # only the missing ads are written again
+    assert resumed["resumed_from"] + resumed["ads_written"] == 24 and resumed["peak_rss_mib"] > 50
+    assert result["rows"] == result["distinct_pairs"] == 24 and result["lost"] == result["repeated"] == 0
