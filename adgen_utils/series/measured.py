@@ -278,8 +278,7 @@ def finetune_part(result: dict) -> str:
             "",
             "**Memory of each fine-tuning path** (peak RSS of the process, from the OS, `adgen bench finetune` "
             f"above): the `Trainer` on `{result['model']}`, full fine-tuning, {rows} × {block}-token rows per step: "
-            f"{_mib(packed['peak_rss_mib'])}; the same with LoRA: {_mib(lora['peak_rss_mib'])} ({kept}: LoRA keeps "
-            "no AdamW state for the frozen weights).",
+            f"{_mib(packed['peak_rss_mib'])}; the same with LoRA: {_mib(lora['peak_rss_mib'])} ({kept}).",
         ]
     return "\n".join(lines)
 
