@@ -45,7 +45,8 @@ KAGGLE_URL = "https://www.kaggle.com/datasets/sachsene/amazons-advertisements"
 # A quoted field that stays open longer than this is a runaway quote, not a wrapped title.
 MAX_RECORD_LINES = 4
 # Python's csv module refuses fields over 131,072 characters by default; the corpus has longer ones.
-csv.field_size_limit(2**31 - 1)
+# Raised only while this module parses a record, so that importing it changes nothing process-wide.
+LARGEST_FIELD = 2**31 - 1
 
 _HEADER_NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 # An invalid UTF-8 byte, kept by decode_lines as a lone surrogate.
@@ -202,10 +203,13 @@ def decode_lines(raw: bytes) -> list[str]:
 
 def _parse_csv_text(text: str) -> tuple[str, list[str]]:
     """Parse text as one CSV record: ("ok", fields), ("open", []) or ("malformed", [])."""
+    usual_limit = csv.field_size_limit(LARGEST_FIELD)
     try:
         rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
     except csv.Error as error:
         return ("open" if "unexpected end of data" in str(error) else "malformed"), []
+    finally:
+        csv.field_size_limit(usual_limit)
     if len(rows) != 1:
         return "malformed", []
     return "ok", rows[0]

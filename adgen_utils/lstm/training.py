@@ -27,7 +27,7 @@ import pandas as pd
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from adgen_utils.corpus.sequences import TokenArrays
+from adgen_utils.corpus.sequences import TokenArrays, load_sequences
 from adgen_utils.corpus.text import Vocabulary
 from adgen_utils.figures import save_figure, subplots
 from adgen_utils.layout import (
@@ -37,6 +37,7 @@ from adgen_utils.layout import (
     LSTM_METRICS_FILE,
     LSTM_MODEL_FILE,
     LSTM_STATE_FILE,
+    SEQUENCES_FOLDER,
     VOCABULARY_FILE,
     model_dir,
 )
@@ -55,6 +56,7 @@ from adgen_utils.lstm.model import (
     tensorflow_device,
     weighted_hits,
 )
+from adgen_utils.parameters import LSTM_INPUTS
 
 
 class LanguageModelTrainer(keras.Model):
@@ -423,24 +425,19 @@ def config_from_parameters(values: dict, model_input: str) -> LSTMConfig:
     return LSTMConfig(input=model_input, **{k: v for k, v in values.items() if k in names})
 
 
-def prepare_training(name: str, values: dict, run_dir: str | Path, log=say, comparison: bool = True) -> LSTMTraining:
+def prepare_training(name: str, values: dict, run_dir: str | Path, log=say) -> LSTMTraining:
     """Notebook ``name``'s (03 or 04) settings, vocabulary, splits and training ads (the first
-    ``max_train_ads``), from notebook 02's sequences; prints their size and the time and memory
-    training is estimated to take here (``comparison``: with notebook 04's loss comparison)."""
-    from adgen_utils.corpus.sequences import load_sequences
-    from adgen_utils.layout import SEQUENCES_FOLDER
-    from adgen_utils.series import stages
-
+    ``max_train_ads``), from notebook 02's sequences; logs their size
+    (``adgen_utils.series.stages.estimate_lstm`` gives the time and memory training takes)."""
     vocabulary, splits = load_sequences(Path(run_dir) / SEQUENCES_FOLDER)
     train = splits["train"]
     if values["max_train_ads"] is not None:
         train = train.subset(range(min(values["max_train_ads"], len(train))))
-    config = config_from_parameters(values, stages.LSTM_INPUTS[name])
+    config = config_from_parameters(values, LSTM_INPUTS[name])
     log(
         f"vocabulary {len(vocabulary):,} tokens; training on {len(train):,} ads ({train.predictions:,} predictions "
         f"per epoch)"
     )
-    log(f"estimate: {stages.estimate_lstm(name, values, run_dir, comparison=comparison)}")
     return LSTMTraining(config, vocabulary, splits, train, model_dir(run_dir, name))
 
 
@@ -461,7 +458,7 @@ def train_model(setup: LSTMTraining, progress: bool = True, log=say) -> Training
 def train_for_notebook(name: str, values: dict, run_dir: str | Path, progress: bool = True, log=say) -> TrainingResult:
     """Train (or resume, or reload) notebook ``name``'s model as the notebook does, without its
     loss comparison: what a later notebook run on its own rebuilds."""
-    return train_model(prepare_training(name, values, run_dir, log, comparison=False), progress, log)
+    return train_model(prepare_training(name, values, run_dir, log), progress, log)
 
 
 def evaluate_trained(setup: LSTMTraining, result: TrainingResult, train_ads: int) -> pd.DataFrame:

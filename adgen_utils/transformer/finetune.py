@@ -643,12 +643,12 @@ def config_from_parameters(values: dict) -> FinetuneConfig:
 def prepare_finetune(values: dict, run_dir: str | Path, log=say) -> FinetuneInputs:
     """Notebook 06's inputs from notebook 01's split, with its parameters: the first
     ``max_train_ads`` / ``validation_ads`` ads, the base model (resolved, downloaded or built),
-    its tokenizer and the training texts; prints their size and the estimated time and memory."""
+    its tokenizer and the training texts; logs their size (``adgen_utils.series.stages.estimate_finetune``
+    gives the time and memory training takes)."""
     from transformers import AutoTokenizer
 
     from adgen_utils.corpus.data import load_dataset
     from adgen_utils.layout import DATA_FOLDER, MODELS_FOLDER
-    from adgen_utils.series.stages import estimate_finetune
     from adgen_utils.transformer.pretrained import prepare_tokenizer, resolve_model
 
     ads = load_dataset(Path(run_dir) / DATA_FOLDER)
@@ -667,7 +667,6 @@ def prepare_finetune(values: dict, run_dir: str | Path, log=say) -> FinetuneInpu
     log(
         f"base model {values['base_model']}; {len(train_texts):,} training ads, {len(validation_texts):,} validation ads"
     )
-    log(f"estimate: {estimate_finetune('06_fine_tuning', values, run_dir)}")
     return FinetuneInputs(ads, train, validation, model_path, tokenizer, train_texts, validation_texts)
 
 
