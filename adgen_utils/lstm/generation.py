@@ -213,7 +213,3 @@ def decoding_settings_table(
 
         table[name] = with_refusals(prompts, None, refusal, write)
     return pd.DataFrame(table, index=pd.Index(list(prompts), name="prompt"))
-
-
-# The name notebooks 03 and 04 call (their cells are updated separately); the same function.
-generation_table = decoding_settings_table

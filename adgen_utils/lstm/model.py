@@ -210,10 +210,6 @@ def evaluate_token_arrays(
     return _metrics(*totals, unknown=_unknown_share(arrays))
 
 
-# The name notebook 04 calls (its cells are updated separately); the same function.
-evaluate_model = evaluate_token_arrays
-
-
 def target_scores(model: keras.Model, ids: np.ndarray, targets: np.ndarray):
     """Each target's natural-log probability (B, T) float32 and whether it is the model's first
     choice / among its five first choices (B, T) bool, for ``ids`` and ``targets`` (B, T) int32.
