@@ -7,7 +7,8 @@ take long on this hardware, says which notebook to run first.
 
 This module imports neither TensorFlow nor torch: the training stages are reached through
 :data:`BUILDERS` (``lstm.train_for_notebook``, ``finetune.finetune_for_notebook``), imported only
-when a stage must be rebuilt.
+when a stage must be rebuilt. :func:`run_models` opens every model the earlier notebooks left in a
+run folder (notebook 07), importing torch only then.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import pandas as pd
+
 from adgen_utils.corpus.data import CleanConfig, SplitConfig, load_ads, load_dataset, save_dataset
 from adgen_utils.corpus.sequences import prepare_sequences
 from adgen_utils.errors import StageMissing
@@ -26,13 +29,21 @@ from adgen_utils.layout import (
     DATASET_FILE,
     FINETUNE_RESULT_FILE,
     LSTM_STATE_FILE,
+    MODELS_FOLDER,
     SEQUENCES_FOLDER,
     SEQUENCES_INFO_FILE,
     model_dir,
 )
 from adgen_utils.logs import say
+from adgen_utils.models import AdModel, load_ad_model
 from adgen_utils.parameters import LSTM_INPUTS, notebook
-from adgen_utils.series.estimates import format_duration, lstm_training, notebook_finetune
+from adgen_utils.series.estimates import (
+    TOKENS_PER_AD,
+    format_duration,
+    lstm_training,
+    notebook_finetune,
+    transformer_scoring,
+)
 from adgen_utils.series.profiles import profile_values
 
 # A missing stage estimated to take longer than this on the hardware at hand is not rebuilt.
@@ -207,3 +218,51 @@ def ensure_earlier_stages(
     for stage in declaration.uses:
         visit(stage, False)
     return report
+
+
+# ---------------------------------------------------------------------------------------------
+# The models of a run folder (notebook 07)
+# ---------------------------------------------------------------------------------------------
+
+
+def run_models(
+    run_dir, pretrained_model: str, shots: int, train: pd.DataFrame, test_ads: int, seed: int = 0, log=say
+) -> list[AdModel]:
+    """Every model of the series found in ``run_dir``: the LSTMs of notebooks 03 and 04, the
+    pretrained model zero-shot and with ``shots`` examples (loaded once, shared by both), and the
+    fine-tuned model of notebook 06. A model whose notebook has not been run is named and left
+    out. Notebook 07 scores and compares them (``train``: the training split, with ``ad`` and
+    ``category``). Prints the estimated time and memory of scoring ``test_ads`` ads with the
+    transformers."""
+    from adgen_utils.transformer.admodel import TransformerAdModel, with_shots  # torch: only here
+
+    found = []
+    for lstm, label in (("03_lstm", "LSTM (03)"), ("04_embedding_lstm", "Embedding LSTM (04)")):
+        if is_done(lstm, run_dir):
+            found.append(load_ad_model(model_dir(run_dir, lstm), name=label))
+        else:
+            log(f"no model of notebook {lstm} in {run_dir}: run it first to include it; scoring the others")
+    zero_shot = load_ad_model(
+        pretrained_model,
+        name=f"{pretrained_model} zero-shot",
+        models_dir=Path(run_dir) / MODELS_FOLDER,
+        training_texts=train["ad"].tolist(),
+    )
+    found += [
+        zero_shot,
+        with_shots(zero_shot, shots, train[["ad", "category"]], seed, name=f"{pretrained_model} {shots}-shot"),
+    ]
+    if is_done("06_fine_tuning", run_dir):
+        # examples: to infer a prompt's category for a category-conditioned model (never shown to it)
+        found.append(
+            load_ad_model(
+                model_dir(run_dir, "06_fine_tuning"), name="fine-tuned (06)", examples=train[["ad", "category"]]
+            )
+        )
+    else:
+        log(f"no fine-tuned model of notebook 06 in {run_dir}: run it first to include it; scoring the others")
+    transformers = [m for m in found if isinstance(m, TransformerAdModel)]
+    tokens = sum(test_ads * (1 + m.shots) * TOKENS_PER_AD for m in transformers)
+    parameters = max(sum(p.numel() for p in m.model.parameters()) for m in transformers)
+    log(f"estimate: {transformer_scoring(parameters, tokens)}")
+    return found

@@ -36,11 +36,7 @@ from adgen_utils.corpus.eda import GENERIC_OPENERS, brand_of
 from adgen_utils.corpus.text import is_word, repeated_word_share, tokenize
 from adgen_utils.errors import CorpusFormatError
 from adgen_utils.figures import save_figure, subplots
-from adgen_utils.layout import MODELS_FOLDER, model_dir
-from adgen_utils.logs import say
-from adgen_utils.models import AdModel, Decoding, Refusal, ads_only, categories_for, load_ad_model
-from adgen_utils.series.estimates import TOKENS_PER_AD, transformer_scoring
-from adgen_utils.series.stages import is_done
+from adgen_utils.models import AdModel, Decoding, Refusal, ads_only, categories_for
 
 # ---------------------------------------------------------------------------------------------
 # Scoring
@@ -478,49 +474,3 @@ def playground(models: dict, prompt: str = "Apple Watch Band", seed: int = 0):
     panel = widgets.HBox([controls, output])
     panel.last_table = None  # the table last shown (None before the first click or after an error)
     return panel
-
-
-# ---------------------------------------------------------------------------------------------
-# The models of a run folder
-# ---------------------------------------------------------------------------------------------
-
-
-def series_models(
-    run_dir, pretrained_model: str, shots: int, train: pd.DataFrame, test_ads: int, seed: int = 0, log=say
-) -> list[AdModel]:
-    """Every model of the series found in ``run_dir``: the LSTMs of notebooks 03 and 04, the
-    pretrained model zero-shot and with ``shots`` examples (loaded once, shared by both), and the
-    fine-tuned model of notebook 06. A model whose notebook has not been run is named and left
-    out. Prints the estimated time and memory of scoring ``test_ads`` ads with the transformers."""
-    from adgen_utils.transformer.admodel import TransformerAdModel, with_shots  # torch: only here
-
-    found = []
-    for notebook, label in (("03_lstm", "LSTM (03)"), ("04_embedding_lstm", "Embedding LSTM (04)")):
-        if is_done(notebook, run_dir):
-            found.append(load_ad_model(model_dir(run_dir, notebook), name=label))
-        else:
-            log(f"no model of notebook {notebook} in {run_dir}: run it first to include it; scoring the others")
-    zero_shot = load_ad_model(
-        pretrained_model,
-        name=f"{pretrained_model} zero-shot",
-        models_dir=Path(run_dir) / MODELS_FOLDER,
-        training_texts=train["ad"].tolist(),
-    )
-    found += [
-        zero_shot,
-        with_shots(zero_shot, shots, train[["ad", "category"]], seed, name=f"{pretrained_model} {shots}-shot"),
-    ]
-    if is_done("06_fine_tuning", run_dir):
-        # examples: to infer a prompt's category for a category-conditioned model (never shown to it)
-        found.append(
-            load_ad_model(
-                model_dir(run_dir, "06_fine_tuning"), name="fine-tuned (06)", examples=train[["ad", "category"]]
-            )
-        )
-    else:
-        log(f"no fine-tuned model of notebook 06 in {run_dir}: run it first to include it; scoring the others")
-    transformers = [m for m in found if isinstance(m, TransformerAdModel)]
-    tokens = sum(test_ads * (1 + m.shots) * TOKENS_PER_AD for m in transformers)
-    parameters = max(sum(p.numel() for p in m.model.parameters()) for m in transformers)
-    log(f"estimate: {transformer_scoring(parameters, tokens)}")
-    return found
