@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from adgen_utils.corpus.data import INVISIBLE, UNDECODABLE, csv_records, decode_lines, header_columns, normalize_ad
 from adgen_utils.errors import CorpusFormatError
@@ -247,7 +248,6 @@ def generate_catalog(
     ``resumed_from`` (ads already there), ``seconds`` (this call, wall clock), ``ads_per_second``
     (this run's ads over ``seconds``) and ``output``.
     """
-    from tqdm.auto import tqdm
 
     started = time.perf_counter()
     log = log or (lambda line: None)

@@ -1,15 +1,26 @@
-"""The ``adgen`` command: run the notebook series and inspect or prepare the data."""
+"""The ``adgen`` command: run the notebook series, prepare and inspect the data, benchmark, evaluate,
+write ads for a catalog, publish.
+
+Each command imports what it runs when it runs (the series runner needs papermill, evaluation and
+publishing load torch), so that ``adgen data report`` or ``adgen sync`` start in a second and work
+without the optional extras.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+from pathlib import Path
 
+from adgen_utils.apps.catalog import generate_catalog
+from adgen_utils.apps.results import save_run, with_provenance
 from adgen_utils.corpus import data
 from adgen_utils.errors import USAGE, AdgenError
 from adgen_utils.logs import say, show_messages
-from adgen_utils.parameters import DEFAULT_PROFILE, catalog_default
+from adgen_utils.models import DECODINGS, load_ad_model
+from adgen_utils.parameters import DEFAULT_PROFILE, ORIGINAL_PROMPTS, catalog_default
 from adgen_utils.series.profiles import PROFILES
 
 
@@ -96,7 +107,6 @@ def command_data_prepare(args) -> int:
 
 def command_bench_data(args) -> int:
     from adgen_utils.apps.bench import bench_data, print_json
-    from adgen_utils.apps.results import with_provenance
 
     result = bench_data(args.path, **({"repeats": args.repeats} if args.repeats else {}))
     print_json(with_provenance(result, ["adgen", *sys.argv[1:]]))
@@ -113,7 +123,6 @@ def _bench_options(args) -> dict:
 
 def command_bench(args) -> int:
     from adgen_utils.apps import bench
-    from adgen_utils.apps.results import with_provenance
 
     result = getattr(bench, f"bench_{args.bench_command}")(**_bench_options(args), log=say)
     bench.print_json(with_provenance(result, ["adgen", *sys.argv[1:]]))
@@ -121,7 +130,6 @@ def command_bench(args) -> int:
 
 
 def command_results_save(args) -> int:
-    from adgen_utils.apps.results import save_run
 
     path = save_run(args.run_dir, ["adgen", *sys.argv[1:]], profile=args.profile, folder=args.results_dir)
     print(path)
@@ -129,10 +137,8 @@ def command_results_save(args) -> int:
 
 
 def command_publish(args) -> int:
-    from pathlib import Path
 
     from adgen_utils.study import publishing
-    from adgen_utils.transformer.pretrained import ORIGINAL_PROMPTS
 
     token, token_source = publishing.find_token()  # the token itself is never printed
     if args.push and token is None:
@@ -163,7 +169,6 @@ def command_publish(args) -> int:
 
 def command_evaluate(args) -> int:
     from adgen_utils.apps.bench import print_json
-    from adgen_utils.models import load_ad_model
     from adgen_utils.study import evaluation
 
     test, skipped = evaluation.read_test_csv(args.test)
@@ -184,10 +189,6 @@ def command_evaluate(args) -> int:
 
 
 def command_generate(args) -> int:
-    import dataclasses
-
-    from adgen_utils.apps.catalog import generate_catalog
-    from adgen_utils.models import DECODINGS, load_ad_model
 
     decoding = DECODINGS[args.decoding]
     overrides = {
@@ -383,7 +384,6 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: evaluation/07_comparison.csv of the model's run folder, if present)",
     )
     publish.set_defaults(handler=command_publish)
-    from adgen_utils.models import DECODINGS
 
     generate = commands.add_parser(
         "generate", help="write ads for a products CSV (brand, product[, category]); resumes an interrupted run"

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from tqdm.auto import tqdm
 
 from adgen_utils.corpus.data import FULL_CORPUS_ADS
 from adgen_utils.corpus.sequences import one_hot_bytes, window_count
@@ -99,8 +101,6 @@ def profile_corpus(ads: Sequence[str], growth_points: int = 40, seed: int = 0, p
     rows = []
     iterator = order
     if progress:
-        from tqdm.auto import tqdm
-
         iterator = tqdm(order, desc="tokenizing", unit="ad", mininterval=1.0)
     for i, index in enumerate(iterator, start=1):
         ad = ads[index]
@@ -231,7 +231,6 @@ def findings(report: dict, ads: pd.DataFrame, profile: CorpusProfile, memory_gib
 def plot_load_report(ads: pd.DataFrame, report: dict, figures_dir=None, max_categories: int = 40):
     """Bars: kept ads per category (the ``max_categories`` largest), stacked by split, and rows dropped by
     reason (log scale)."""
-    import seaborn as sns
 
     by_category = ads.groupby(["category", "split"], observed=True).size().unstack(fill_value=0)
     by_category = by_category.reindex(columns=["train", "validation", "test"], fill_value=0)
@@ -261,7 +260,6 @@ def plot_load_report(ads: pd.DataFrame, report: dict, figures_dir=None, max_cate
 
 def plot_ad_lengths(lengths: pd.DataFrame, figures_dir=None):
     """Histograms of characters and words per ad (``lengths`` from :func:`ad_lengths`), median marked."""
-    import seaborn as sns
 
     fig, axes = subplots(1, 2, figsize=(12, 3.8))
     for ax, column, bins in zip(axes, ["characters", "words"], [60, 50]):
@@ -278,7 +276,6 @@ def plot_ad_lengths(lengths: pd.DataFrame, figures_dir=None):
 
 def plot_top_words(words: pd.DataFrame, brands: pd.DataFrame, figures_dir=None):
     """Horizontal bars, most frequent on top: words (:func:`top_words`) and brands (:func:`top_brands`)."""
-    import seaborn as sns
 
     rows = max(len(words), len(brands), 1)
     fig, (left, right) = subplots(1, 2, figsize=(12, 0.25 * rows + 1.5))

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from adgen_utils.corpus.data import SPLITS
 from adgen_utils.corpus.text import BOS_ID, EOS_ID, UNK_ID, Vocabulary, tokenize
+from adgen_utils.figures import save_figure, subplots
 from adgen_utils.layout import SEQUENCES_INFO_FILE
 
 ORIGINAL_WINDOW = 4
@@ -187,7 +189,6 @@ def prepare_sequences(
     ``vocabulary.json``, ``<split>.ids.npy`` / ``<split>.offsets.npy`` and ``sequences.json``
     into ``folder``; returns that info (sizes, predictions, truncated ads, unknown shares).
     """
-    from adgen_utils.corpus.data import SPLITS
 
     folder = Path(folder)
     train_ads = ads.loc[ads["split"] == "train", "ad"].tolist()
@@ -214,7 +215,6 @@ def prepare_sequences(
 
 def load_sequences(folder: str | Path, mmap: bool = True) -> tuple[Vocabulary, dict[str, TokenArrays]]:
     """The vocabulary and the encoded splits saved by :func:`prepare_sequences`."""
-    from adgen_utils.corpus.data import SPLITS
 
     folder = Path(folder)
     vocabulary = Vocabulary.load(folder / "vocabulary.json")
@@ -224,7 +224,6 @@ def load_sequences(folder: str | Path, mmap: bool = True) -> tuple[Vocabulary, d
 def plot_memory_comparison(comparison: dict, figures_dir=None):
     """Bars (MiB, log scale): the original's one-hot arrays against the flat id arrays, from
     :func:`memory_comparison`."""
-    from adgen_utils.figures import save_figure, subplots
 
     labels = {
         "original one-hot arrays, all windows (bytes)": "original: one-hot arrays\nfor all windows",

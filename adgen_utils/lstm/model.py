@@ -355,7 +355,6 @@ def many_to_many_dataset(
     of ``chunk_batches`` batches by length, and shuffles the batches; without it, all ads are
     sorted by length (for evaluation, where order does not matter).
     """
-    import tensorflow as tf
 
     if len(arrays) == 0:
         raise ValueError("no ads to make batches from")

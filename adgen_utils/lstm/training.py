@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import keras
 import pandas as pd
+import seaborn as sns
 import tensorflow as tf
 from tqdm.auto import tqdm
 
@@ -382,7 +383,6 @@ CURVES = {"loss": "cross-entropy", "accuracy": "top-1", "top5_accuracy": "top-5"
 def plot_lstm_history(history: pd.DataFrame, figures_dir=None, name: str = "lstm"):
     """Training against validation per epoch (``history`` from :func:`read_history`): cross-entropy in
     nats per token (left), top-1 and top-5 accuracy (right); saved as ``<name>_history.png``."""
-    import seaborn as sns
 
     curves = history.melt(id_vars="epoch", value_vars=[c for c in history if c.removeprefix("val_") in CURVES])
     curves["epoch"] += 1

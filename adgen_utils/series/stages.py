@@ -234,7 +234,8 @@ def run_models(
     out. Notebook 07 scores and compares them (``train``: the training split, with ``ad`` and
     ``category``). Prints the estimated time and memory of scoring ``test_ads`` ads with the
     transformers."""
-    from adgen_utils.transformer.admodel import TransformerAdModel, with_shots  # torch: only here
+    # torch and transformers load only when a run's models are asked for: every notebook imports stages.
+    from adgen_utils.transformer.admodel import TransformerAdModel, with_shots
 
     found = []
     for lstm, label in (("03_lstm", "LSTM (03)"), ("04_embedding_lstm", "Embedding LSTM (04)")):

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
 from adgen_utils.corpus.data import TEXT_COLUMN, CleanConfig, drop_reason, normalize_ad, read_ads_file
 from adgen_utils.corpus.eda import GENERIC_OPENERS, brand_of
@@ -121,7 +122,6 @@ def comparison_table(models: Sequence[AdModel], test: pd.DataFrame, progress: bo
 def plot_comparison(table: pd.DataFrame, figures_dir=None, name: str = "07_comparison"):
     """Three panels, one bar per model (rows of :func:`comparison_table`): per-word perplexity (log
     scale), bits per character, and top-1 / top-5 next-word accuracy (seaborn)."""
-    import seaborn as sns
 
     rows = table.reset_index()
     accuracy = rows.melt(
@@ -332,7 +332,6 @@ def plot_generation_quality(
     """Left: words per ad, each model's generated ads (``generated``: :func:`ads_side_by_side`,
     refusals left out) against the real test ads (box plots). Right: diversity and faithfulness per
     model (rows of :func:`generation_quality`: distinct-2, novelty, repetition, brand conflicts)."""
-    import seaborn as sns
 
     cells = {"real test ads": list(real_ads), **{m: ads_only(generated[m].tolist()) for m in generated.columns}}
     lengths = pd.DataFrame(

@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
+import torch
+from huggingface_hub import HfApi, ModelCard, ModelCardData
+from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 from adgen_utils.corpus.data import EMBEDDED_FILE, KAGGLE_DATASET
 from adgen_utils.errors import PublishError
@@ -303,7 +306,6 @@ def build_model_card(
     ``license``: a Hub licence id; by default the base model's (from its ``adgen_source.json``), else
     ``"other"``.
     """
-    from huggingface_hub import ModelCard, ModelCardData
 
     model_dir = _require_model(model_dir)
     check_repo_id(repo_id)
@@ -482,8 +484,6 @@ def check_reload(model_dir: str | Path, prompts: Sequence[str], max_new_tokens: 
     ``max_new_tokens`` model tokens) from ``eos_token + prompt`` both ways. Returns one row per prompt:
     ``prompt``, ``from_pretrained``, ``pipeline`` (the ads: end-of-text token removed, first line)
     and ``same`` (both ads equal). FileNotFoundError if the folder lacks config.json or weights."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
     model_dir = _require_model(model_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -551,7 +551,6 @@ def publish(
     if not push or not token:
         reason = "push not asked for" if not push else NO_TOKEN
         return {**result, "reason": f"dry run: {reason}; nothing was uploaded"}
-    from huggingface_hub import HfApi
 
     failure = None
     try:

@@ -32,6 +32,9 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
 from transformers.trainer_callback import (
     PrinterCallback,
     ProgressCallback,
@@ -39,9 +42,17 @@ from transformers.trainer_callback import (
 )
 from transformers.utils.notebook import NotebookProgressCallback
 
+from adgen_utils.corpus.data import load_dataset
 from adgen_utils.figures import save_figure, subplots
 from adgen_utils.hardware import detect_device, precision_for
-from adgen_utils.layout import FINETUNE_RESULT_FILE, HISTORY_FILE, repository_root
+from adgen_utils.layout import (
+    DATA_FOLDER,
+    FINETUNE_RESULT_FILE,
+    HISTORY_FILE,
+    MODELS_FOLDER,
+    model_dir,
+    repository_root,
+)
 from adgen_utils.logs import say
 from adgen_utils.parameters import default  # the declared defaults of notebook 06
 from adgen_utils.transformer.pretrained import (
@@ -50,6 +61,8 @@ from adgen_utils.transformer.pretrained import (
     ORIGINAL_PROMPTS,
     ensure_offline_default,
     load_causal_lm,
+    prepare_tokenizer,
+    resolve_model,
 )
 
 RESULT_FILE = FINETUNE_RESULT_FILE
@@ -159,7 +172,6 @@ class BlockDataset:
         return len(self.blocks)
 
     def __getitem__(self, index: int) -> dict:
-        import torch
 
         return {
             name: torch.from_numpy(getattr(self.blocks, name)[index])
@@ -174,8 +186,6 @@ class BlockDataset:
 
 def count_parameters(name_or_path) -> int:
     """Parameters of a model, counted from its config without loading or allocating weights."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
     with torch.device("meta"):
@@ -246,8 +256,6 @@ def _precision(requested: str) -> dict:
 def lora_config(model, config: FinetuneConfig | None = None):
     """A peft ``LoraConfig`` on every linear layer of the transformer blocks (their names differ
     between GPT-2, GPT-Neo and Llama), the output layer excluded."""
-    import torch
-    from peft import LoraConfig
 
     config = config or FinetuneConfig()
     names = {
@@ -266,11 +274,9 @@ def lora_config(model, config: FinetuneConfig | None = None):
 
 
 def _load_for_training(model_path, method: str, config: FinetuneConfig):
-    import torch
 
     if method == "full":
         return load_causal_lm(model_path, dtype=torch.float32)
-    from peft import get_peft_model, prepare_model_for_kbit_training
 
     if method == "qlora":
         model, tokenizer = load_causal_lm(model_path, load_in_4bit=True)
@@ -381,8 +387,6 @@ def finetune(
     settings it returns the finished model without training; after an interruption it resumes
     from the last checkpoint.
     """
-    import torch
-    from transformers import Trainer, TrainingArguments, set_seed
 
     output_dir = Path(output_dir)
     # How often checkpoints are written does not change the model: changing it keeps the result.
@@ -498,8 +502,6 @@ def _save_final(model, tokenizer, method: str, base_path, output_dir: Path) -> N
     if method != "full":
         model.save_pretrained(output_dir / "adapter")  # the adapter alone, a few MB
         if method == "qlora":  # merge into 16-bit weights: 4-bit weights cannot take the merge exactly
-            from peft import PeftModel
-
             base, _ = load_causal_lm(base_path)  # on a GPU: bf16 or fp16 by hardware.precision_for
             model = PeftModel.from_pretrained(base, output_dir / "adapter")
         model = model.merge_and_unload()
@@ -645,11 +647,6 @@ def prepare_finetune(values: dict, run_dir: str | Path, log=say) -> FinetuneInpu
     ``max_train_ads`` / ``validation_ads`` ads, the base model (resolved, downloaded or built),
     its tokenizer and the training texts; logs their size (``adgen_utils.series.stages.estimate_finetune``
     gives the time and memory training takes)."""
-    from transformers import AutoTokenizer
-
-    from adgen_utils.corpus.data import load_dataset
-    from adgen_utils.layout import DATA_FOLDER, MODELS_FOLDER
-    from adgen_utils.transformer.pretrained import prepare_tokenizer, resolve_model
 
     ads = load_dataset(Path(run_dir) / DATA_FOLDER)
     train = ads[ads["split"] == "train"]
@@ -675,7 +672,6 @@ def finetune_for_notebook(
 ) -> FinetuneResult:
     """Fine-tune (or resume, or reload) notebook 06's model as the notebook does: what a later
     notebook run on its own rebuilds."""
-    from adgen_utils.layout import model_dir
 
     inputs = prepare_finetune(values, run_dir, log)
     return finetune(

