@@ -120,9 +120,25 @@ class ModelDescription:
     reads_category: bool  # whether generate() and score() read a category per prompt or ad
 
 
+Categories = Sequence[str | None] | None  # one category (or None) per prompt or ad; None: no categories
+
+
+@dataclass(frozen=True)
+class Writing:
+    """How :meth:`AdModel.generate` writes: the decoding, the seed (prompt ``i`` of a call draws
+    with ``seed`` and its index), prompts per forward pass, and whether a progress bar shows."""
+
+    decoding: Decoding
+    seed: int
+    batch_size: int
+    progress: bool
+
+
 @runtime_checkable
 class AdModel(Protocol):
-    """What every model of the series does; see the module's docstring for the units."""
+    """What every model of the series does; see the module's docstring for the units. The two
+    families subclass it and inherit :meth:`generate`, which refusals and ordering make the same for
+    every model."""
 
     name: str
 
@@ -135,27 +151,34 @@ class AdModel(Protocol):
         None when it can."""
         ...
 
+    def write_ads(self, prompts: Sequence[str], indices: list[int], categories: Categories, how: Writing) -> list[str]:
+        """One ad for each of ``prompts[i]`` for ``i`` in ``indices`` (prompts :meth:`refusal`
+        accepted, ascending), with ``categories[i]`` for a model that reads them; each family's own
+        generation, called by :meth:`generate`."""
+        ...
+
     def generate(
         self,
         prompts: Sequence[str],
         decoding: Decoding = Decoding(),
         seed: int = 0,
         batch_size: int = 16,
-        categories: Sequence[str | None] | None = None,
+        categories: Categories = None,
         progress: bool = False,
     ) -> list[Ad]:
         """One ad (or, where :meth:`refusal` gives one, that :class:`Refusal`: the model is never run
         for a refused prompt) per prompt, in order; ``batch_size`` prompts share each forward pass.
         Prompt ``i`` uses ``categories[i]``; ``categories`` given to a model that reads none (see
-        :attr:`ModelDescription.reads_category`) raise ValueError."""
-        ...
+        :attr:`ModelDescription.reads_category`) raise ValueError. Written once, here, for every model
+        that subclasses :class:`AdModel`: the family writes the accepted prompts' ads (:meth:`write_ads`)."""
+        check_reads_category(self, categories)
+        how = Writing(decoding, seed, batch_size, progress)
+        return with_refusals(
+            prompts, categories, self.refusal, lambda indices: self.write_ads(prompts, indices, categories, how)
+        )
 
     def score(
-        self,
-        ads: Sequence[str],
-        categories: Sequence[str | None] | None = None,
-        batch_size: int = 8,
-        progress: bool = False,
+        self, ads: Sequence[str], categories: Categories = None, batch_size: int = 8, progress: bool = False
     ) -> pd.DataFrame:
         """One row per ad, in order, with :data:`SCORE_COLUMNS`; ``categories`` as for :meth:`generate`."""
         ...

@@ -27,12 +27,13 @@ from adgen_utils.models import (
     FROM_SCRATCH,
     SCORE_COLUMNS,
     WORD_LSTM,
-    Ad,
+    AdModel,
+    Categories,
     Decoding,
     ModelDescription,
     Refusal,
+    Writing,
     check_reads_category,
-    with_refusals,
 )
 
 CODE_POINTS = 0x110000  # every Unicode character: what a character never seen in training is spread over
@@ -79,7 +80,7 @@ def _check_decoding_for_lstm(decoding: Decoding) -> dict:
     )
 
 
-class LSTMAdModel:
+class LSTMAdModel(AdModel):
     """A word-level LSTM saved by notebook 03 or 04 (``model.keras`` + ``vocabulary.json``). It reads
     no category."""
 
@@ -105,41 +106,26 @@ class LSTMAdModel:
         check_reads_category(self, None if category is None else [category])
         return prompt_refusal(prompt, self.vocabulary)
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        decoding: Decoding = Decoding(),
-        seed: int = 0,
-        batch_size: int = 16,
-        categories: Sequence[str | None] | None = None,
-        progress: bool = False,
-    ) -> list[Ad]:
-        """One ad per prompt, or its :class:`Refusal`, in order: prompt ``i`` sampled with seed
-        ``seed + i`` (so its ad does not depend on the other prompts), ``batch_size`` prompts per
-        forward pass (:func:`adgen_utils.lstm.generation.generate_many`); ``max_new_tokens`` counts
-        words. ``categories`` raise ValueError: the model reads none."""
-        check_reads_category(self, categories)
-        options = _check_decoding_for_lstm(decoding)
-
-        def write(indices: list[int]) -> list[str]:
-            generations = generate_many(
-                self.model,
-                self.vocabulary,
-                [prompts[i] for i in indices],
-                seeds=[seed + i for i in indices],
-                batch_size=batch_size,
-                progress=progress,
-                description=self.name,
-                **options,
-            )
-            return [g.text for g in generations]
-
-        return with_refusals(prompts, None, self.refusal, write)
+    def write_ads(self, prompts: Sequence[str], indices: list[int], categories: Categories, how: Writing) -> list[str]:
+        """Ads for ``prompts[i]``, ``i`` in ``indices``: prompt ``i`` sampled with seed ``how.seed + i``
+        (so its ad does not depend on the other prompts), ``how.batch_size`` prompts per forward pass
+        (:func:`adgen_utils.lstm.generation.generate_many`); ``max_new_tokens`` counts words."""
+        generations = generate_many(
+            self.model,
+            self.vocabulary,
+            [prompts[i] for i in indices],
+            seeds=[how.seed + i for i in indices],
+            batch_size=how.batch_size,
+            progress=how.progress,
+            description=self.name,
+            **_check_decoding_for_lstm(how.decoding),
+        )
+        return [g.text for g in generations]
 
     def score(
         self,
         ads: Sequence[str],
-        categories: Sequence[str | None] | None = None,
+        categories: Categories = None,
         batch_size: int = 64,
         progress: bool = False,
         logits_budget_gib: float = 1.0,

@@ -25,7 +25,7 @@ import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,8 @@ from adgen_utils.corpus.eda import GENERIC_OPENERS, brand_of
 from adgen_utils.corpus.text import is_word, repeated_word_share, tokenize
 from adgen_utils.errors import CorpusFormatError
 from adgen_utils.figures import save_figure, subplots
-from adgen_utils.models import AdModel, Decoding, Refusal, ads_only, categories_for
+from adgen_utils.models import DECODINGS, AdModel, Decoding, Refusal, ads_only, categories_for
+from adgen_utils.parameters import DEFAULT_DECODING
 
 # ---------------------------------------------------------------------------------------------
 # Scoring
@@ -399,23 +400,10 @@ def reading(table: pd.DataFrame, quality: pd.DataFrame) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def playground_decoding(
-    sample: bool = True,
-    temperature: float = 0.8,
-    top_k: int = 50,
-    top_p: float = 0.95,
-    repetition_penalty: float = 1.2,
-    max_new_tokens: int = 32,
-) -> Decoding:
-    """The playground's controls as a :class:`Decoding` (0 for top-k means no limit)."""
-    return Decoding(
-        do_sample=sample,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        repetition_penalty=repetition_penalty,
-        max_new_tokens=max_new_tokens,
-    )
+def playground_decoding(max_new_tokens: int = 32) -> Decoding:
+    """The playground's starting decoding: the series' default (``parameters.DEFAULT_DECODING``),
+    ``max_new_tokens`` long."""
+    return replace(DECODINGS[DEFAULT_DECODING], max_new_tokens=max_new_tokens)
 
 
 def playground_table(
@@ -443,12 +431,19 @@ def playground(models: dict, prompt: str = "Apple Watch Band", seed: int = 0):
     names = list(models)
     chooser = widgets.SelectMultiple(options=names, value=tuple(names), description="models", rows=min(len(names), 6))
     text = widgets.Text(value=prompt, description="prompt")
-    sample = widgets.Checkbox(value=True, description="sample (off: greedy)")
-    temperature = widgets.FloatSlider(value=0.8, min=0.1, max=2.0, step=0.05, description="temperature")
-    top_k = widgets.IntSlider(value=50, min=0, max=200, description="top-k")
-    top_p = widgets.FloatSlider(value=0.95, min=0.05, max=1.0, step=0.05, description="top-p")
-    penalty = widgets.FloatSlider(value=1.2, min=1.0, max=2.0, step=0.05, description="repetition")
-    length = widgets.IntSlider(value=32, min=4, max=80, description="new tokens")
+    start = playground_decoding()  # the series' default decoding; each control below sets one field
+    decoding_controls = {
+        "do_sample": widgets.Checkbox(value=start.do_sample, description="sample (off: greedy)"),
+        "temperature": widgets.FloatSlider(
+            value=start.temperature, min=0.1, max=2.0, step=0.05, description="temperature"
+        ),
+        "top_k": widgets.IntSlider(value=start.top_k, min=0, max=200, description="top-k (0: none)"),
+        "top_p": widgets.FloatSlider(value=start.top_p, min=0.05, max=1.0, step=0.05, description="top-p"),
+        "repetition_penalty": widgets.FloatSlider(
+            value=start.repetition_penalty, min=1.0, max=2.0, step=0.05, description="repetition"
+        ),
+        "max_new_tokens": widgets.IntSlider(value=start.max_new_tokens, min=4, max=80, description="new tokens"),
+    }
     samples = widgets.IntSlider(value=2, min=1, max=5, description="ads each")
     button = widgets.Button(description="Generate", button_style="primary")
     output = widgets.Output()
@@ -457,9 +452,7 @@ def playground(models: dict, prompt: str = "Apple Watch Band", seed: int = 0):
         output.clear_output()
         with output:
             try:
-                decoding = playground_decoding(
-                    sample.value, temperature.value, top_k.value, top_p.value, penalty.value, length.value
-                )
+                decoding = Decoding(**{field: control.value for field, control in decoding_controls.items()})
                 panel.last_table = playground_table(
                     models, list(chooser.value), text.value, decoding, seed, samples.value
                 )
@@ -469,7 +462,7 @@ def playground(models: dict, prompt: str = "Apple Watch Band", seed: int = 0):
                 print(f"cannot generate: {error}")
 
     button.on_click(on_click)
-    controls = widgets.VBox([chooser, text, sample, temperature, top_k, top_p, penalty, length, samples, button])
+    controls = widgets.VBox([chooser, text, *decoding_controls.values(), samples, button])
     panel = widgets.HBox([controls, output])
     panel.last_table = None  # the table last shown (None before the first click or after an error)
     return panel

@@ -22,13 +22,13 @@ from adgen_utils.models import (
     SCORE_COLUMNS,
     TRANSFORMER,
     ZERO_SHOT,
-    Ad,
-    Decoding,
+    AdModel,
+    Categories,
     ModelDescription,
     Refusal,
+    Writing,
     check_reads_category,
     few_shot,
-    with_refusals,
 )
 from adgen_utils.transformer.pretrained import (
     CATEGORY_SEPARATOR,
@@ -82,7 +82,7 @@ def word_hits(text: str, scores: TokenScores, continues_word: np.ndarray) -> tup
     return predictions + 1, hits1 + int(scores.top1[end_of_ad]), hits5 + int(scores.top5[end_of_ad])
 
 
-class TransformerAdModel:
+class TransformerAdModel(AdModel):
     """A causal language model: zero-shot, few-shot (``shots`` example ads from ``examples`` before
     each ad, drawn from the same category) or fine-tuned by notebook 06 (a folder with
     ``finetune.json``: its ads follow the end-of-text token, and ``"<category> | "`` when it was
@@ -157,7 +157,7 @@ class TransformerAdModel:
             self.examples, self._category(text, category), self.shots, seed=self.seed + i, exclude=exclude
         )
 
-    def prompt_texts(self, prompts: Sequence[str], categories: Sequence[str | None] | None = None) -> list[str]:
+    def prompt_texts(self, prompts: Sequence[str], categories: Categories = None) -> list[str]:
         """The full text the model continues for each prompt."""
         texts = []
         for i, prompt in enumerate(prompts):
@@ -171,35 +171,22 @@ class TransformerAdModel:
                 texts.append(prompt.strip())
         return texts
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        decoding: Decoding = Decoding(),
-        seed: int = 0,
-        batch_size: int = 16,
-        categories: Sequence[str | None] | None = None,
-        progress: bool = False,
-    ) -> list[Ad]:
-        """One ad per prompt, or its :class:`Refusal`, in order; ``batch_size`` accepted prompts per
-        ``generate`` call (see :func:`generate_ads`). ``categories`` only for a model that reads them."""
-        check_reads_category(self, categories)
+    def write_ads(self, prompts: Sequence[str], indices: list[int], categories: Categories, how: Writing) -> list[str]:
+        """Ads for ``prompts[i]``, ``i`` in ``indices``, ``how.batch_size`` prompts per ``generate``
+        call (see :func:`generate_ads`), each prompt's full text from :meth:`prompt_texts`."""
+        chosen = [categories[i] for i in indices] if categories is not None else None
+        ads = generate_ads(
+            self.model,
+            self.tokenizer,
+            self.prompt_texts([prompts[i] for i in indices], chosen),
+            how.decoding,
+            batch_size=how.batch_size,
+            seed=how.seed,
+            progress=how.progress,
+        )
+        return [strip_category(ad) for ad in ads] if self.category_prefix else ads
 
-        def write(indices: list[int]) -> list[str]:
-            chosen = [categories[i] for i in indices] if categories is not None else None
-            ads = generate_ads(
-                self.model,
-                self.tokenizer,
-                self.prompt_texts([prompts[i] for i in indices], chosen),
-                decoding,
-                batch_size=batch_size,
-                seed=seed,
-                progress=progress,
-            )
-            return [strip_category(ad) for ad in ads] if self.category_prefix else ads
-
-        return with_refusals(prompts, categories, self.refusal, write)
-
-    def contexts(self, ads: Sequence[str], categories: Sequence[str | None] | None = None) -> list[str]:
+    def contexts(self, ads: Sequence[str], categories: Categories = None) -> list[str]:
         """What the model reads before each ad when scoring it."""
         contexts = []
         for i, ad in enumerate(ads):
@@ -213,11 +200,7 @@ class TransformerAdModel:
         return contexts
 
     def score(
-        self,
-        ads: Sequence[str],
-        categories: Sequence[str | None] | None = None,
-        batch_size: int = 8,
-        progress: bool = False,
+        self, ads: Sequence[str], categories: Categories = None, batch_size: int = 8, progress: bool = False
     ) -> pd.DataFrame:
         """Per ad (rows, in order): ``SCORE_COLUMNS``, from the model's own token log-probabilities.
         ``categories`` only for a model that reads them."""
