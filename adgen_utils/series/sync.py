@@ -84,28 +84,28 @@ def badge_link(url: str, notebook_file: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+# The shell steps of a clone that is done once and redone when interrupted: unless the marker of a
+# finished clone is there, clone tag $2 of $1 into $3 (else the default branch), then leave the
+# marker; when both clones fail, git's message is followed by what to do.
+CLONE_ONCE = (
+    'test -f "$3/.adgen-cloned" || { rm -rf "$3"; git clone -q --depth 1 --branch "$2" "$1" "$3" 2>/dev/null '
+    '|| { rm -rf "$3"; git clone -q --depth 1 "$1" "$3"; }; } && touch "$3/.adgen-cloned" '
+    "|| { echo \"Could not clone $1: check the address and the runtime's internet access, then run this cell "
+    'again." >&2; exit 1; }'
+)
+
+
 def setup_cell(name: str, url: str, version: str = __version__) -> str:
-    """The first code cell: on Colab, clone this version of the repository and install what the
-    notebook needs; safe to run again; elsewhere it does nothing."""
+    """The first code cell: on Colab, clone this version of the repository once (:data:`CLONE_ONCE`)
+    and install what the notebook needs (:func:`adgen_utils.series.session.colab_install`); safe to
+    run again; elsewhere it does nothing. Everything else a notebook does first is in the library;
+    this much cannot be, since it fetches the library."""
     return f'''# Setup. On Colab: fetch adgen {version} and install what this notebook needs (run it again if it
 # stops). Elsewhere it does nothing. Written by `adgen sync`.
-import sys
-if "google.colab" in sys.modules:
-    import os, shutil, subprocess
-    URL, TAG, HOME = "{url}", "v{version}", "{COLAB_HOME}"
-    if not os.path.isfile(f"{{HOME}}/.adgen-cloned"):
-        for ref in (["--branch", TAG], []):  # this notebook's version, else the default branch
-            shutil.rmtree(HOME, ignore_errors=True)
-            clone = subprocess.run(["git", "clone", "--quiet", "--depth", "1", *ref, URL, HOME],
-                                   capture_output=True, text=True)
-            if clone.returncode == 0:
-                break
-        else:
-            raise RuntimeError(f"Could not clone {{URL}}:\\n{{clone.stderr.strip()}}\\n"
-                               "Check the address and the runtime's internet access, then run this cell again.")
-        open(f"{{HOME}}/.adgen-cloned", "w").close()
-    if HOME not in sys.path:
-        sys.path.insert(0, HOME)
+import subprocess, sys
+if "google.colab" in sys.modules:  # clone tag v{version} (else the default branch) once, then install
+    subprocess.run(["bash", "-c", {CLONE_ONCE!r}, "clone", "{url}", "v{version}", "{COLAB_HOME}"], check=True)
+    sys.path.insert(0, "{COLAB_HOME}")
     from adgen_utils.series.session import colab_install
     colab_install("{name}", version="{version}")'''
 

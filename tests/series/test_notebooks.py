@@ -270,7 +270,7 @@ def test_the_setup_cell_does_nothing_outside_colab(monkeypatch, tmp_path):
     assert not (tmp_path / "adgen").exists()
 
 
-def test_the_setup_cell_clones_once_and_redoes_an_interrupted_clone(remote, tmp_path, fake_colab):
+def test_the_setup_cell_clones_once_and_redoes_an_interrupted_clone(remote, tmp_path, fake_colab, capfd):
     home = tmp_path / "content" / "adgen"
     source = colab_setup_source("05_zero_few_shot", f"file://{remote}", home)
     exec(source, {})  # no tag v<version> in the remote: falls back to its default branch
@@ -280,8 +280,10 @@ def test_the_setup_cell_clones_once_and_redoes_an_interrupted_clone(remote, tmp_
     exec(source, {})  # run again: nothing to clone
     assert len(fake_colab) == 2
     (home / ".adgen-cloned").unlink()  # as if the first run was interrupted mid-clone
-    with pytest.raises(RuntimeError, match=r"(?s)Could not clone file://.*run this cell again"):
+    with pytest.raises(subprocess.CalledProcessError):
         exec(source, {})
+    assert re.search(r"(?s)fatal: .*Could not clone file://.*run this cell again", capfd.readouterr().err)
+    assert not (home / ".adgen-cloned").exists()
 
 
 def test_the_setup_cell_prefers_the_tag_of_its_version(remote, tmp_path, fake_colab):
