@@ -16,7 +16,7 @@ import seaborn as sns
 from tqdm.auto import tqdm
 
 from adgen_utils.corpus.data import FULL_CORPUS_ADS
-from adgen_utils.corpus.sequences import one_hot_bytes, window_count
+from adgen_utils.corpus.sequences import ORIGINAL_WINDOW, one_hot_bytes, window_count
 from adgen_utils.corpus.text import is_word, tokenize
 from adgen_utils.figures import save_figure, subplots
 
@@ -312,7 +312,7 @@ def plot_vocabulary_growth(growth: pd.DataFrame, figures_dir=None, memory_gib: f
     right.set_yscale("log")
     right.set_xlabel("ads")
     right.set_ylabel("GiB (float32)")
-    right.set_title("One-hot arrays of the original 4-word windows")
+    right.set_title(f"One-hot arrays of the original {ORIGINAL_WINDOW}-word windows")
     right.axvline(ORIGINAL_OOM_ADS, color="C3", linestyle=":")
     if memory_gib:
         right.axhline(memory_gib, color="black", linewidth=0.8, label=f"this machine's RAM ({memory_gib:.0f} GiB)")

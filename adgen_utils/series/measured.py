@@ -17,6 +17,7 @@ import json
 import textwrap
 from pathlib import Path
 
+from adgen_utils.corpus.sequences import ORIGINAL_WINDOW
 from adgen_utils.layout import RESULTS_FOLDER, RUN_RESULT_FILE
 from adgen_utils.models import WORD_LSTM
 
@@ -28,7 +29,7 @@ GENERATE_FILES = "bench_generate*.json"  # one per batch size: bench_generate.js
 CATALOG_FILE = "bench_catalog.json"
 RUN_FILE = RUN_RESULT_FILE.format(profile="quick")
 LSTM_WAYS = {
-    "original_one_hot_windows": "original: one-hot 4-word windows, batches of 4,096 built in Python",
+    "original_one_hot_windows": f"original: one-hot {ORIGINAL_WINDOW}-word windows, batches of 4,096 built in Python",
     "ours_lstm_one_hot_input": 'ours, "LSTM" (one-hot inside the graph), full softmax',
     "ours_embedding_lstm": "ours, Embedding LSTM, full softmax",
     "ours_embedding_lstm_sampled_softmax": "ours, Embedding LSTM, sampled softmax (512)",
