@@ -414,6 +414,11 @@ def run_part(result: dict) -> str:
             f"The fine-tuned transformer saw {finetuned['train_texts']:,} ads for {finetuned['train_seconds'] / 60:.1f} "
             f"minutes of training, the Embedding LSTM {embedding['train_ads']:,} ads{took_04}."
         )
+    if finetuned and finetuned.get("perplexity_before") and finetuned.get("perplexity_after"):
+        notes.append(
+            f"Fine-tuning took the validation perplexity per model token from {finetuned['perplexity_before']:,.1f} "
+            f"to {finetuned['perplexity_after']:,.1f}."
+        )
     if seconds:
         times = ", ".join(f"{name[:2]} {s / 60:.1f}" for name, s in seconds.items())
         notes.append(f"Minutes per notebook in this run: {times}; {sum(seconds.values()) / 60:.0f} in all.")

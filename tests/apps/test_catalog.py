@@ -157,25 +157,19 @@ def test_an_interrupted_run_resumes_without_duplicates_or_losses(write_file, tmp
     assert read_ads(tmp_path / "whole.csv") == rows
 
 
+def generate_arguments(model, products, output, per_product: int, **options) -> list[str]:
+    """``adgen generate`` arguments: 8 new tokens, no progress bar, ``options`` as ``--name value``."""
+    arguments = ["generate", "--model", str(model), "--input", str(products), "--output", str(output)]
+    arguments += ["--per-product", str(per_product), "--max-new-tokens", "8", "--no-progress"]
+    for name, value in options.items():
+        arguments += [f"--{name.replace('_', '-')}", str(value)]
+    return arguments
+
+
 def test_a_killed_command_resumes_to_a_complete_file(write_file, tmp_path, tiny_folder, capsys):
     path = write_products(write_file, 40)
     output = tmp_path / "ads.csv"
-    arguments = [
-        "generate",
-        "--model",
-        str(tiny_folder),
-        "--input",
-        str(path),
-        "--output",
-        str(output),
-        "--per-product",
-        "2",
-        "--max-new-tokens",
-        "8",
-        "--batch-size",
-        "4",
-        "--no-progress",
-    ]
+    arguments = generate_arguments(tiny_folder, path, output, per_product=2, batch_size=4)
     process = subprocess.Popen(
         [sys.executable, "-m", "adgen_utils.apps.cli", *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -210,20 +204,7 @@ def test_other_settings_need_overwrite(write_file, tmp_path, tiny_model, tiny_fo
     with pytest.raises(FileExistsError, match="per_product.*overwrite"):
         generate_catalog(tiny_model, path, output, per_product=3, decoding=FAST, progress=False, log=None)
     assert len(read_ads(output)) == 6  # untouched
-    command = [
-        "generate",
-        "--model",
-        str(tiny_folder),
-        "--input",
-        str(path),
-        "--output",
-        str(output),
-        "--per-product",
-        "1",
-        "--max-new-tokens",
-        "8",
-        "--no-progress",
-    ]
+    command = generate_arguments(tiny_folder, path, output, per_product=1)
     assert main(command) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main([*command, "--overwrite"]) == 0
