@@ -18,6 +18,7 @@ from adgen_utils.apps.catalog import generate_catalog
 from adgen_utils.apps.results import save_run, with_provenance
 from adgen_utils.corpus import data
 from adgen_utils.errors import USAGE, AdgenError
+from adgen_utils.layout import comparison_path
 from adgen_utils.logs import say, show_messages
 from adgen_utils.models import DECODINGS, load_ad_model
 from adgen_utils.parameters import DEFAULT_PROFILE, ORIGINAL_PROMPTS, catalog_default
@@ -149,7 +150,7 @@ def command_publish(args) -> int:
         )
         return 2
     prompts = args.prompt or ORIGINAL_PROMPTS
-    default_metrics = Path(args.model).parent.parent / "evaluation" / "07_comparison.csv"  # run_dir/evaluation
+    default_metrics = comparison_path(Path(args.model).parent.parent)  # the model is run_dir/models/NAME
     metrics = (
         publishing.read_metrics(args.metrics)
         if args.metrics

@@ -22,7 +22,7 @@ import numpy as np
 from adgen_utils.corpus.data import SPLITS
 from adgen_utils.corpus.text import BOS_ID, EOS_ID, UNK_ID, Vocabulary, tokenize
 from adgen_utils.figures import save_figure, subplots
-from adgen_utils.layout import SEQUENCES_INFO_FILE
+from adgen_utils.layout import SEQUENCES_INFO_FILE, VOCABULARY_FILE
 
 ORIGINAL_WINDOW = 4
 ORIGINAL_STEP = 3
@@ -195,7 +195,7 @@ def prepare_sequences(
     if not train_ads:
         raise ValueError("the training split is empty: nothing to build a vocabulary from")
     vocabulary = Vocabulary.build((tokenize(ad) for ad in train_ads), min_count=min_count, max_size=max_vocabulary)
-    vocabulary.save(folder / "vocabulary.json")
+    vocabulary.save(folder / VOCABULARY_FILE)
     info = {"vocabulary_size": len(vocabulary), "min_count": min_count, "max_tokens": max_tokens, "splits": {}}
     for split in SPLITS:
         split_ads = ads.loc[ads["split"] == split, "ad"].tolist()
@@ -217,7 +217,7 @@ def load_sequences(folder: str | Path, mmap: bool = True) -> tuple[Vocabulary, d
     """The vocabulary and the encoded splits saved by :func:`prepare_sequences`."""
 
     folder = Path(folder)
-    vocabulary = Vocabulary.load(folder / "vocabulary.json")
+    vocabulary = Vocabulary.load(folder / VOCABULARY_FILE)
     return vocabulary, {split: load_token_arrays(folder, split, mmap) for split in SPLITS}
 
 

@@ -36,7 +36,6 @@ from adgen_utils.parameters import DEFAULT_DECODING
 from adgen_utils.transformer.pretrained import CATEGORY_SEPARATOR, ORIGINAL_PROMPTS
 
 # Not imported from .finetune, which loads transformers: the adgen command imports this module for PublishError.
-RESULT_FILE = FINETUNE_RESULT_FILE
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
@@ -57,7 +56,7 @@ TOKENIZER_FILES = [
     "tokenizer.model",
     "chat_template.jinja",
 ]
-RECORD_FILES = [RESULT_FILE, HISTORY_FILE, CARD_FILE]
+RECORD_FILES = [FINETUNE_RESULT_FILE, HISTORY_FILE, CARD_FILE]
 # Licences of the study's Hub models (their model cards), for bases without an adgen_source.json.
 KNOWN_LICENSES = {
     "gpt2": "mit",
@@ -312,7 +311,7 @@ def build_model_card(
     prompts = [p.strip() for p in widget_prompts if p and p.strip()]
     if not prompts:
         raise ValueError("give at least one widget prompt (the first words of an ad, e.g. 'Sony TV')")
-    summary = _read_json(model_dir / RESULT_FILE)
+    summary = _read_json(model_dir / FINETUNE_RESULT_FILE)
     config = summary.get("settings", {}).get("config", {})
     base = _base_model(summary)
     license = (license or base["license"] or "other").lower()

