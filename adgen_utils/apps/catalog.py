@@ -2,13 +2,15 @@
 
 :func:`read_products` reads ``brand, product[, category]`` rows with the data layer's robust CSV
 helpers and sets aside the rows it cannot use (one report per row, never a crash).
-:func:`generate_catalog` writes the ads batch by batch to a CSV, each batch appended with one
-write and fsync'd, so a killed run loses at most the batch in flight; run it again and it
-generates only the missing ads. A sidecar ``<output>.json`` records the settings, so a resume
-never mixes ads of two settings in one file.
+:func:`generate_catalog` writes, per product, the most likely of several candidates that pass the
+rules a seller would set (:mod:`adgen_utils.study.selection`), batch by batch to a CSV, each batch
+appended with one write and fsync'd, so a killed run loses at most the batch in flight; run it
+again and it writes only the missing products. A sidecar ``<output>.json`` records the settings, so
+a resume never mixes ads of two settings in one file; ``<output>.candidates.csv`` says which rule
+rejected which candidate. Every cell written is spreadsheet-safe (:mod:`adgen_utils.spreadsheet`).
 
 Units: lengths are characters; ``row`` is a line number of the products file (1-based, the
-header is line 1); times are seconds.
+header is line 1); times are seconds; likelihoods are natural-log probabilities per word.
 """
 
 from __future__ import annotations
@@ -16,24 +18,27 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import re
 import time
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from adgen_utils.corpus.data import INVISIBLE, UNDECODABLE, csv_records, decode_lines, header_columns, normalize_ad
+from adgen_utils.corpus.data import UNDECODABLE, csv_records, decode_lines, header_columns, normalize_ad
 from adgen_utils.errors import CorpusFormatError
 from adgen_utils.logs import say
-from adgen_utils.models import DECODINGS, AdModel, Decoding, Refusal, categories_for
+from adgen_utils.models import DECODINGS, AdModel, Decoding
 from adgen_utils.parameters import catalog_default
+from adgen_utils.spreadsheet import csv_text, formula_cells, restore
+from adgen_utils.study.selection import RULES, AdRules, ProductAds, write_for_products
 
 MAX_FIELD_CHARS = 200  # a longer brand, product or category is a pasted description, not a name
-COLUMNS = ["row", "brand", "product", "category", "ad_number", "ad", "model"]
+COLUMNS = ["row", "brand", "product", "category", "ad_number", "ad", "likelihood", "rejected", "model"]
+CANDIDATE_COLUMNS = ["row", "candidate", "written", "ad", "rejected_by", "why", "likelihood", "ad_number"]
 PRODUCT_COLUMNS = ["row", "brand", "product", "category", "prompt"]
 SHOWN_PROBLEMS = 20
 # Every line break str.splitlines knows (\n, \r, \v, \f, \x1c-\x1e, \x85, U+2028, U+2029).
@@ -149,11 +154,6 @@ def _refusal(model: AdModel, product) -> str | None:
     return None if refusal is None else f"the model refuses the prompt: {refusal.reason}"
 
 
-def _clean_ad(text: str) -> str:
-    """The first line of a generated text, without invisible characters."""
-    return INVISIBLE.sub("", _LINE_BREAK.split(text or "", maxsplit=1)[0]).strip()
-
-
 def _truncate_torn_line(path: Path) -> int:
     """Cut a last line without its ``\\n`` (a write killed midway); returns the bytes removed."""
     size = path.stat().st_size
@@ -178,19 +178,39 @@ def _truncate_torn_line(path: Path) -> int:
     return size - keep
 
 
-def _done_pairs(path: Path) -> set[tuple[int, int]]:
-    """The ``(row, ad_number)`` pairs already in an output file (header checked)."""
+def _read_rows(path: Path, columns: list[str]) -> list[list[str]]:
+    """The records of a CSV this module wrote (its header checked against ``columns``), every cell as
+    it was before :mod:`adgen_utils.spreadsheet` made it safe."""
     with open(path, newline="", encoding="utf-8") as file:
         reader = csv.reader(file)
         header = next(reader, None)
         if header is None:
-            return set()
-        if header != COLUMNS:
+            return []
+        if header != columns:
             raise FileExistsError(
-                f"{path} exists and is not an ads file of adgen generate (its header is "
-                f"{header[:8]}): pass overwrite=True / --overwrite or pick another output"
+                f"{path} exists and is not a file of adgen generate (its header is {header[:8]}): pass "
+                "overwrite=True / --overwrite or pick another output"
             )
-        return {(int(record[0]), int(record[4])) for record in reader if record}
+        return [[restore(cell) for cell in record] for record in reader if record]
+
+
+def _done_products(output: Path, per_product: int) -> set[int]:
+    """Rows of the products file whose ``per_product`` ads are all in ``output``."""
+    counts = Counter(int(record[0]) for record in _read_rows(output, COLUMNS))
+    return {row for row, count in counts.items() if count >= per_product}
+
+
+def _keep_only(path: Path, columns: list[str], done: set[int]) -> int:
+    """Keep in ``path`` (the ads or the candidates file) only the rows of the products ``done``;
+    returns how many rows went."""
+    if not path.exists():
+        return 0
+    _truncate_torn_line(path)
+    records = _read_rows(path, columns)
+    kept = [r for r in records if int(r[0]) in done]
+    if len(kept) < len(records):
+        _write_atomically(path, csv_text([columns, *kept]))
+    return len(records) - len(kept)
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -199,60 +219,135 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(staged, path)
 
 
-def _csv_text(rows) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    return buffer.getvalue()
+def _append(path: Path, text: str) -> None:
+    """Append ``text`` with one write, then flush and fsync: a kill loses at most this write."""
+    with open(path, "a", newline="", encoding="utf-8") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
 
 
-def _batch_seed(seed: int, row: int, ad_number: int) -> int:
-    """The seed of the batch whose first work item is ``(row, ad_number)`` (fits numpy's 32 bits)."""
-    return (seed + row * 1000 + ad_number) % 2**31
+def _batch_seed(seed: int, row: int) -> int:
+    """The seed of the batch whose first product is on line ``row`` (fits numpy's 32 bits)."""
+    return (seed + row * 1000) % 2**31
+
+
+def _ad_rows(product, result: ProductAds, per_product: int, model_name: str) -> list[list]:
+    """The ``per_product`` rows of one product in the ads file: its kept ads, best first, then
+    empty ads where fewer passed every rule."""
+    by_number = {c.chosen: c for c in result.candidates if c.chosen}
+    rows = []
+    for number in range(1, per_product + 1):
+        chosen = by_number.get(number)
+        rows.append(
+            [
+                int(product.row),
+                product.brand,
+                product.product,
+                product.category or "",
+                number,
+                chosen.verdict.ad if chosen else "",
+                f"{chosen.likelihood:.4f}" if chosen else "",
+                result.summary(),
+                model_name,
+            ]
+        )
+    return rows
+
+
+def _candidate_rows(product, result: ProductAds) -> list[list]:
+    """One row per candidate of a product: as written, as cut, the rules that rejected it and why,
+    its likelihood and the ad number it got."""
+    return [
+        [
+            int(product.row),
+            c.number,
+            str(c.written),
+            c.verdict.ad,
+            " + ".join(c.verdict.rejected_by),
+            c.verdict.rejection(),
+            "" if c.likelihood is None else f"{c.likelihood:.4f}",
+            c.chosen or "",
+        ]
+        for c in result.candidates
+    ]
+
+
+def _file_totals(output: Path, candidates_path: Path) -> dict:
+    """What the whole output holds now (this run and the runs it resumed): products, those with at
+    least one ad that passed every rule, their share, and how many candidates each rule rejected."""
+    ads = _read_rows(output, COLUMNS)
+    products = {int(r[0]) for r in ads}
+    with_ad = {int(r[0]) for r in ads if r[5]}
+    rejected = Counter()
+    if candidates_path.exists():
+        for record in _read_rows(candidates_path, CANDIDATE_COLUMNS):
+            rejected.update(rule for rule in record[4].split(" + ") if rule)
+    return {
+        "products_written": len(products),
+        "products_with_ad": len(with_ad),
+        "passing_share": round(len(with_ad) / len(products), 4) if products else 0.0,
+        "rejected_candidates": {rule: rejected[rule] for rule in RULES if rejected[rule]},
+    }
 
 
 def generate_catalog(
     model: AdModel,
     products,
     output,
+    rules: AdRules,
     per_product: int = catalog_default("per_product"),
+    candidates: int = catalog_default("candidates"),
     decoding: Decoding = DECODINGS[catalog_default("decoding")],
     batch_size: int = catalog_default("batch_size"),
     seed: int = 0,
     progress: bool = True,
     log=say,
     overwrite: bool = False,
+    rules_source: str | None = None,
 ) -> dict:
-    """Write ``per_product`` ads per product to the CSV ``output``; resume it if it exists.
+    """Write ``per_product`` ads per product to the CSV ``output``, chosen from ``candidates`` each
+    by ``rules`` (:func:`adgen_utils.study.selection.write_for_products`); resume it if it exists.
 
     ``model`` is an :class:`adgen_utils.models.AdModel` (:func:`adgen_utils.models.load_ad_model`);
     ``products`` is a products CSV path or the DataFrame :func:`read_products` returns. The output
-    has the columns ``COLUMNS`` (``row, brand, product, category, ad_number, ad, model``), one ad per
-    line (an ad is cut at its first line break; commas and quotes are CSV-quoted). Work items,
-    ``(row, ad_number)`` with ``ad_number`` 1..``per_product``, go through ``model.generate``
-    ``batch_size`` at a time; each batch is appended with one write, flushed and fsync'd, so a kill
-    loses at most that batch. A batch's seed is ``seed + first_row * 1000 + first_ad_number``, so
-    with the same batch size a resumed run writes the same ads as an uninterrupted one.
+    has the columns ``COLUMNS``: per product, ``per_product`` rows (``ad_number`` 1 the most likely
+    ad), with ``ad`` empty where fewer candidates passed every rule, ``likelihood`` (the model's mean
+    natural-log probability per word of the ad) and ``rejected`` (how many candidates each rule
+    rejected). Every cell is spreadsheet-safe (:mod:`adgen_utils.spreadsheet`). ``output +
+    ".candidates.csv"`` lists every candidate: as written, as cut, the rules that rejected it and why.
 
-    Resume: an existing ``output`` loses a torn last line (no ``\\n``), and only the missing pairs
-    are generated. The settings (model name and source, ``per_product``, ``decoding``, ``seed``, the
-    input's path and sha256) are kept in ``output + ".json"``; resuming with other settings (or
-    the input changed) raises ``FileExistsError``, unless ``overwrite`` (the old files are then
-    replaced). ``batch_size`` is recorded but may change on resume.
+    Products go through the model ``batch_size // candidates`` at a time (at least one), so about
+    ``batch_size`` prompts share each forward pass; each batch's rows are appended with one write,
+    flushed and fsync'd, so a kill loses at most that batch. A batch's seed is ``seed + first_row *
+    1000``: with the same ``batch_size`` a resumed run writes the same ads as an uninterrupted one.
+
+    Resume: an existing ``output`` loses a torn last line and any product not written whole, and only
+    the missing products are generated. The settings (model name and source, ``per_product``,
+    ``candidates``, the rules' character limit and source, ``decoding``, ``seed``, the input's path
+    and sha256) are kept in ``output + ".json"``; resuming with other settings (or the input changed)
+    raises ``FileExistsError``, unless ``overwrite`` (the old files are then replaced). ``batch_size``
+    is recorded but may change on resume.
 
     Rows that could not be read and prompts the model refuses (``model.refusal``) are skipped, not
-    fatal, and listed in ``output + ".skipped.csv"`` (``row, reason``). ``log`` gets one-line
-    notes (None: silent); a tqdm bar counts ads unless ``progress`` is False.
+    fatal, and listed in ``output + ".skipped.csv"`` (``row, reason``); input cells that a spreadsheet
+    would run as formulas are reported (``formula_cells``) and written neutralised. ``log`` gets
+    one-line notes (None: silent); a tqdm bar counts products unless ``progress`` is False.
 
     Returns ``products`` (usable products), ``bad_rows`` (count), ``problems`` (the first
-    ``SHOWN_PROBLEMS`` bad rows), ``ads_written`` (this run), ``ads_total`` (now in the file),
-    ``resumed_from`` (ads already there), ``seconds`` (this call, wall clock), ``ads_per_second``
-    (this run's ads over ``seconds``) and ``output``.
+    ``SHOWN_PROBLEMS`` bad rows), ``formula_cells``, ``products_done`` (this run), ``resumed_from``
+    (products already there), ``seconds`` (this call), ``ads_per_second`` (this run's written ads
+    over ``seconds``), the whole file's totals (``products_written``, ``products_with_ad``,
+    ``passing_share``, ``rejected_candidates`` per rule) and ``output``.
     """
 
     started = time.perf_counter()
     log = log or (lambda line: None)
-    if per_product < 1 or batch_size < 1:
-        raise ValueError(f"per_product ({per_product}) and batch_size ({batch_size}) must be at least 1")
+    if per_product < 1 or batch_size < 1 or candidates < per_product:
+        raise ValueError(
+            f"per_product ({per_product}) and batch_size ({batch_size}) must be at least 1, and candidates "
+            f"({candidates}) at least per_product"
+        )
     if isinstance(products, pd.DataFrame):
         missing = {"row", "brand", "product", "prompt"} - set(products.columns)
         if missing:
@@ -270,10 +365,14 @@ def generate_catalog(
     output = Path(output)
     sidecar = output.with_name(output.name + ".json")
     skipped = output.with_name(output.name + ".skipped.csv")
+    candidates_path = output.with_name(output.name + ".candidates.csv")
     settings = {
         "model": model.name,
         "model_path": model.describe().source,
         "per_product": per_product,
+        "candidates": candidates,
+        "max_chars": rules.max_chars,
+        "rules_from": rules_source,
         "decoding": dataclasses.asdict(decoding),
         "seed": seed,
         "input": source,
@@ -282,9 +381,9 @@ def generate_catalog(
     compared = [key for key in settings if key != "input"]  # the same bytes read from elsewhere are the same input
 
     if overwrite:
-        for path in (output, sidecar, skipped):
+        for path in (output, sidecar, skipped, candidates_path):
             path.unlink(missing_ok=True)
-    done: set[tuple[int, int]] = set()
+    done: set[int] = set()
     if output.exists():
         if not sidecar.is_file():
             raise FileExistsError(
@@ -302,15 +401,22 @@ def generate_catalog(
         torn = _truncate_torn_line(output)
         if torn:
             log(f"removed a torn last line ({torn} bytes) from {output}")
-        done = _done_pairs(output)
+        done = _done_products(output, per_product)
     _write_atomically(sidecar, json.dumps({**settings, "batch_size": batch_size}, indent=2) + "\n")
-    if not output.exists() or output.stat().st_size == 0:
-        with open(output, "w", newline="", encoding="utf-8") as file:
-            file.write(_csv_text([COLUMNS]))
-            file.flush()
-            os.fsync(file.fileno())
+    for path, columns in ((output, COLUMNS), (candidates_path, CANDIDATE_COLUMNS)):
+        if not path.exists() or path.stat().st_size == 0:
+            _write_atomically(path, csv_text([columns]))
 
-    usable, items = [], []
+    formulas = [
+        {"row": int(frame["row"].iloc[position]), "field": column}
+        for position, column in formula_cells(frame, ["brand", "product", "category"])
+    ]
+    if formulas:
+        log(
+            f"{len(formulas)} input cell(s) start like a spreadsheet formula (=, +, -, @, tab, CR), e.g. row "
+            f"{formulas[0]['row']} {formulas[0]['field']}: written with a leading ' so no spreadsheet runs them"
+        )
+    usable = []
     for product in frame.itertuples(index=False):
         if not isinstance(product.category, str) or not product.category:  # NaN or "" in a hand-made frame
             product = product._replace(category=None)
@@ -319,47 +425,52 @@ def generate_catalog(
             bad_rows.append({"row": int(product.row), "reason": reason})
             continue
         usable.append(product)
-        items += [(product, n) for n in range(1, per_product + 1) if (int(product.row), n) not in done]
+    # Batches are fixed groups of the usable products, so a batch's seed and company are the same in
+    # every run: a batch a kill left partly written (a torn write) is written again whole.
+    step = max(1, batch_size // candidates)
+    batches = [usable[start : start + step] for start in range(0, len(usable), step)]
+    todo = [batch for batch in batches if any(int(p.row) not in done for p in batch)]
+    done -= {int(p.row) for batch in todo for p in batch}
+    if _keep_only(output, COLUMNS, done):
+        log(f"removed the ads of a batch that was not written whole from {output}: it is written again")
+    _keep_only(candidates_path, CANDIDATE_COLUMNS, done)
     bad_rows.sort(key=lambda bad: bad["row"])
     if bad_rows:
-        _write_atomically(skipped, _csv_text([["row", "reason"], *([b["row"], b["reason"]] for b in bad_rows)]))
+        _write_atomically(skipped, csv_text([["row", "reason"], *([b["row"], b["reason"]] for b in bad_rows)]))
         log(f"skipped {len(bad_rows)} row(s) of the products file: see {skipped}")
     else:
         skipped.unlink(missing_ok=True)
+    remaining = sum(len(batch) for batch in todo)
     if done:
-        log(f"resuming {output}: {len(done)} ad(s) already there, {len(items)} to write")
-    if per_product > 1 and not decoding.do_sample and decoding.num_beams == 1:
-        log("note: greedy decoding writes the same ad for every ad_number of a product")
+        log(f"resuming {output}: {len(done)} product(s) already there, {remaining} to write")
+    if candidates > 1 and not decoding.do_sample and decoding.num_beams == 1:
+        log("note: greedy decoding writes the same candidate every time: sample to give the rules a choice")
 
     written = 0
-    bar = tqdm(total=len(done) + len(items), initial=len(done), unit="ad", desc="ads", disable=not progress)
+    bar = tqdm(total=len(done) + remaining, initial=len(done), unit="product", desc="products", disable=not progress)
     try:
-        with open(output, "a", newline="", encoding="utf-8") as file:
-            for start in range(0, len(items), batch_size):
-                batch = items[start : start + batch_size]
-                first, first_number = batch[0]
-                ads = model.generate(
-                    [p.prompt for p, _ in batch],
-                    decoding,
-                    seed=_batch_seed(seed, int(first.row), first_number),
-                    batch_size=batch_size,
-                    categories=categories_for(model, [p.category for p, _ in batch]),
-                )
-                if len(ads) != len(batch):
-                    raise RuntimeError(f"{model.name} returned {len(ads)} ads for {len(batch)} prompts")
-                refused = [ad for ad in ads if isinstance(ad, Refusal)]
-                if refused:  # its refusal() accepted these prompts above
-                    raise RuntimeError(f"{model.name} refused a prompt it had accepted: {refused[0].reason}")
-                file.write(
-                    _csv_text(
-                        [int(p.row), p.brand, p.product, p.category or "", n, _clean_ad(ad), model.name]
-                        for (p, n), ad in zip(batch, ads)
-                    )
-                )
-                file.flush()
-                os.fsync(file.fileno())
-                written += len(batch)
-                bar.update(len(batch))
+        for batch in todo:
+            results = write_for_products(
+                model,
+                pd.DataFrame(batch),
+                rules,
+                candidates=candidates,
+                per_product=per_product,
+                decoding=decoding,
+                seed=_batch_seed(seed, int(batch[0].row)),
+                batch_size=batch_size,
+            )
+            refused = [
+                c.verdict.reasons[0] for r in results for c in r.candidates if c.verdict.rejected_by == ("refused",)
+            ]
+            if refused:  # its refusal() accepted these prompts above
+                raise RuntimeError(f"{model.name} refused a prompt it had accepted: {refused[0]}")
+            _append(candidates_path, csv_text(row for p, r in zip(batch, results) for row in _candidate_rows(p, r)))
+            _append(
+                output, csv_text(row for p, r in zip(batch, results) for row in _ad_rows(p, r, per_product, model.name))
+            )
+            written += sum(len(r.ads) for r in results)
+            bar.update(len(batch))
     finally:
         bar.close()
     seconds = time.perf_counter() - started
@@ -367,10 +478,12 @@ def generate_catalog(
         "products": len(usable),
         "bad_rows": len(bad_rows),
         "problems": bad_rows[:SHOWN_PROBLEMS],
-        "ads_written": written,
-        "ads_total": len(done) + written,
+        "formula_cells": formulas[:SHOWN_PROBLEMS],
+        "products_done": remaining,
         "resumed_from": len(done),
+        "ads_written": written,
         "seconds": round(seconds, 2),
         "ads_per_second": round(written / seconds, 2) if seconds else 0.0,
+        **_file_totals(output, candidates_path),
         "output": str(output),
     }

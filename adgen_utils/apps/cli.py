@@ -23,6 +23,7 @@ from adgen_utils.logs import say, show_messages
 from adgen_utils.models import DECODINGS, load_ad_model
 from adgen_utils.parameters import DEFAULT_PROFILE, ORIGINAL_PROMPTS, catalog_default
 from adgen_utils.series.profiles import PROFILES
+from adgen_utils.study.selection import AdRules, training_ads_for
 
 
 def _parse_value(text: str):
@@ -204,13 +205,18 @@ def command_generate(args) -> int:
         )
     decoding = dataclasses.replace(decoding, **overrides, max_new_tokens=args.max_new_tokens)
     model = load_ad_model(args.model, models_dir=args.models_dir)
+    training, source = training_ads_for(args.training_ads, model.describe().source)
+    say(f"the seller's rules are fitted on {source}")
     log = lambda line: print(line, file=sys.stderr, flush=True)
     try:
         summary = generate_catalog(
             model,
             args.input,
             args.output,
+            AdRules(training, max_chars=args.max_chars),
             per_product=args.per_product,
+            candidates=args.candidates,
+            rules_source=source,
             decoding=decoding,
             batch_size=args.batch_size,
             seed=args.seed,
@@ -355,6 +361,30 @@ def build_parser() -> argparse.ArgumentParser:
     bench_catalog.add_argument("--kill-after", type=float, help="seconds after which the first run is killed")
     bench_catalog.add_argument("--batch-size", type=int, help="prompts per generate() call")
     bench_catalog.add_argument("--max-new-tokens", type=int)
+    bench_compute = bench_parser(
+        "compute",
+        "quality against training compute: every model family on the same ads, bits per char against seconds and FLOPs",
+        repeats=None,
+    )
+    bench_compute.add_argument("--profile", choices=list(PROFILES), help="the settings and data (default quick)")
+    bench_compute.add_argument("--corpus", help="a corpus in place of the profile's data source")
+    bench_compute.add_argument("--epochs-scale", type=float, help="LSTM epochs, times the profile's (default 2)")
+    bench_compute.add_argument(
+        "--fractions", type=float, nargs="+", help="fine-tuning budgets, as fractions of notebook 06's steps"
+    )
+    bench_compute.add_argument("--figure", help="where the figure goes (default figures/bench_compute.png)")
+    bench_category = bench_parser(
+        "category",
+        "fine-tuning with and without the category prefix on a 40-category corpus: bits per char, ads in category",
+        repeats=None,
+    )
+    bench_category.add_argument(
+        "--corpus", help="a corpus with categories (default ../shared/data/amazon_ads_sample10)"
+    )
+    bench_category.add_argument("--sample-size", type=int, help="ads drawn from it (default 30,000)")
+    bench_category.add_argument("--steps", type=int, help="fine-tuning steps of each run (default notebook 06's)")
+    bench_category.add_argument("--products", type=int, help="validation products asked for one ad each")
+    bench_category.add_argument("--base-model", help="in place of notebook 06's base model")
     results = commands.add_parser("results", help="save results for the README's measured section (results/)")
     results_commands = results.add_subparsers(dest="results_command", required=True)
     results_save = results_commands.add_parser(
@@ -397,6 +427,20 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--input", required=True, help="products CSV with columns brand, product[, category]")
     generate.add_argument("--output", required=True, help="ads CSV; if it exists, only the missing ads are written")
     generate.add_argument("--per-product", type=int, default=catalog_default("per_product"), help="ads per product")
+    generate.add_argument(
+        "--candidates",
+        type=int,
+        default=catalog_default("candidates"),
+        help="ads written per product, of which the most likely that pass the seller's rules are kept",
+    )
+    generate.add_argument(
+        "--max-chars", type=int, default=catalog_default("max_chars"), help="longest ad, in characters"
+    )
+    generate.add_argument(
+        "--training-ads",
+        help="a run folder, dataset folder, CSV or corpus folder of training ads for the rules (brands, product "
+        "types, copies); default: the model's run folder, else the embedded corpus",
+    )
     generate.add_argument("--decoding", choices=list(DECODINGS), default=catalog_default("decoding"))
     generate.add_argument("--temperature", type=float, help="override the sampling preset's temperature")
     generate.add_argument("--top-k", type=int, help="override the sampling preset's top-k")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from adgen_utils.corpus.text import BOS_ID, EOS_ID, PAD_ID, UNK_ID, tokenize
+from adgen_utils.corpus.text import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocabulary, tokenize
 from adgen_utils.lstm.generation import generate_many, prompt_refusal
 from adgen_utils.lstm.model import (
     load_trained,
@@ -33,6 +33,7 @@ from adgen_utils.models import (
     ModelDescription,
     Refusal,
     Writing,
+    WrittenAd,
     check_reads_category,
 )
 
@@ -90,6 +91,16 @@ class LSTMAdModel(AdModel):
         self.name = name or self.folder.name
         self.spelling = SpellingModel(self.vocabulary.tokens[4:])
 
+    @classmethod
+    def in_training(cls, model, vocabulary: Vocabulary, folder: str | Path, name: str | None = None) -> LSTMAdModel:
+        """The interface over a Keras language model still being trained (not read from ``folder``,
+        where it will be saved): what scores the quality curve after each epoch."""
+        view = cls.__new__(cls)
+        view.folder, view.model, view.vocabulary = Path(folder), model, vocabulary
+        view.name = name or view.folder.name
+        view.spelling = SpellingModel(vocabulary.tokens[4:])
+        return view
+
     def describe(self) -> ModelDescription:
         """A word-level LSTM trained from scratch on the ads, from its folder."""
         return ModelDescription(
@@ -106,7 +117,9 @@ class LSTMAdModel(AdModel):
         check_reads_category(self, None if category is None else [category])
         return prompt_refusal(prompt, self.vocabulary)
 
-    def write_ads(self, prompts: Sequence[str], indices: list[int], categories: Categories, how: Writing) -> list[str]:
+    def write_ads(
+        self, prompts: Sequence[str], indices: list[int], categories: Categories, how: Writing
+    ) -> list[WrittenAd]:
         """Ads for ``prompts[i]``, ``i`` in ``indices``: prompt ``i`` sampled with seed ``how.seed + i``
         (so its ad does not depend on the other prompts), ``how.batch_size`` prompts per forward pass
         (:func:`adgen_utils.lstm.generation.generate_many`); ``max_new_tokens`` counts words."""
@@ -120,7 +133,7 @@ class LSTMAdModel(AdModel):
             description=self.name,
             **_check_decoding_for_lstm(how.decoding),
         )
-        return [g.text for g in generations]
+        return [WrittenAd(g.text, g.complete) for g in generations]
 
     def score(
         self,

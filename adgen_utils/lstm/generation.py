@@ -20,11 +20,13 @@ from adgen_utils.models import Ad, Refusal, with_refusals
 
 @dataclass
 class Generation:
-    """One generated ad: the text, the generated tokens and the prompt words the model did not know."""
+    """One generated ad: the text, the generated tokens, the prompt words the model did not know, and
+    whether the model ended the ad itself (<eos>) rather than at ``max_new_tokens``."""
 
     text: str
     new_tokens: list[str]
     unknown_prompt_words: list[str]
+    complete: bool = True
 
 
 def pick_next_token(
@@ -140,6 +142,7 @@ def generate_many(
     prompt_tokens = [tokenize(prompt) for prompt in prompts]
     sequences = [[BOS_ID, *vocabulary.encode(tokens)] for tokens in prompt_tokens]
     new_ids: list[list[int]] = [[] for _ in prompts]
+    ended = [False] * len(prompts)
     rngs = [np.random.default_rng(seed) for seed in seeds]
     with tqdm(total=len(prompts), desc=description, unit="ad", disable=not progress) as bar:
         for start in range(0, len(prompts), batch_size):
@@ -161,6 +164,7 @@ def generate_many(
                         previous=sequences[i][1:],
                     )
                     if next_id == EOS_ID:
+                        ended[i] = True
                         continue
                     new_ids[i].append(next_id)
                     sequences[i].append(next_id)
@@ -168,10 +172,10 @@ def generate_many(
                 active = still
             bar.update(min(batch_size, len(prompts) - start))
     generations = []
-    for tokens, ids in zip(prompt_tokens, new_ids):
+    for tokens, ids, complete in zip(prompt_tokens, new_ids, ended):
         new_tokens = vocabulary.decode(ids)
         unknown = [t for t, i in zip(tokens, vocabulary.encode(tokens)) if i == UNK_ID]
-        generations.append(Generation(detokenize([*tokens, *new_tokens]), new_tokens, unknown))
+        generations.append(Generation(detokenize([*tokens, *new_tokens]), new_tokens, unknown, complete))
     return generations
 
 

@@ -27,6 +27,7 @@ from adgen_utils.models import (
     ModelDescription,
     Refusal,
     Writing,
+    WrittenAd,
     check_reads_category,
     few_shot,
 )
@@ -116,6 +117,19 @@ class TransformerAdModel(AdModel):
         self._categories: dict[str, str] = {}
         self._continues = None
 
+    @classmethod
+    def in_training(cls, model, tokenizer, path, category_prefix: bool, name: str | None = None) -> TransformerAdModel:
+        """The interface over a model being fine-tuned (the Trainer's own module and tokenizer, not
+        read from ``path``, where it will be saved): it reads ads after its end-of-text token, with
+        ``"<category> | "`` when ``category_prefix``. What scores the validation ads during training."""
+        view = cls.__new__(cls)
+        view.path, view.model, view.tokenizer = Path(path), model, tokenizer
+        view.finetuned, view.category_prefix = True, category_prefix
+        view.shots, view.examples, view.seed = 0, None, 0
+        view.name = name or f"{Path(path).name} (training)"
+        view._categories, view._continues = {}, None
+        return view
+
     def _setting(self) -> str:
         return FINE_TUNED if self.finetuned else (few_shot(self.shots) if self.shots else ZERO_SHOT)
 
@@ -171,7 +185,9 @@ class TransformerAdModel(AdModel):
                 texts.append(prompt.strip())
         return texts
 
-    def write_ads(self, prompts: Sequence[str], indices: list[int], categories: Categories, how: Writing) -> list[str]:
+    def write_ads(
+        self, prompts: Sequence[str], indices: list[int], categories: Categories, how: Writing
+    ) -> list[WrittenAd]:
         """Ads for ``prompts[i]``, ``i`` in ``indices``, ``how.batch_size`` prompts per ``generate``
         call (see :func:`generate_ads`), each prompt's full text from :meth:`prompt_texts`."""
         chosen = [categories[i] for i in indices] if categories is not None else None

@@ -14,6 +14,8 @@ from adgen_utils.apps.catalog import generate_catalog, read_products
 from adgen_utils.apps.cli import main
 from adgen_utils.errors import CorpusFormatError
 from adgen_utils.models import Decoding, Refusal, load_ad_model
+from adgen_utils.spreadsheet import restore
+from adgen_utils.study.selection import AdRules
 
 # The default sampling preset with short ads, to keep the tests fast.
 FAST = Decoding(do_sample=True, temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.2, max_new_tokens=8)
@@ -24,6 +26,12 @@ def tiny_model(tiny_folder):
     return load_ad_model(tiny_folder)
 
 
+@pytest.fixture(scope="module")
+def rules(embedded_ads):
+    """The seller's rules, fitted on 3,000 embedded training ads."""
+    return AdRules(embedded_ads.loc[embedded_ads["split"] == "train", "ad"].head(3000).tolist())
+
+
 def write_products(write_file, n, name="products.csv", extra_lines=()):
     """brand,product,category with ``n`` good rows (every other one with a category), then ``extra_lines``."""
     lines = ["brand,product,category"]
@@ -32,8 +40,9 @@ def write_products(write_file, n, name="products.csv", extra_lines=()):
 
 
 def read_ads(path):
+    """The rows of a CSV adgen generate wrote, every cell as it was before it was made spreadsheet-safe."""
     with open(path, newline="", encoding="utf-8") as file:
-        return list(csv.DictReader(file))
+        return [{key: restore(value) for key, value in row.items()} for row in csv.DictReader(file)]
 
 
 def pairs(rows):
@@ -98,11 +107,20 @@ def test_a_file_without_a_product_column_or_header_is_a_clear_error(write_file):
         read_products(write_file("empty.csv", b""))
 
 
-def test_generate_catalog_writes_every_ad_once(write_file, tmp_path, tiny_model):
+def test_generate_catalog_writes_every_product_once(write_file, tmp_path, tiny_model, rules):
     path = write_products(write_file, 11, extra_lines=['Anker,"Power, Bank ""20K""",chargers', "Sony,TV", ","])
     output = tmp_path / "ads.csv"
     summary = generate_catalog(
-        tiny_model, path, output, per_product=2, decoding=FAST, batch_size=5, progress=False, log=None
+        tiny_model,
+        path,
+        output,
+        rules,
+        per_product=2,
+        candidates=3,
+        decoding=FAST,
+        batch_size=6,
+        progress=False,
+        log=None,
     )
     rows = read_ads(output)
     assert len(rows) == 24 and sorted(set(pairs(rows))) == sorted(pairs(rows))
@@ -111,56 +129,91 @@ def test_generate_catalog_writes_every_ad_once(write_file, tmp_path, tiny_model)
     products, _ = read_products(path)
     prompts = dict(zip(products["row"], products["prompt"]))
     for row in rows:
-        assert row["ad"].startswith(prompts[int(row["row"])]), row
         assert row["model"] == tiny_model.name
+        if row["ad"]:
+            assert row["ad"].startswith(prompts[int(row["row"])]) and float(row["likelihood"]) < 0, row
+        else:  # no candidate passed every rule: the row says which rules rejected how many
+            assert row["likelihood"] == "" and "rejected" in row["rejected"], row
     assert {r["category"] for r in rows if r["row"] == "3"} == {"tv"}
     assert {r["category"] for r in rows if r["row"] == "2"} == {""}
     assert summary["products"] == 12 and summary["bad_rows"] == 2
-    assert summary["ads_written"] == summary["ads_total"] == 24 and summary["resumed_from"] == 0
+    assert summary["products_done"] == summary["products_written"] == 12 and summary["resumed_from"] == 0
+    assert summary["products_with_ad"] == len({r["row"] for r in rows if r["ad"]})
+    assert summary["passing_share"] == round(summary["products_with_ad"] / 12, 4)
+    assert summary["ads_written"] == sum(1 for r in rows if r["ad"])
     assert [p["row"] for p in summary["problems"]] == [14, 15]
-    assert summary["ads_per_second"] > 0
+    candidates = read_ads(tmp_path / "ads.csv.candidates.csv")
+    assert len(candidates) == 36 and {(int(c["row"]), int(c["candidate"])) for c in candidates} == {
+        (r, n) for r in range(2, 14) for n in (1, 2, 3)
+    }
+    for candidate in candidates:  # every candidate says whether it passed and, if not, which rule and why
+        assert bool(candidate["rejected_by"]) == bool(candidate["why"])
+        if candidate["ad_number"]:  # kept: it passed every rule and was scored
+            assert not candidate["rejected_by"] and float(candidate["likelihood"]) < 0
+        if candidate["rejected_by"] and candidate["rejected_by"] != "repeat":
+            assert candidate["likelihood"] == "" and candidate["ad_number"] == ""
+    rejected = sum(len(c["rejected_by"].split(" + ")) for c in candidates if c["rejected_by"])
+    assert sum(summary["rejected_candidates"].values()) == rejected
+    kept = {(int(c["row"]), int(c["ad_number"])): c["ad"] for c in candidates if c["ad_number"]}
+    assert kept == {(int(r["row"]), int(r["ad_number"])): r["ad"] for r in rows if r["ad"]}
     skipped = read_ads(tmp_path / "ads.csv.skipped.csv")
     assert [r["row"] for r in skipped] == ["14", "15"] and "wrong number of fields" in skipped[0]["reason"]
-    assert json.loads((tmp_path / "ads.csv.json").read_text())["per_product"] == 2
+    settings = json.loads((tmp_path / "ads.csv.json").read_text())
+    assert settings["per_product"] == 2 and settings["candidates"] == 3 and settings["max_chars"] == rules.max_chars
 
 
-def test_an_interrupted_run_resumes_without_duplicates_or_losses(write_file, tmp_path, tiny_model):
+def test_formula_like_input_is_reported_and_every_cell_written_safe(write_file, tmp_path, tiny_model, rules):
+    path = write_file(
+        "products.csv",
+        'brand,product,category\n"=HYPERLINK(""http://x"",""y"")",Widget,tv\nAcme,@Gadget,+cat\nSony,TV Remote,tv\n',
+    )
+    output = tmp_path / "ads.csv"
+    summary = generate_catalog(
+        tiny_model, path, output, rules, per_product=1, candidates=2, decoding=FAST, progress=False, log=None
+    )
+    assert summary["formula_cells"] == [
+        {"row": 2, "field": "brand"},
+        {"row": 3, "field": "product"},
+        {"row": 3, "field": "category"},
+    ]
+    for written in (output, tmp_path / "ads.csv.candidates.csv"):
+        with open(written, newline="", encoding="utf-8") as file:
+            cells = [cell for row in csv.reader(file) for cell in row]
+        assert cells and not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")], written
+    rows = read_ads(output)  # read back, the cells are the input's own
+    assert rows[0]["brand"] == '=HYPERLINK("http://x","y")' and rows[1]["product"] == "@Gadget"
+    assert rows[1]["category"] == "+cat"
+
+
+def test_an_interrupted_run_resumes_without_duplicates_or_losses(write_file, tmp_path, tiny_model, rules):
     path = write_products(write_file, 12)
     output = tmp_path / "ads.csv"
-    with pytest.raises(KeyboardInterrupt):  # Ctrl-C during the 3rd batch
-        generate_catalog(
-            Wrapped(tiny_model, calls=2),
-            path,
-            output,
-            per_product=2,
-            decoding=FAST,
-            batch_size=5,
-            progress=False,
-            log=None,
-        )
+    settings = dict(per_product=2, candidates=2, decoding=FAST, batch_size=10, progress=False, log=None)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C during the 3rd batch of 5 products
+        generate_catalog(Wrapped(tiny_model, calls=2), path, output, rules, **settings)
     first = read_ads(output)
-    assert len(first) == 10
-    with open(output, "ab") as file:  # a kill in the middle of a write leaves a torn line
-        file.write(b"4,Brand2,Widget 2,,1,Brand2 Wid")
-    summary = generate_catalog(
-        tiny_model, path, output, per_product=2, decoding=FAST, batch_size=5, progress=False, log=None
-    )
-    assert output.read_bytes().endswith(b"\n") and b"Brand2 Wid\n" not in output.read_bytes()
+    assert len(first) == 20
+    lines = output.read_bytes().splitlines(keepends=True)
+    output.write_bytes(b"".join(lines[:-1]) + b"11,Brand9,Widget 9,tv,2,Brand9 Wid")  # product 11 cut short, torn
+    summary = generate_catalog(tiny_model, path, output, rules, **settings)
+    assert output.read_bytes().endswith(b"\n") and b"Brand9 Wid\r" not in output.read_bytes()
     rows = read_ads(output)
     assert sorted(pairs(rows)) == sorted({(r, n) for r in range(2, 14) for n in (1, 2)})
-    assert rows[:10] == first
-    assert summary["resumed_from"] == 10 and summary["ads_written"] == 14 and summary["ads_total"] == 24
-    # With the same batch size, seeds follow the work items: the same ads as a run never interrupted.
-    generate_catalog(
-        tiny_model, path, tmp_path / "whole.csv", per_product=2, decoding=FAST, batch_size=5, progress=False, log=None
-    )
+    # The batch of products 7-11 was cut short: it is written again whole, with the same seed and ads.
+    assert rows[:20] == first
+    assert summary["resumed_from"] == 5 and summary["products_done"] == 7 and summary["products_written"] == 12
+    assert len(read_ads(tmp_path / "ads.csv.candidates.csv")) == 24  # every product's candidates once
+    # With the same batch size, seeds follow the products: the same ads as a run never interrupted.
+    generate_catalog(tiny_model, path, tmp_path / "whole.csv", rules, **settings)
     assert read_ads(tmp_path / "whole.csv") == rows
+    assert read_ads(tmp_path / "whole.csv.candidates.csv") == read_ads(tmp_path / "ads.csv.candidates.csv")
 
 
 def generate_arguments(model, products, output, per_product: int, **options) -> list[str]:
-    """``adgen generate`` arguments: 8 new tokens, no progress bar, ``options`` as ``--name value``."""
+    """``adgen generate`` arguments: 8 new tokens, 2 candidates, no progress bar, ``options`` as
+    ``--name value``, the rules fitted on the embedded corpus (the default for a model outside a run)."""
     arguments = ["generate", "--model", str(model), "--input", str(products), "--output", str(output)]
-    arguments += ["--per-product", str(per_product), "--max-new-tokens", "8", "--no-progress"]
+    arguments += ["--per-product", str(per_product), "--max-new-tokens", "8", "--candidates", "2", "--no-progress"]
     for name, value in options.items():
         arguments += [f"--{name.replace('_', '-')}", str(value)]
     return arguments
@@ -173,11 +226,11 @@ def test_a_killed_command_resumes_to_a_complete_file(write_file, tmp_path, tiny_
     process = subprocess.Popen(
         [sys.executable, "-m", "adgen_utils.apps.cli", *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     try:
         while not (output.exists() and output.read_bytes().count(b"\n") >= 1 + 4):  # the header and one batch
             assert process.poll() is None, process.communicate()[1].decode()[-2000:]
-            assert time.monotonic() < deadline, "no batch written within 60 s"
+            assert time.monotonic() < deadline, "no batch written within 90 s"
             time.sleep(0.01)
         assert process.poll() is None, "the run finished before it could be killed"
         os.kill(process.pid, signal.SIGKILL)
@@ -186,30 +239,31 @@ def test_a_killed_command_resumes_to_a_complete_file(write_file, tmp_path, tiny_
         process.communicate()
     assert process.returncode == -signal.SIGKILL
     content = output.read_bytes()
-    kept = content[: content.rfind(b"\n") + 1].count(b"\n") - 1  # complete lines, less the header
-    killed = read_ads(output)[:kept]
-    assert 0 < kept < 80
+    kept = (content[: content.rfind(b"\n") + 1].count(b"\n") - 1) // 4  # batches (of 2 products) written whole
+    killed = read_ads(output)[: 4 * kept]
+    assert 0 < kept < 20
     assert main(arguments) == 0  # the same command again, in this process (a second start costs ~10 s)
     summary = json.loads(capsys.readouterr().out)
     rows = read_ads(output)
     assert sorted(pairs(rows)) == sorted({(r, n) for r in range(2, 42) for n in (1, 2)})
-    assert rows[:kept] == killed
-    assert summary["resumed_from"] == kept and summary["ads_total"] == 80
+    assert rows[: 4 * kept] == killed
+    assert summary["resumed_from"] == 2 * kept and summary["products_written"] == 40
 
 
-def test_other_settings_need_overwrite(write_file, tmp_path, tiny_model, tiny_folder, capsys):
+def test_other_settings_need_overwrite(write_file, tmp_path, tiny_model, tiny_folder, rules, capsys):
     path = write_products(write_file, 3)
     output = tmp_path / "ads.csv"
-    generate_catalog(tiny_model, path, output, per_product=2, decoding=FAST, progress=False, log=None)
+    settings = dict(candidates=2, decoding=FAST, progress=False, log=None)
+    generate_catalog(tiny_model, path, output, rules, per_product=2, **settings)
     with pytest.raises(FileExistsError, match="per_product.*overwrite"):
-        generate_catalog(tiny_model, path, output, per_product=3, decoding=FAST, progress=False, log=None)
+        generate_catalog(tiny_model, path, output, rules, per_product=3, **{**settings, "candidates": 3})
     assert len(read_ads(output)) == 6  # untouched
     command = generate_arguments(tiny_folder, path, output, per_product=1)
     assert main(command) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main([*command, "--overwrite"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["resumed_from"] == 0 and summary["ads_total"] == 3
+    assert summary["resumed_from"] == 0 and summary["products_written"] == 3
     assert sorted(pairs(read_ads(output))) == [(2, 1), (3, 1), (4, 1)]
 
 
@@ -226,10 +280,12 @@ class Picky(Wrapped):
         ]
 
 
-def test_a_refused_prompt_is_reported_not_fatal_and_ads_stay_one_line(write_file, tmp_path, tiny_model):
+def test_a_refused_prompt_is_reported_not_fatal_and_ads_stay_one_line(write_file, tmp_path, tiny_model, rules):
     path = write_products(write_file, 2, extra_lines=["Refused,Thing,", "Tricky,Thing,"])
     output = tmp_path / "ads.csv"
-    summary = generate_catalog(Picky(tiny_model), path, output, per_product=1, decoding=FAST, progress=False, log=None)
+    summary = generate_catalog(
+        Picky(tiny_model), path, output, rules, per_product=1, candidates=1, decoding=FAST, progress=False, log=None
+    )
     assert summary["bad_rows"] == 1 and summary["problems"][0]["row"] == 4
     assert "no known words" in summary["problems"][0]["reason"]
     rows = read_ads(output)
@@ -238,7 +294,7 @@ def test_a_refused_prompt_is_reported_not_fatal_and_ads_stay_one_line(write_file
     assert read_ads(tmp_path / "ads.csv.skipped.csv") == [{"row": "4", "reason": summary["problems"][0]["reason"]}]
 
 
-def test_an_lstm_refuses_products_it_knows_no_word_of_and_writes_the_rest(write_file, tmp_path, lstm_folder):
+def test_an_lstm_refuses_products_it_knows_no_word_of_and_writes_the_rest(write_file, tmp_path, lstm_folder, rules):
     """A real word-level LSTM (trained on Apple/Sony/Fitbit/Garmin ads): a product with none of its words
     is skipped with the model's reason; categories in the file are not given to it (it reads none)."""
     model = load_ad_model(lstm_folder, name="lstm")
@@ -248,9 +304,9 @@ def test_an_lstm_refuses_products_it_knows_no_word_of_and_writes_the_rest(write_
     output = tmp_path / "ads.csv"
     greedy = Decoding(max_new_tokens=4)
     summary = generate_catalog(
-        model, path, output, per_product=1, decoding=greedy, batch_size=2, progress=False, log=None
+        model, path, output, rules, per_product=1, candidates=1, decoding=greedy, batch_size=2, progress=False, log=None
     )
-    assert summary["products"] == 2 and summary["bad_rows"] == 1 and summary["ads_written"] == 2
+    assert summary["products"] == 2 and summary["bad_rows"] == 1 and summary["products_done"] == 2
     (problem,) = summary["problems"]
     assert (
         problem["row"] == 3
@@ -258,9 +314,8 @@ def test_an_lstm_refuses_products_it_knows_no_word_of_and_writes_the_rest(write_
     )
     assert read_ads(tmp_path / "ads.csv.skipped.csv") == [{"row": "3", "reason": problem["reason"]}]
     rows = read_ads(output)
-    assert (
-        pairs(rows) == [(2, 1), (4, 1)] and rows[0]["ad"].startswith("Sony TV Remote") and rows[0]["category"] == "tv"
-    )
-    assert rows[0]["ad"] == model.generate(["Sony TV Remote"], greedy)[0]  # greedy: what the model writes alone
+    assert pairs(rows) == [(2, 1), (4, 1)] and rows[0]["category"] == "tv"
+    written = model.generate(["Sony TV Remote"], greedy)[0]  # greedy: what the model writes alone
+    assert rows[0]["ad"] == rules.cut(written, "Sony TV Remote", written.complete) and rows[0]["ad"]
     settings = json.loads((tmp_path / "ads.csv.json").read_text())
     assert settings["model_path"] == model.describe().source == str(lstm_folder.resolve())

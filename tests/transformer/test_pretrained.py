@@ -122,7 +122,7 @@ def test_batched_greedy_generation_matches_one_at_a_time(tiny_folder, embedded_a
         tiny_folder,
         training_texts(train),
         training_texts(train.head(20)),
-        FinetuneConfig(block_size=64, epochs=1, learning_rate=3e-3),
+        FinetuneConfig(block_size=64, epochs=1, max_steps=-1, learning_rate=3e-3),
         tiny_folder.parent / "trained",
         progress=False,
     )
@@ -187,7 +187,7 @@ def test_the_offline_default_is_converted_once_into_a_plain_safetensors_folder(t
 
 def test_a_prompt_longer_than_the_context_keeps_its_end_with_a_warning(tiny_folder):
     model, tokenizer = pretrained.load_causal_lm(tiny_folder)
-    examples = ["Apple Watch Band 38mm 40mm, Stainless Steel Metal Replacement Strap for iWatch Series 4/3/2/1"] * 20
+    examples = ["Apple Watch Band 38mm 40mm, Stainless Steel Metal Replacement Strap for iWatch Series 4/3/2/1"] * 60
     long_prompt = pretrained.build_prompt("Sony TV", examples)
     assert len(tokenizer(long_prompt)["input_ids"]) > model.config.max_position_embeddings
     with pytest.warns(UserWarning, match="1 of 2 prompts were longer than the model's context"):

@@ -1,0 +1,239 @@
+"""What an ad is about: its brand, its product words and its product type; the brands and product
+types of the training ads; products to write ads for, taken from held-out ads.
+
+Amazon titles open with the brand and name the product before the first "for", "with", comma,
+bracket or dash: in "Fintie Band for Apple Watch 44mm" the *head segment* is "Fintie Band", the
+brand "Fintie", the *product words* "Band" and the *product type* "Band" (the head segment's last
+word). :class:`BrandLexicon` and :class:`ProductTypes` learn from the training ads which words are
+brands and product types and which go together; notebook 07's generation quality and the rules of
+:mod:`adgen_utils.study.selection` use them. Words are compared lower-cased.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+
+import pandas as pd
+
+from adgen_utils.corpus.eda import GENERIC_OPENERS, brand_of
+from adgen_utils.corpus.text import is_word, tokenize
+
+# Where an ad's head segment ends: before "for", "with", "compatible", "fits", "by", "and", a comma,
+# a bracket, a pipe or a dash between spaces.
+SEGMENT_END = re.compile(r"\s(?:for|with|compatible|fits|by|and)\s|[,(|\[;]|\s[-–—]\s", re.IGNORECASE)
+AUDIENCE_WORDS = frozenset(["men", "women", "kids", "boys", "girls", "adults", "teens", "baby"])
+# Words that end head segments without naming a product ("... Band, Black", "... 2 Pack").
+NOT_TYPES = frozenset(
+    [*GENERIC_OPENERS, *AUDIENCE_WORDS, "pack", "set", "series", "edition", "version", "model", "size", "color"]
+    + ["black", "white", "silver", "gold", "blue", "red", "pink", "green", "grey", "gray", "rose", "purple"]
+    + ["on", "in", "of", "to", "or", "designed", "inch", "large", "small", "new", "pro", "plus", "mini", "max"]
+)
+MAX_PRODUCT_WORDS = 6  # a test product's words after its brand, at most (longer head segments are the ad itself)
+
+
+def words_of(ad: str) -> list[str]:
+    """The ad's word tokens (punctuation left out), case kept."""
+    return [t for t in tokenize(ad) if is_word(t)]
+
+
+def head_segment(ad: str) -> str:
+    """The part of the ad that names the product: up to the first :data:`SEGMENT_END`."""
+    return SEGMENT_END.split(ad, maxsplit=1)[0].strip()
+
+
+def brand_and_product(ad: str) -> tuple[str, str] | None:
+    """``(brand, product type)`` of an ad: the brand as in notebook 01 (:func:`eda.brand_of`), the
+    product type the last word of the head segment, e.g. "Fintie Band for Apple Watch 44mm" ->
+    ("Fintie", "Band"). None when either is missing or they are the same word."""
+    brand = brand_of(words_of(ad))
+    if brand is None:
+        return None
+    words = [w for w in words_of(head_segment(ad)) if w.isalpha()]
+    if not words or words[-1] == brand or words[-1].lower() in GENERIC_OPENERS:
+        return None
+    return brand, words[-1]
+
+
+def product_of(ad: str) -> tuple[str, str] | None:
+    """``(brand, product words)`` a seller would type for the product of ``ad``: its brand and the
+    rest of its head segment, e.g. "Samsung 55-inch Crystal UHD Smart TV, 2021" -> ("Samsung",
+    "55-inch Crystal UHD Smart TV"). None when :func:`brand_and_product` finds none, or when the
+    product words are more than :data:`MAX_PRODUCT_WORDS` (the head segment is then the whole ad)."""
+    parts = brand_and_product(ad)
+    if parts is None:
+        return None
+    brand = parts[0]
+    head = head_segment(ad)
+    start = re.search(r"(?<!\w)" + re.escape(brand) + r"(?!\w)", head)
+    product = head[start.end() :].strip(" -–—,") if start else ""
+    if not product or len(product.split()) > MAX_PRODUCT_WORDS:
+        return None
+    return brand, product
+
+
+def product_set(ads: pd.DataFrame, size: int, seed: int = 0) -> pd.DataFrame:
+    """A fixed, reproducible sample of ``size`` products from held-out ``ads`` (columns ad and
+    optionally category): columns brand, product, category, prompt ("brand product"), product_type
+    and ad (the real ad it came from), one row per distinct prompt."""
+    rows = []
+    categories = ads["category"] if "category" in ads else [None] * len(ads)
+    for ad, category in zip(ads["ad"], categories):
+        product = product_of(ad)
+        if product:
+            brand, words = product
+            rows.append(
+                {
+                    "brand": brand,
+                    "product": words,
+                    "category": category,
+                    "prompt": f"{brand} {words}",
+                    "product_type": brand_and_product(ad)[1],
+                    "ad": ad,
+                }
+            )
+    table = pd.DataFrame(rows, columns=["brand", "product", "category", "prompt", "product_type", "ad"])
+    table = table.drop_duplicates("prompt")
+    return table.sample(n=min(size, len(table)), random_state=seed).reset_index(drop=True)
+
+
+class BrandLexicon:
+    """Brands of the training ads, and which brands each one's ads name.
+
+    A word is a brand when it starts at least ``min_ads`` ads (as :func:`eda.brand_of` finds it) and
+    is brand-like: at least 20% of its uses open an ad, or at least 20% follow "for", "with",
+    "compatible" or "fits" ("Band for Fitbit"). Product words ("Remote", "TV", "Smart") fail both.
+    """
+
+    def __init__(self, training_ads: Sequence[str], min_ads: int = 3):
+        opening, after, total = Counter(), Counter(), Counter()
+        token_lists = [[w.lower() for w in words_of(ad)] for ad in training_ads]
+        for words in token_lists:
+            brand = brand_of(words)
+            if brand:
+                opening[brand] += 1
+            for i, word in enumerate(words):
+                total[word] += 1
+                if i and words[i - 1] in ("for", "with", "compatible", "fits"):
+                    after[word] += 1
+        self.brands = {
+            w
+            for w, n in opening.items()
+            if n >= min_ads and w not in AUDIENCE_WORDS and (n / total[w] >= 0.2 or after[w] / total[w] >= 0.2)
+        }
+        self.named_with: dict[str, set] = defaultdict(set)
+        for words in token_lists:
+            brand = brand_of(words)
+            if brand in self.brands:
+                self.named_with[brand].update(self.mentions(words))
+
+    def mentions(self, words: Sequence[str]) -> set[str]:
+        """The lexicon's brands among ``words`` (lower-cased; "Fitbits" and "Fitbit's" name Fitbit)."""
+        found = set()
+        for word in words:
+            word = word.lower()
+            stem = word[:-2] if word.endswith("'s") else word[:-1] if word.endswith("s") else word
+            found |= {w for w in (word, stem) if w in self.brands}
+        return found
+
+    def conflicts(self, brand: str, ad: str) -> list[str] | None:
+        """Brands the ad names that ``brand``'s training ads never name (sorted); None when
+        ``brand`` is not in the lexicon (no training ads to check against)."""
+        brand = brand.lower()
+        if brand not in self.brands:
+            return None
+        return sorted(self.mentions(words_of(ad)) - self.named_with[brand] - {brand})
+
+
+class ProductTypes:
+    """Product types of the training ads and which of them name the same product.
+
+    A product type is the last word of a training ad's head segment ("Band", "Mount", "Remote"),
+    plurals folded into the singular, seen in at least ``min_ads`` ads, and neither a brand nor a
+    word of :data:`NOT_TYPES`. Two types name the same product (:meth:`same_product`) when the ads of
+    each name the other in their head segments in at least ``share`` of cases: "Strap" and "Band"
+    ("Watch Band Replacement Strap"), "Bracket" and "Mount", "Remote" and "Control"; not "Stand" and
+    "TV" (stand ads name the TV, TV ads never the stand) nor "Protector" and "Mount".
+    """
+
+    def __init__(self, training_ads: Sequence[str], brands: set[str] = frozenset(), min_ads: int = 3, share=0.02):
+        segments = [[w.lower() for w in words_of(head_segment(ad)) if w.isalpha()] for ad in training_ads]
+        raw_heads = Counter(words[-1] for words in segments if words)
+        self._known = set(raw_heads)
+        heads, named = Counter(), defaultdict(Counter)
+        for words in segments:
+            if not words:
+                continue
+            head = self.singular(words[-1])
+            heads[head] += 1
+            for word in {self.singular(w) for w in words[:-1]} - {head}:
+                named[head][word] += 1
+        self.types = {
+            t for t, n in heads.items() if n >= min_ads and t not in brands and t not in NOT_TYPES and len(t) > 1
+        }
+        self.ads_of = heads  # type -> training ads whose product it is
+        self.named = named  # type -> words its ads' head segments name, with counts
+        self.share = share
+
+    def singular(self, word: str) -> str:
+        """``word`` lower-cased, in the singular when the corpus has that form too ("bands" -> "band")."""
+        word = word.lower()
+        for cut in (2, 1):
+            if len(word) > cut + 2 and word.endswith("es"[-cut:]) and word[:-cut] in self._known:
+                return word[:-cut]
+        return word
+
+    def types_in(self, text: str) -> list[str]:
+        """The known product types ``text``'s head segment names, in order (singular, lower-cased)."""
+        words = [self.singular(w) for w in words_of(head_segment(text)) if w.isalpha()]
+        return [w for w in words if w in self.types]
+
+    def of(self, text: str) -> str | None:
+        """The product type ``text`` ends its head segment with (singular, lower-cased), or None when
+        that word is not a known type."""
+        words = [w for w in words_of(head_segment(text)) if w.isalpha()]
+        head = self.singular(words[-1]) if words else None
+        return head if head in self.types else None
+
+    def same_product(self, one: str, other: str) -> bool:
+        """Whether two product types name the same product (see the class docstring)."""
+        one, other = self.singular(one), self.singular(other)
+        if one == other:
+            return True
+
+        def names(kind: str, word: str) -> float:
+            return self.named[kind][word] / self.ads_of[kind] if self.ads_of[kind] else 0.0
+
+        return names(one, other) >= self.share and names(other, one) >= self.share
+
+
+class CategoryClassifier:
+    """The category an ad most likely belongs to, from the words of each category's training ads
+    (multinomial naive Bayes on lower-cased words, add-one smoothing). ``training`` has ``ad`` and
+    ``category`` columns. What tells whether generated ads stay in the category they were asked for."""
+
+    def __init__(self, training: pd.DataFrame):
+        counts: dict[str, Counter] = defaultdict(Counter)
+        for ad, category in zip(training["ad"], training["category"]):
+            counts[category].update(w.lower() for w in words_of(ad))
+        self.categories = sorted(counts)
+        vocabulary = set().union(*counts.values()) if counts else set()
+        size = len(vocabulary) + 1  # + one slot for words never seen
+        ads = Counter(training["category"])
+        self._prior = {c: math.log(ads[c] / len(training)) for c in self.categories}
+        self._totals = {c: sum(counts[c].values()) + size for c in self.categories}
+        self._counts = counts
+
+    def predict(self, ads: Sequence[str]) -> list[str]:
+        """The most likely category of each ad."""
+        chosen = []
+        for ad in ads:
+            words = [w.lower() for w in words_of(ad)]
+            best = max(
+                self.categories,
+                key=lambda c: self._prior[c] + sum(math.log((self._counts[c][w] + 1) / self._totals[c]) for w in words),
+            )
+            chosen.append(best)
+        return chosen

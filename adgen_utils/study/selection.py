@@ -1,0 +1,324 @@
+"""Ads a seller can paste: several candidates per product, the rules each must pass, and the most
+likely of those that pass.
+
+For each product (brand, product words, category) a model writes ``candidates`` ads. Each is first
+cut to its last complete phrase (:meth:`AdRules.cut`: a trailing "for", comma or open bracket goes,
+and an ad the model did not end itself loses its unfinished last phrase), then judged by
+:class:`AdRules`, fitted on the training ads. The rules, in :data:`RULES` order:
+
+* ``refused``: the model cannot continue the product's prompt at all;
+* ``unfinished``: nothing complete is left after the product words;
+* ``off product``: the product words are not kept as typed, or the ad's head segment (its words
+  before the first "for", "with", comma or bracket) names another product type
+  ("... TV Wall Mount Screen Protector");
+* ``other brand``: the ad names a brand other than the product's own that the input does not name;
+* ``too long``: no complete phrase fits in ``max_chars`` characters (200: Amazon's title limit);
+* ``training copy``: the ad is a training ad, word for word (case and spaces aside);
+* ``repeat``: the same ad as a more likely candidate of the same product.
+
+Of the candidates that pass, the most likely by the model's own length-normalised likelihood (mean
+natural-log probability per word-level prediction, from :meth:`adgen_utils.models.AdModel.score`,
+the same footing as notebook 07) are kept, ``per_product`` of them, best first. Each candidate keeps
+its verdict, so a report can say which rule rejected which candidate.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from adgen_utils.corpus.data import INVISIBLE, load_ads, load_dataset
+from adgen_utils.corpus.text import tokenize
+from adgen_utils.layout import DATA_FOLDER, DATASET_FILE
+from adgen_utils.models import AdModel, Decoding, Refusal, categories_for
+from adgen_utils.parameters import AMAZON_TITLE_CHARS
+from adgen_utils.study.products import BrandLexicon, ProductTypes, words_of
+
+RULES = {
+    "refused": "the model cannot continue the product's prompt",
+    "unfinished": "nothing complete is left after the product words",
+    "off product": "the product words are not kept, or another product type takes over",
+    "other brand": "names a brand other than the product's own that the input does not name",
+    "too long": f"no complete phrase fits the character limit ({AMAZON_TITLE_CHARS} by default)",
+    "training copy": "word for word a training ad",
+    "repeat": "the same ad as a more likely candidate of the same product",
+}
+# A phrase ends before a separator, or before a connecting word that starts the next phrase.
+_BOUNDARY = re.compile(r"\s*(?:[,;|]|\s[-–—]\s|\s[(\[])|\s(?=(?:for|with|and|compatible|fits|by)\s)", re.IGNORECASE)
+_DANGLING_WORDS = "for|with|and|or|to|of|the|a|an|in|on|by|at|from|compatible|fits|includes|including|plus"
+_DANGLING_END = re.compile(rf"(?:[\s,;:/&+|\-–—(\[]+|\s+(?:{_DANGLING_WORDS}))$", re.IGNORECASE)
+
+
+def normal(text: str) -> str:
+    """Lower-cased with single spaces: how ads are compared for copies and repeats."""
+    return " ".join(text.lower().split())
+
+
+def _unclosed_bracket(text: str) -> int | None:
+    """Where the last bracket that is never closed opens, or None."""
+    opened = []
+    for i, character in enumerate(text):
+        if character in "([":
+            opened.append(i)
+        elif character in ")]" and opened:
+            opened.pop()
+    return opened[-1] if opened else None
+
+
+def trim_dangling(text: str) -> str:
+    """``text`` without a dangling ending: trailing separators, a last connecting word ("for",
+    "with", "and", ...) or a bracket that is never closed, repeatedly."""
+    while True:
+        bracket = _unclosed_bracket(text)
+        trimmed = text[:bracket] if bracket is not None else text
+        trimmed = _DANGLING_END.sub("", trimmed).rstrip()
+        if trimmed == text:
+            return text
+        text = trimmed
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A candidate judged: ``ad`` is the text after :meth:`AdRules.cut` (what would be written),
+    ``rejected_by`` the :data:`RULES` it fails (empty when it passes) and ``reasons`` one line per rule."""
+
+    ad: str
+    rejected_by: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return not self.rejected_by
+
+    def rejection(self) -> str:
+        """``"other brand: names apple; too long: 214 characters"`` ("" when it passed)."""
+        return "; ".join(f"{rule}: {reason}" for rule, reason in zip(self.rejected_by, self.reasons))
+
+
+class AdRules:
+    """The rules of :data:`RULES`, fitted on ``training_ads``: their brands (:class:`BrandLexicon`),
+    product types (:class:`ProductTypes`) and the ads themselves (for copies). ``max_chars`` is the
+    longest ad, in characters."""
+
+    def __init__(self, training_ads: Sequence[str], max_chars: int = AMAZON_TITLE_CHARS, min_ads: int = 3):
+        if max_chars < 1:
+            raise ValueError(f"max_chars must be at least 1, got {max_chars}")
+        self.brands = BrandLexicon(training_ads, min_ads)
+        self.types = ProductTypes(training_ads, self.brands.brands, min_ads)
+        self.training = {normal(ad) for ad in training_ads}
+        self.max_chars = max_chars
+
+    @staticmethod
+    def _boundaries(text: str, after: int) -> list[int]:
+        """Where a complete phrase of ``text`` ends, after character ``after`` (the product words)."""
+        ends = [m.start() for m in _BOUNDARY.finditer(text) if m.start() > after]
+        ends += [m.end() for m in re.finditer(r"[)\]]", text) if m.end() > after]
+        return sorted(set(ends))
+
+    def cut(self, ad: str, prompt: str, complete: bool = True) -> str:
+        """``ad`` cut to its last complete phrase: its first line, invisible characters and repeated
+        spaces removed; without its last phrase when the model did not end the ad itself
+        (``complete`` False), without a dangling ending, and at a phrase end within ``max_chars``
+        characters when it is longer (unchanged if no phrase end fits)."""
+        text = " ".join(INVISIBLE.sub("", (ad.splitlines() or [""])[0]).split())  # one line: the first
+        keep = len(" ".join(prompt.split()))
+        if not complete:
+            ends = self._boundaries(text, keep)
+            text = text[: ends[-1]] if ends else text[:keep]
+        text = trim_dangling(text)
+        if len(text) > self.max_chars:
+            ends = [end for end in self._boundaries(text, keep) if end <= self.max_chars]
+            if ends:
+                text = trim_dangling(text[: ends[-1]])
+        return text
+
+    def judge(self, ad: str, product, complete: bool = True, cut: bool = True) -> Verdict:
+        """The verdict of every rule but ``repeat`` on one candidate for ``product`` (a row with
+        brand, product, category and prompt, as :func:`adgen_utils.apps.catalog.read_products` or
+        :func:`adgen_utils.study.products.product_set` give). ``complete``: whether the model ended
+        the ad itself. With ``cut`` False the ad is judged as written: an unfinished or dangling ad
+        fails ``unfinished`` and a long one ``too long``."""
+        prompt = product.prompt
+        text = self.cut(ad, prompt, complete) if cut else " ".join(ad.split())
+        failed: list[tuple[str, str]] = []
+        if cut and normal(text) == normal(prompt):
+            failed.append(("unfinished", "no complete phrase after the product words"))
+        if not cut and (not complete or trim_dangling(text) != text):
+            failed.append(("unfinished", "the ad stops in the middle of a phrase"))
+        prompt_tokens = [t.lower() for t in tokenize(prompt)]
+        if [t.lower() for t in tokenize(text)][: len(prompt_tokens)] != prompt_tokens:
+            failed.append(("off product", "the product words are not kept as typed"))
+        else:
+            # Every product type the ad's head segment adds to the typed words must name the same product.
+            wanted = self.types.of(prompt)
+            typed = {self.types.singular(w) for w in words_of(prompt)}
+            added = [t for t in self.types.types_in(text) if t not in typed]
+            other = next((t for t in added if not self.types.same_product(t, wanted)), None) if wanted else None
+            if other:
+                failed.append(("off product", f"{other!r} takes over from {wanted!r}"))
+        given = " ".join(str(getattr(product, name, "") or "") for name in ("brand", "product", "category", "prompt"))
+        allowed = self.brands.mentions(words_of(given)) | {str(getattr(product, "brand", "") or "").lower()}
+        others = sorted(self.brands.mentions(words_of(text)) - allowed)
+        if others:
+            failed.append(("other brand", f"names {', '.join(others)}"))
+        if len(text) > self.max_chars:
+            failed.append(("too long", f"{len(text)} characters, more than {self.max_chars}"))
+        if normal(text) in self.training:
+            failed.append(("training copy", "the same words as a training ad"))
+        return Verdict(text, tuple(rule for rule, _ in failed), tuple(reason for _, reason in failed))
+
+
+@dataclass
+class Candidate:
+    """One ad a model wrote for a product: its number (1.., in the order written), the text as
+    written (a :class:`adgen_utils.models.Refusal` when the model refused the prompt), its verdict, its likelihood (mean natural-log probability per word-level prediction, by
+    the model's own score; None when it failed a rule, so was not scored) and the ad number it got
+    when kept (None otherwise)."""
+
+    number: int
+    written: str | Refusal
+    verdict: Verdict
+    likelihood: float | None = None
+    chosen: int | None = None
+
+
+@dataclass
+class ProductAds:
+    """The candidates of one product and the ads kept, most likely first."""
+
+    candidates: list[Candidate]
+    ads: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """Whether at least one candidate passed every rule."""
+        return bool(self.ads)
+
+    def rejections(self) -> Counter:
+        """How many candidates each rule rejected."""
+        return Counter(rule for c in self.candidates for rule in c.verdict.rejected_by)
+
+    def summary(self) -> str:
+        """One line: ``"3 of 4 candidates rejected: other brand 2, too long 1"`` ("" when none was)."""
+        rejected = sum(not c.verdict.passed for c in self.candidates)
+        if not rejected:
+            return ""
+        counts = ", ".join(f"{rule} {count}" for rule, count in sorted(self.rejections().items(), key=_rule_order))
+        return f"{rejected} of {len(self.candidates)} candidates rejected: {counts}"
+
+
+def _rule_order(item: tuple[str, int]) -> int:
+    return list(RULES).index(item[0])
+
+
+def choose(candidates: list[Candidate], likelihood, per_product: int) -> list[str]:
+    """Give each passing candidate its likelihood (``likelihood(ad)``: the model's score), mark later
+    copies of a kept text ``repeat``, and keep the ``per_product`` most likely distinct ones (their
+    ``chosen`` ad numbers set, 1 the most likely). Returns the kept ads, best first. Ties keep the
+    order written."""
+    passing = [c for c in candidates if c.verdict.passed]
+    for c in passing:
+        c.likelihood = likelihood(c.verdict.ad)
+    ranked = sorted(passing, key=lambda c: (-c.likelihood, c.number))
+    kept, first = [], {}  # normal(ad) -> the number of the most likely candidate with that text
+    for c in ranked:
+        key = normal(c.verdict.ad)
+        if key in first:
+            c.verdict = replace(c.verdict, rejected_by=("repeat",), reasons=(f"the same ad as candidate {first[key]}",))
+            continue
+        first[key] = c.number
+        if len(kept) < per_product:
+            c.chosen = len(kept) + 1
+            kept.append(c)
+    return [c.verdict.ad for c in kept]
+
+
+def write_for_products(
+    model: AdModel,
+    products: pd.DataFrame,
+    rules: AdRules,
+    candidates: int = 4,
+    per_product: int = 1,
+    decoding: Decoding = Decoding(),
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> list[ProductAds]:
+    """For each product (rows with brand, product, category, prompt), ``candidates`` ads from
+    ``model`` (``batch_size`` prompts per forward pass), each cut and judged by ``rules``, the
+    passing ones scored by the model and the ``per_product`` most likely distinct ones kept. One
+    :class:`ProductAds` per product, in order."""
+    if candidates < 1 or per_product < 1:
+        raise ValueError(f"candidates ({candidates}) and per_product ({per_product}) must be at least 1")
+    rows = list(products.itertuples(index=False))
+    prompts = [row.prompt for row in rows for _ in range(candidates)]
+    categories = [getattr(row, "category", None) for row in rows for _ in range(candidates)]
+    written = model.generate(
+        prompts,
+        decoding,
+        seed=seed,
+        batch_size=batch_size,
+        categories=categories_for(model, categories),
+        progress=progress,
+    )
+    results = []
+    for i, row in enumerate(rows):
+        own = written[i * candidates : (i + 1) * candidates]
+        results.append(
+            ProductAds(
+                [
+                    Candidate(n, ad, Verdict("", ("refused",), (ad.reason,)))
+                    if isinstance(ad, Refusal)
+                    else Candidate(n, ad, rules.judge(ad, row, complete=getattr(ad, "complete", True)))
+                    for n, ad in enumerate(own, start=1)
+                ]
+            )
+        )
+    # Each distinct passing text is scored once, with its product's category.
+    to_score: dict[tuple[str, str | None], str] = {}
+    for row, result in zip(rows, results):
+        for c in result.candidates:
+            if c.verdict.passed:
+                to_score.setdefault((normal(c.verdict.ad), getattr(row, "category", None)), c.verdict.ad)
+    likelihoods = {}
+    if to_score:
+        keys = list(to_score)
+        scores = model.score([to_score[k] for k in keys], categories_for(model, [k[1] for k in keys]))
+        per_word = (scores["log_prob"] / scores["words"]).to_numpy(dtype=np.float64)
+        likelihoods = dict(zip(keys, per_word))
+    for row, result in zip(rows, results):
+        category = getattr(row, "category", None)
+        result.ads = choose(
+            result.candidates, lambda ad, category=category: likelihoods[(normal(ad), category)], per_product
+        )
+    return results
+
+
+def training_ads_for(source: str | Path | None = None, model_source: str | None = None) -> tuple[list[str], str]:
+    """The training ads to fit :class:`AdRules` on, and a line saying where they came from.
+
+    ``source``: a run folder (its training split, ``run_dir/data/ads.parquet``), a dataset folder
+    (``ads.parquet``), or a CSV file or corpus folder (every ad, read and cleaned as notebook 01
+    does). None: the training split of the run folder the model was saved in (``model_source`` is
+    ``run_dir/models/NAME``), else the embedded corpus's training split."""
+    candidates = []
+    if source is not None:
+        candidates = [Path(source) / DATA_FOLDER, Path(source)]
+    elif model_source is not None and Path(model_source).is_dir():
+        candidates = [Path(model_source).resolve().parent.parent / DATA_FOLDER]
+    for folder in candidates:
+        if (folder / DATASET_FILE).is_file():
+            ads = load_dataset(folder, split="train")["ad"].tolist()
+            return ads, f"the {len(ads):,} training ads of {folder / DATASET_FILE}"
+    if source is not None:
+        ads, _ = load_ads(str(source), progress=False)
+        return ads["ad"].tolist(), f"the {len(ads):,} ads of {source}"
+    ads, _ = load_ads("embedded", progress=False)
+    train = ads.loc[ads["split"] == "train", "ad"].tolist()
+    return train, f"the {len(train):,} training ads of the embedded corpus"
