@@ -43,6 +43,9 @@ LSTM_BACKUP_FOLDER = "backup"  # TimedBackup's, removed when training finishes
 HISTORY_FILE = "history.csv"  # per epoch (LSTMs) or per evaluation (fine-tuning)
 LSTM_METRICS_FILE = "metrics.csv"  # 03, 04: accuracy and perplexity per split, trained and untrained
 FINETUNE_RESULT_FILE = "finetune.json"
+QUALITY_CURVE_FILE = (
+    "quality_curve.csv"  # 03, 04, 06: validation footing per epoch / evaluation, with the budget so far
+)
 CHECKPOINTS_FOLDER = "checkpoints"  # the fine-tuning Trainer's, removed when training finishes
 SAMPLES_FILE = "sample_generations.csv"  # a fine-tuned model's sample ads, for its model card
 SOURCE_FILE = "adgen_source.json"  # where a cached offline model came from (for model cards)

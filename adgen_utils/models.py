@@ -10,7 +10,7 @@ and the transformers of 05-06, zero-shot, few-shot or fine-tuned
   mark) and every ad has one more prediction, its *end*, so an ad of ``n`` words has ``n + 1``
   word-level predictions. Log-probabilities are natural logarithms, summed over an ad.
 * **Writing ads** (:meth:`AdModel.generate`) continues each prompt into one ad, with one
-  :class:`Decoding`. A prompt the model cannot continue (empty, a line break, no word an LSTM
+  :class:`Decoding`: a :class:`WrittenAd`, a ``str`` that also says whether the model ended it. A prompt the model cannot continue (empty, a line break, no word an LSTM
   knows, no category for a model that needs one) gets a :class:`Refusal` with the reason in its
   place, never an ad-shaped marker string; :meth:`AdModel.refusal` says so before generating.
   :func:`ads_only` keeps the ads of a list.
@@ -25,6 +25,7 @@ This module imports neither torch nor TensorFlow; :func:`load_ad_model` imports 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +39,36 @@ from adgen_utils.parameters import DEFAULT_DECODING
 # Per ad: predictions (words + the end), characters, the model's own tokens, summed natural-log
 # probability, top-1 and top-5 hits, and words outside a closed vocabulary.
 SCORE_COLUMNS = ["words", "characters", "model_tokens", "log_prob", "top1", "top5", "unknown_words"]
+
+
+def summarize_scores(scores: pd.DataFrame) -> dict:
+    """Aggregate per-ad scores (:data:`SCORE_COLUMNS`) into the footing's metrics.
+
+    Returns ads, predictions (words + ends), characters, ``oov_share`` (test words outside the
+    model's vocabulary), ``top1_accuracy``, ``top5_accuracy``, ``per_word_perplexity``,
+    ``bits_per_char`` and ``model_tokens_per_word`` (how many of its own tokens a model predicts per word).
+    """
+    predictions = int(scores["words"].sum())
+    words = predictions - len(scores)  # the ends are not words
+    log_prob = float(scores["log_prob"].sum())
+    return {
+        "ads": len(scores),
+        "predictions": predictions,
+        "characters": int(scores["characters"].sum()),
+        "oov_share": float(scores["unknown_words"].sum() / max(words, 1)),
+        "top1_accuracy": float(scores["top1"].sum() / predictions),
+        "top5_accuracy": float(scores["top5"].sum() / predictions),
+        "per_word_perplexity": float(math.exp(min(-log_prob / predictions, 700))),
+        "bits_per_char": float(-log_prob / math.log(2) / scores["characters"].sum()),
+        "model_tokens_per_word": float(scores["model_tokens"].sum() / predictions),
+    }
+
+
+# A quality curve (``quality_curve.csv`` of a trained model, layout.QUALITY_CURVE_FILE): one row per
+# checkpoint: optimizer steps, epochs, pure training seconds and training FLOPs so far, the
+# validation ads scored, then the footing's metrics (summarize_scores) on them.
+CURVE_METRICS = ["bits_per_char", "per_word_perplexity", "top5_accuracy", "top1_accuracy"]
+CURVE_COLUMNS = ["step", "epoch", "train_seconds", "train_flops", "validation_ads", *CURVE_METRICS]
 
 
 @dataclass(frozen=True)
@@ -86,7 +117,23 @@ class Refusal:
         return f"(no ad: {self.reason})"
 
 
-Ad = str | Refusal  # what generate() gives for one prompt
+class WrittenAd(str):
+    """An ad a model wrote: the text (a ``str``, usable as one everywhere) and ``complete``,
+    whether the model ended it itself (False: it stopped at ``max_new_tokens``, perhaps in the
+    middle of a phrase; :class:`adgen_utils.study.selection.AdRules` then cuts its last phrase)."""
+
+    complete: bool
+
+    def __new__(cls, text: str, complete: bool = True):
+        ad = super().__new__(cls, text)
+        ad.complete = complete
+        return ad
+
+    def __reduce__(self):
+        return WrittenAd, (str(self), self.complete)
+
+
+Ad = str | Refusal  # what generate() gives for one prompt: a WrittenAd, or a Refusal
 
 
 def ads_only(results: Sequence[Ad]) -> list[str]:
@@ -151,7 +198,9 @@ class AdModel(Protocol):
         None when it can."""
         ...
 
-    def write_ads(self, prompts: Sequence[str], indices: list[int], categories: Categories, how: Writing) -> list[str]:
+    def write_ads(
+        self, prompts: Sequence[str], indices: list[int], categories: Categories, how: Writing
+    ) -> list[WrittenAd]:
         """One ad for each of ``prompts[i]`` for ``i`` in ``indices`` (prompts :meth:`refusal`
         accepted, ascending), with ``categories[i]`` for a model that reads them; each family's own
         generation, called by :meth:`generate`."""

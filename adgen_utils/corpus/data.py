@@ -31,7 +31,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from adgen_utils.errors import CorpusFormatError, CorpusUnavailable
-from adgen_utils.layout import DATASET_FILE, REPORT_FILE, repository_root
+from adgen_utils.layout import DATA_FOLDER, DATASET_FILE, REPORT_FILE, repository_root
 from adgen_utils.parameters import default
 
 TEXT_COLUMN = "ad"
@@ -542,3 +542,14 @@ def load_dataset(folder: str | Path, split: str | None = None) -> pd.DataFrame:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         ads = ads[ads["split"] == split].reset_index(drop=True)
     return ads
+
+
+def validation_ads(run_dir: str | Path, count: int | None, seed: int = 0) -> pd.DataFrame:
+    """``count`` validation ads of a run's dataset drawn at random with ``seed`` (None: all of them),
+    with their categories: the ads every quality curve of the series scores (notebooks 03, 04 and
+    06, ``adgen bench compute``), so that their curves compare. Drawn, not the first ones: the saved
+    order groups similar products, and the first ads of the embedded corpus are easier than most."""
+    ads = load_dataset(Path(run_dir) / DATA_FOLDER, split="validation")
+    if count is None or count >= len(ads):
+        return ads
+    return ads.sample(n=count, random_state=seed).reset_index(drop=True)

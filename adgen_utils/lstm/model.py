@@ -159,6 +159,21 @@ def build_model(config: LSTMConfig, vocabulary_size: int) -> keras.Model:
     return keras.Model(outer_ids, logits, name=f"{config.input}_lstm")
 
 
+def training_flops_per_prediction(config: LSTMConfig, vocabulary_size: int) -> float:
+    """Floating-point operations (multiply + add = 2) to train on one predicted token: 3 x the
+    forward pass (the backward pass costs about twice the forward). Forward: each LSTM layer's four
+    gates, 2 x 4·units x (inputs + units) (inputs: the vocabulary for one-hot inputs, which the
+    graph multiplies densely, else ``embedding_dim``; ``units`` above the first layer), then the
+    output layer, 2 x units x V, or units x (``sampled`` + 1) classes with the sampled softmax."""
+    inputs = vocabulary_size if config.input == "one_hot" else config.embedding_dim
+    forward = 0.0
+    for layer in range(config.layers):
+        width = inputs if layer == 0 else config.units
+        forward += 2 * 4 * config.units * (width + config.units)
+    classes = vocabulary_size if config.loss == "full" else config.sampled + 1
+    return 3 * (forward + 2 * config.units * classes)
+
+
 def weighted_hits(logits, targets, weights, top5: bool = True):
     """Weighted counts of targets that are the top-1 and among the top-5 logits (scalars;
     the top-5 count is 0 when ``top5`` is False). Shapes: logits (B, T, V), the rest (B, T)."""

@@ -28,6 +28,7 @@ import seaborn as sns
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from adgen_utils.corpus.data import validation_ads
 from adgen_utils.corpus.sequences import TokenArrays, load_sequences
 from adgen_utils.corpus.text import Vocabulary
 from adgen_utils.figures import save_figure, subplots
@@ -38,11 +39,13 @@ from adgen_utils.layout import (
     LSTM_METRICS_FILE,
     LSTM_MODEL_FILE,
     LSTM_STATE_FILE,
+    QUALITY_CURVE_FILE,
     SEQUENCES_FOLDER,
     VOCABULARY_FILE,
     model_dir,
 )
 from adgen_utils.logs import say
+from adgen_utils.lstm.admodel import LSTMAdModel
 from adgen_utils.lstm.generation import decoding_settings_table
 from adgen_utils.lstm.model import (
     ORIGINAL_REPORTED,
@@ -55,8 +58,10 @@ from adgen_utils.lstm.model import (
     many_to_many_dataset,
     rows_per_chunk,
     tensorflow_device,
+    training_flops_per_prediction,
     weighted_hits,
 )
+from adgen_utils.models import CURVE_COLUMNS, CURVE_METRICS, summarize_scores
 from adgen_utils.parameters import LSTM_INPUTS
 
 
@@ -187,6 +192,45 @@ class EpochTimer(keras.callbacks.Callback):
             logs["seconds"] = self.clock() - self.started
 
 
+class QualityCurve(keras.callbacks.Callback):
+    """After every epoch, the model as it stands scores the same validation ads with the series'
+    footing (:meth:`adgen_utils.lstm.admodel.LSTMAdModel.score`: bits per character, per-word
+    perplexity, top-1 and top-5), beside the budget so far: pure training seconds (the epoch up to
+    its validation pass) and training FLOPs (``flops_per_epoch``). Rows
+    (:data:`adgen_utils.models.CURVE_COLUMNS`) are appended to ``path``; a resumed run keeps the
+    rows of the epochs already trained (``epochs_done``) and carries their budget on."""
+
+    def __init__(self, path, scorer, ads: Sequence[str], steps: int, flops_per_epoch: float, epochs_done: int = 0):
+        super().__init__()
+        self.path, self.scorer, self.ads = Path(path), scorer, list(ads)
+        self.steps, self.flops_per_epoch = steps, flops_per_epoch
+        earlier = pd.read_csv(self.path) if self.path.is_file() else pd.DataFrame(columns=CURVE_COLUMNS)
+        earlier = earlier[earlier["epoch"] <= epochs_done]
+        earlier.to_csv(self.path, index=False)
+        self.seconds = float(earlier["train_seconds"].iloc[-1]) if len(earlier) else 0.0
+        self.began = self.trained = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.began, self.trained = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        if self.began is not None and self.trained is None:  # the epoch's validation pass starts
+            self.trained = time.perf_counter() - self.began
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds += self.trained if self.trained is not None else time.perf_counter() - self.began
+        footing = summarize_scores(self.scorer.score(self.ads))
+        row = {
+            "step": (epoch + 1) * self.steps,
+            "epoch": epoch + 1,
+            "train_seconds": round(self.seconds, 2),
+            "train_flops": (epoch + 1) * self.flops_per_epoch,
+            "validation_ads": len(self.ads),
+            **{name: footing[name] for name in CURVE_METRICS},
+        }
+        pd.DataFrame([row], columns=CURVE_COLUMNS).to_csv(self.path, mode="a", header=False, index=False)
+
+
 class TimedBackup(keras.callbacks.BackupAndRestore):
     """Keras's ``BackupAndRestore`` (weights, optimizer state and epoch, in ``backup_dir``) that also
     backs up within an epoch once ``minutes`` of wall time have passed since the last backup, and
@@ -270,6 +314,7 @@ def train_language_model(
     log=say,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
     logits_budget_gib: float = 1.0,
+    curve_ads: Sequence[str] = (),
 ) -> TrainingResult:
     """Train (or resume, or reload) a language model in ``folder``.
 
@@ -281,7 +326,8 @@ def train_language_model(
     without improvement, and the saved model (``model.keras`` + ``vocabulary.json`` +
     ``training.json``) has the best weights. Validation batches hold at most as many ads as keep
     their logits within ``logits_budget_gib`` GiB (:func:`rows_per_chunk`); validation metrics are
-    token-weighted means, the same for any batch size.
+    token-weighted means, the same for any batch size. With ``curve_ads`` (validation ad texts),
+    every epoch also adds a row to ``quality_curve.csv`` (:class:`QualityCurve`).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -292,7 +338,7 @@ def train_language_model(
     state = json.loads(state_path.read_text()) if state_path.exists() else None
     if state and state["settings"] != settings:
         log("settings changed since the last run in this folder: training from scratch")
-        for name in (LSTM_BACKUP_FOLDER, HISTORY_FILE, LSTM_BEST_WEIGHTS_FILE, LSTM_MODEL_FILE):
+        for name in (LSTM_BACKUP_FOLDER, HISTORY_FILE, LSTM_BEST_WEIGHTS_FILE, LSTM_MODEL_FILE, QUALITY_CURVE_FILE):
             path = folder / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         state = None
@@ -338,6 +384,10 @@ def train_language_model(
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience),
         *extra_callbacks,
     ]
+    if curve_ads:
+        scorer = LSTMAdModel.in_training(language_model, vocabulary, folder)
+        flops = train.predictions * training_flops_per_prediction(config, len(vocabulary))
+        callbacks.append(QualityCurve(folder / QUALITY_CURVE_FILE, scorer, curve_ads, steps, flops, started_at))
     if progress:
         callbacks.append(EpochProgress(steps, config.epochs, log))
     trainer.fit(
@@ -417,6 +467,7 @@ class LSTMTraining(NamedTuple):
     splits: dict
     train: TokenArrays
     model_dir: Path
+    curve_ads: list[str]  # the validation ads the quality curve scores after every epoch
 
 
 def config_from_parameters(values: dict, model_input: str) -> LSTMConfig:
@@ -427,7 +478,8 @@ def config_from_parameters(values: dict, model_input: str) -> LSTMConfig:
 
 def prepare_training(name: str, values: dict, run_dir: str | Path, log=say) -> LSTMTraining:
     """Notebook ``name``'s (03 or 04) settings, vocabulary, splits and training ads (the first
-    ``max_train_ads``), from notebook 02's sequences; logs their size
+    ``max_train_ads``), from notebook 02's sequences, and the quality curve's validation ads (the
+    first ``validation_ads`` of notebook 01's split, :func:`adgen_utils.corpus.data.validation_ads`); logs their size
     (``adgen_utils.series.stages.estimate_lstm`` gives the time and memory training takes)."""
     vocabulary, splits = load_sequences(Path(run_dir) / SEQUENCES_FOLDER)
     train = splits["train"]
@@ -438,7 +490,8 @@ def prepare_training(name: str, values: dict, run_dir: str | Path, log=say) -> L
         f"vocabulary {len(vocabulary):,} tokens; training on {len(train):,} ads ({train.predictions:,} predictions "
         f"per epoch)"
     )
-    return LSTMTraining(config, vocabulary, splits, train, model_dir(run_dir, name))
+    curve_ads = validation_ads(run_dir, values["validation_ads"])["ad"].tolist()
+    return LSTMTraining(config, vocabulary, splits, train, model_dir(run_dir, name), curve_ads)
 
 
 def train_model(setup: LSTMTraining, progress: bool = True, log=say) -> TrainingResult:
@@ -452,6 +505,7 @@ def train_model(setup: LSTMTraining, progress: bool = True, log=say) -> Training
         setup.model_dir,
         progress=progress,
         log=log,
+        curve_ads=setup.curve_ads,
     )
 
 

@@ -18,6 +18,7 @@ The result is a plain transformers folder (safetensors; LoRA adapters merged in)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -42,20 +43,23 @@ from transformers.trainer_callback import (
 )
 from transformers.utils.notebook import NotebookProgressCallback
 
-from adgen_utils.corpus.data import load_dataset
+from adgen_utils.corpus.data import load_dataset, validation_ads
 from adgen_utils.figures import save_figure, subplots
-from adgen_utils.hardware import detect_device, precision_for
+from adgen_utils.hardware import detect_device, training_precision
 from adgen_utils.layout import (
     CHECKPOINTS_FOLDER,
     DATA_FOLDER,
     FINETUNE_RESULT_FILE,
     HISTORY_FILE,
     MODELS_FOLDER,
+    QUALITY_CURVE_FILE,
     model_dir,
     repository_root,
 )
 from adgen_utils.logs import say
+from adgen_utils.models import CURVE_COLUMNS, CURVE_METRICS, summarize_scores
 from adgen_utils.parameters import default  # the declared defaults of notebook 06
+from adgen_utils.transformer.admodel import TransformerAdModel
 from adgen_utils.transformer.pretrained import (
     CATEGORY_SEPARATOR,
     OFFLINE_DEFAULT,
@@ -89,7 +93,7 @@ class FinetuneConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     category_prefix: bool = default("06_fine_tuning", "category_prefix")
-    precision: str = "auto"  # "auto" (hardware.precision_for), "fp32", "fp16", "bf16"
+    precision: str = "auto"  # "auto" (hardware.training_precision), "fp32", "fp16", "bf16"
     gradient_checkpointing: bool | None = None  # None: on for LoRA/QLoRA on a GPU
     eval_steps: int | None = default("06_fine_tuning", "eval_steps")  # None: evaluate and checkpoint every epoch
     save_total_limit: int = 2
@@ -243,12 +247,15 @@ def choose_method(
 
 
 def _precision(requested: str) -> dict:
-    """``TrainingArguments`` for ``requested`` ("auto": :func:`adgen_utils.hardware.precision_for`)."""
+    """``TrainingArguments`` for ``requested`` ("auto": :func:`adgen_utils.hardware.training_precision`:
+    bf16 or fp16 on a GPU, bf16 autocast on a CPU with bfloat16 instructions, else fp32)."""
     device = detect_device()
     if requested == "auto":
-        requested = precision_for(device)
-    if requested in {"fp16", "bf16"} and device.kind != "cuda":
-        raise ValueError(f"{requested} mixed precision needs a CUDA GPU here; use precision='fp32' or 'auto'")
+        requested = training_precision(device)
+    if requested == "fp16" and device.kind != "cuda":
+        raise ValueError("fp16 mixed precision needs a CUDA GPU; use precision='bf16', 'fp32' or 'auto'")
+    if requested == "bf16" and device.kind == "cpu" and not device.cpu_bf16:
+        raise ValueError("this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): use precision='fp32' or 'auto'")
     return {"fp16": {"fp16": True}, "bf16": {"bf16": True}, "fp32": {}}[requested]
 
 
@@ -288,6 +295,59 @@ def _load_for_training(model_path, method: str, config: FinetuneConfig):
             model.gradient_checkpointing_enable()
             model.enable_input_require_grads()
     return get_peft_model(model, lora_config(model, config)), tokenizer
+
+
+def training_flops_per_token(model, block_size: int, method: str) -> float:
+    """Floating-point operations (multiply + add = 2) to train on one token of a ``block_size``
+    block. Forward: 2 per weight of every matrix the token passes through (the output layer
+    included, the input embedding table, a lookup, not) plus causal attention, 2 x 2 x layers x
+    width x block_size / 2 on average. Training is 3 x the forward pass for full fine-tuning (the
+    backward pass costs twice the forward) and 2 x for LoRA and QLoRA (the frozen weights get no
+    gradient; the adapters are too small to count)."""
+    width, layers = model.config.hidden_size, model.config.num_hidden_layers  # GPT-2 and GPT-Neo map theirs
+    embeddings = model.get_input_embeddings().weight
+    # A 4-bit weight (QLoRA) packs two values per stored byte.
+    weights = sum(
+        p.numel() * (2 if hasattr(p, "quant_state") else 1)
+        for p in model.parameters()
+        if p is not embeddings and p.dim() >= 2
+    )
+    output = model.get_output_embeddings()
+    if output is not None and output.weight is embeddings:  # tied: the output layer is the embedding table
+        weights += embeddings.numel()
+    forward = 2 * weights + 2 * 2 * layers * width * block_size / 2
+    return (3 if method == "full" else 2) * forward
+
+
+def split_category(texts: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``"<category> | <ad>"`` texts (:func:`training_texts` with ``category_prefix``) back into ads
+    and categories."""
+    parts = [text.partition(CATEGORY_SEPARATOR) for text in texts]
+    return [ad for _, _, ad in parts], [category for category, _, _ in parts]
+
+
+def quality_curve(log_history: list[dict], validation_ads: int) -> pd.DataFrame:
+    """The fine-tuning's quality curve (:data:`adgen_utils.models.CURVE_COLUMNS`): one row per
+    :class:`FootingEvaluation` in ``log_history``, the first before training."""
+    rows = [
+        {
+            "step": entry["step"],
+            "epoch": entry.get("epoch") or 0.0,
+            "train_seconds": entry["train_seconds"],
+            "train_flops": entry["train_flops"],
+            "validation_ads": validation_ads,
+            **{name: entry[f"eval_{name}"] for name in CURVE_METRICS},
+        }
+        for entry in log_history
+        if "train_seconds" in entry
+    ]
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def _autocast(precision: dict, device_type: str):
+    """A context manager for the Trainer's mixed precision (``precision``: :func:`_precision`'s arguments)."""
+    dtype = torch.bfloat16 if precision.get("bf16") else torch.float16 if precision.get("fp16") else None
+    return (lambda: torch.autocast(device_type, dtype=dtype)) if dtype is not None else contextlib.nullcontext
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,9 +404,68 @@ class EvaluationProgress(ProgressCallback):
             return
         line = (
             f"epoch {logs.get('epoch') or 0:.2f} · step {state.global_step} · validation loss "
-            f"{logs['eval_loss']:.4f} nats/token · perplexity {math.exp(logs['eval_loss']):.2f}"
+            f"{logs['eval_loss']:.4f} nats/token · perplexity {math.exp(logs['eval_loss']):.2f} · "
+            f"{logs.get('eval_bits_per_char', math.nan):.3f} bits/char"
         )
         (self.training_bar.write if self.training_bar is not None else print)(line)
+
+
+class FootingEvaluation(TrainerCallback):
+    """Validation as notebook 07 measures it: before training (not when resuming), every ``every``
+    optimizer steps (None: at every epoch's end) and after the last step, the model being trained
+    scores the same validation ads with the series' footing (:meth:`TransformerAdModel.score`, in the
+    training's precision: ``autocast``). Each evaluation is logged through the Trainer (so it is in
+    ``state.log_history``, saved with every checkpoint): ``eval_loss`` (nats per model token, as the
+    Trainer's own evaluation would give), ``eval_bits_per_char``, ``eval_per_word_perplexity``,
+    ``eval_top1_accuracy``, ``eval_top5_accuracy``, and the budget so far: ``train_seconds`` (optimizer
+    steps only, evaluations excluded) and ``train_flops`` (``flops_per_step`` per step). Call
+    :meth:`attach` with the Trainer before training."""
+
+    def __init__(self, scorer, ads: Sequence[str], categories, every: int | None, flops_per_step: float, autocast):
+        self.scorer, self.ads, self.categories = scorer, list(ads), categories
+        self.every, self.flops_per_step, self.autocast = every, flops_per_step, autocast
+        self.trainer, self.seconds, self.began, self.last = None, 0.0, None, None
+
+    def attach(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        logged = [e for e in state.log_history if "train_seconds" in e]
+        self.seconds = float(logged[-1]["train_seconds"]) if logged else 0.0  # resumed: the budget so far
+        self.last = logged[-1]["step"] if logged else None
+        if state.global_step == 0:
+            self.evaluate(state)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.began = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.seconds += time.perf_counter() - self.began
+        if (self.every and state.global_step % self.every == 0) or state.global_step >= state.max_steps:
+            self.evaluate(state)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.every is None and self.last != state.global_step:
+            self.evaluate(state)
+
+    def evaluate(self, state) -> dict:
+        """Score the validation ads now and log the result (see the class docstring)."""
+        module = self.scorer.model
+        training = module.training
+        module.eval()
+        with torch.no_grad(), self.autocast():
+            scores = self.scorer.score(self.ads, self.categories)
+        module.train(training)
+        footing = summarize_scores(scores)
+        logs = {
+            "eval_loss": float(-scores["log_prob"].sum() / scores["model_tokens"].sum()),
+            **{f"eval_{name}": footing[name] for name in CURVE_METRICS},
+            "train_seconds": round(self.seconds, 2),
+            "train_flops": state.global_step * self.flops_per_step,
+        }
+        self.trainer.log(logs)
+        self.last = state.global_step
+        return logs
 
 
 class TimedCheckpoint(TrainerCallback):
@@ -406,23 +525,19 @@ def finetune(
     set_seed(config.seed)
     model, tokenizer = _load_for_training(model_path, method, config)  # tokenizer already padded left
     train_blocks = pack_blocks(train_texts, tokenizer, config.block_size)
-    validation_blocks = pack_blocks(validation_texts, tokenizer, config.block_size)
+    validation_tokens = sum(len(ids) + 1 for ids in _token_ids(validation_texts, tokenizer))
     if progress:
         say(
             f"method: {reason}\ntraining on {train_blocks.tokens:,} tokens ({train_blocks.texts:,} ads) in "
-            f"{len(train_blocks):,} blocks of {config.block_size}; validation {validation_blocks.tokens:,} tokens"
+            f"{len(train_blocks):,} blocks of {config.block_size}; validation {len(validation_texts):,} ads "
+            f"({validation_tokens:,} tokens), scored as notebook 07 scores"
         )
     resume = _latest_checkpoint(output_dir / CHECKPOINTS_FOLDER)
-    per_epoch = (
-        {
-            "eval_strategy": "steps",
-            "save_strategy": "steps",
-            "eval_steps": config.eval_steps,
-            "save_steps": config.eval_steps,
-        }
-        if config.eval_steps
-        else {"eval_strategy": "epoch", "save_strategy": "epoch"}
+    # Checkpoints come with the evaluations (FootingEvaluation, below, evaluates: not the Trainer).
+    saving = (
+        {"save_strategy": "steps", "save_steps": config.eval_steps} if config.eval_steps else {"save_strategy": "epoch"}
     )
+    precision = _precision(config.precision)
     arguments = TrainingArguments(
         output_dir=str(output_dir / CHECKPOINTS_FOLDER),
         per_device_train_batch_size=config.batch_size,
@@ -437,8 +552,8 @@ def finetune(
         logging_strategy="steps",
         logging_steps=1,
         logging_first_step=True,
-        **per_epoch,
-        eval_on_start=resume is None,  # a resumed run has its first evaluation in the checkpoint's history
+        eval_strategy="no",
+        **saving,
         save_total_limit=config.save_total_limit,
         load_best_model_at_end=False,
         report_to="none",
@@ -450,16 +565,23 @@ def finetune(
         dataloader_pin_memory=torch.cuda.is_available(),
         activation_checkpointing=bool(config.gradient_checkpointing) and method == "full",
         optim="adamw_torch",
-        **_precision(config.precision),
+        **precision,
     )
-    trainer = Trainer(
-        model=model,
-        args=arguments,
-        train_dataset=BlockDataset(train_blocks),
-        eval_dataset=BlockDataset(validation_blocks),
-    )
+    trainer = Trainer(model=model, args=arguments, train_dataset=BlockDataset(train_blocks))
     for printer in (ProgressCallback, PrinterCallback, NotebookProgressCallback):
         trainer.remove_callback(printer)  # they print every logged step; ours prints evaluations only
+    tokens_per_step = config.batch_size * config.gradient_accumulation * config.block_size * arguments.world_size
+    ads, categories = split_category(validation_texts) if config.category_prefix else (validation_texts, None)
+    evaluation = FootingEvaluation(
+        TransformerAdModel.in_training(model, tokenizer, output_dir, config.category_prefix),
+        ads,
+        categories,
+        config.eval_steps,
+        flops_per_step=tokens_per_step * training_flops_per_token(model, config.block_size, method),
+        autocast=_autocast(precision, arguments.device.type),
+    )
+    evaluation.attach(trainer)
+    trainer.add_callback(evaluation)
     trainer.add_callback(TimedCheckpoint(config.checkpoint_minutes))
     if progress:
         trainer.add_callback(EvaluationProgress())
@@ -468,9 +590,10 @@ def finetune(
         say(f"resuming from {resume.name}")
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - started
-    if trainer.state.global_step not in {e.get("step") for e in trainer.state.log_history if "eval_loss" in e}:
-        trainer.evaluate()  # max_steps ended between evaluations: measure the final model too
+    if evaluation.last != trainer.state.global_step:
+        evaluation.evaluate(trainer.state)  # an epoch ended between evaluations: measure the final model too
     history = _history(trainer.state.log_history)
+    quality_curve(trainer.state.log_history, len(ads)).to_csv(output_dir / QUALITY_CURVE_FILE, index=False)
     _save_final(trainer.model, tokenizer, method, model_path, output_dir)
     summary = {
         "settings": settings,
@@ -479,7 +602,7 @@ def finetune(
         "base_model": str(model_path),
         "train_tokens": train_blocks.tokens,
         "train_blocks": len(train_blocks),
-        "validation_tokens": validation_blocks.tokens,
+        "validation_tokens": validation_tokens,
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         "train_seconds": round(seconds, 1),
@@ -649,9 +772,8 @@ def prepare_finetune(values: dict, run_dir: str | Path, log=say) -> FinetuneInpu
 
     ads = load_dataset(Path(run_dir) / DATA_FOLDER)
     train = ads[ads["split"] == "train"]
-    validation = ads[ads["split"] == "validation"]
     train = train if values["max_train_ads"] is None else train.head(values["max_train_ads"])
-    validation = validation if values["validation_ads"] is None else validation.head(values["validation_ads"])
+    validation = validation_ads(run_dir, values["validation_ads"])
     model_path = resolve_model(
         values["base_model"],
         models_dir=Path(run_dir) / MODELS_FOLDER,

@@ -5,9 +5,11 @@ import textwrap
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 from helpers import run_to_end, run_until
 
+from adgen_utils import layout
 from adgen_utils.corpus import sequences
 from adgen_utils.corpus.text import BOS_ID, PAD_ID, Vocabulary, tokenize
 from adgen_utils.layout import model_dir
@@ -155,9 +157,16 @@ def test_the_notebook_steps_train_measure_compare_and_write(corpus, tmp_path):
     vocabulary, train, validation = corpus
     splits = {"train": train, "validation": validation, "test": validation}
     setup = lstm_training.LSTMTraining(
-        tiny(epochs=2), vocabulary, splits, train, model_dir(tmp_path, "04_embedding_lstm")
+        tiny(epochs=2), vocabulary, splits, train, model_dir(tmp_path, "04_embedding_lstm"), curve_ads=ADS[::4]
     )
     result = lstm_training.train_model(setup, progress=False)
+    curve = pd.read_csv(setup.model_dir / layout.QUALITY_CURVE_FILE)  # one row per epoch, the budget growing
+    assert curve["epoch"].tolist() == [1, 2] and curve["validation_ads"].tolist() == [len(ADS[::4])] * 2
+    assert (
+        curve["train_seconds"].is_monotonic_increasing
+        and curve["train_flops"].iloc[1] == 2 * curve["train_flops"].iloc[0]
+    )
+    assert curve["bits_per_char"].iloc[1] < curve["bits_per_char"].iloc[0]
     results = lstm_training.evaluate_trained(setup, result, train_ads=20)
     assert (setup.model_dir / "metrics.csv").is_file()
     assert {("trained", "train (sample)"), ("untrained", "test"), ("unigram", "test")} <= set(results.index)

@@ -27,7 +27,7 @@ def tuned(embedded_ads, tiny_folder, tmp_path_factory):
     """The tiny model really fine-tuned (one epoch on 200 ads, a few seconds) in run_dir/models/finetuned."""
     train = embedded_ads[embedded_ads["split"] == "train"]["ad"].head(200).tolist()
     validation = embedded_ads[embedded_ads["split"] == "validation"]["ad"].head(30).tolist()
-    config = finetune.FinetuneConfig(block_size=64, batch_size=8, epochs=1, learning_rate=3e-3)
+    config = finetune.FinetuneConfig(block_size=64, batch_size=8, epochs=1, max_steps=-1, learning_rate=3e-3)
     output = tmp_path_factory.mktemp("run") / "models" / "finetuned"
     return finetune.finetune(tiny_folder, train, validation, config, output, progress=False)
 

@@ -95,7 +95,9 @@ def _splits(ads, n_train=400, n_validation=60):
 def test_fine_tuning_lowers_validation_perplexity_and_saves_a_plain_model(ads, tiny, tmp_path):
     folder, _ = tiny
     train, validation = _splits(ads)
-    config = finetune.FinetuneConfig(block_size=64, batch_size=8, epochs=2, learning_rate=3e-3, eval_steps=None)
+    config = finetune.FinetuneConfig(
+        block_size=64, batch_size=8, epochs=2, max_steps=-1, learning_rate=3e-3, eval_steps=None
+    )
     result = finetune.finetune(folder, train, validation, config, tmp_path / "tuned", progress=False)
     evaluated = result.history.dropna(subset=["eval_loss"])
     assert evaluated["epoch"].tolist() == [0.0, 1.0, 2.0]  # before training, then every epoch
@@ -117,7 +119,9 @@ def test_fine_tuning_lowers_validation_perplexity_and_saves_a_plain_model(ads, t
 def test_lora_trains_adapters_and_saves_them_merged(ads, tiny, tmp_path):
     folder, _ = tiny
     train, validation = _splits(ads, 200, 30)
-    config = finetune.FinetuneConfig(block_size=64, epochs=1, learning_rate=5e-3, method="lora", lora_rank=4)
+    config = finetune.FinetuneConfig(
+        block_size=64, epochs=1, max_steps=-1, learning_rate=5e-3, method="lora", lora_rank=4
+    )
     result = finetune.finetune(folder, train, validation, config, tmp_path / "lora", progress=False)
     assert result.summary["method"] == "lora" and result.perplexity_after < result.perplexity_before
     assert (result.model_dir / "adapter" / "adapter_model.safetensors").is_file()
