@@ -74,12 +74,35 @@ def test_loading_and_fine_tuning_follow_the_rule(monkeypatch, name, capability, 
     assert finetune._precision("fp32") == {}
 
 
-def test_on_a_cpu_everything_is_float32(monkeypatch):
+def test_on_a_cpu_weights_are_float32_and_training_uses_bf16_only_with_its_instructions(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pretrained.default_dtype("cpu") is torch.float32
-    assert finetune._precision("auto") == {}
-    with pytest.raises(ValueError, match="needs a CUDA GPU"):
-        finetune._precision("fp16")
+    for has_bf16, expected in ((False, {}), (True, {"bf16": True})):
+        monkeypatch.setattr(hardware, "cpu_computes_bf16", lambda has_bf16=has_bf16: has_bf16)
+        assert hardware.detect_device().cpu_bf16 is has_bf16
+        assert hardware.precision_for(hardware.detect_device()) == "fp32"  # scoring and generation
+        assert finetune._precision("auto") == expected
+        assert finetune._precision("fp32") == {}
+        with pytest.raises(ValueError, match="needs a CUDA GPU"):
+            finetune._precision("fp16")
+    monkeypatch.setattr(hardware, "cpu_computes_bf16", lambda: False)
+    with pytest.raises(ValueError, match="no bfloat16 instructions"):
+        finetune._precision("bf16")
+
+
+def test_cpu_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
+    for flags, expected in (("fpu avx2 avx512f avx512_bf16", True), ("fpu sse amx_bf16", True), ("fpu avx2", False)):
+        cpuinfo = tmp_path / "cpuinfo"
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        real_open = open
+        monkeypatch.setattr(
+            "builtins.open",
+            lambda path, *a, real_open=real_open, cpuinfo=cpuinfo, **k: real_open(
+                cpuinfo if path == "/proc/cpuinfo" else path, *a, **k
+            ),
+        )
+        assert hardware.cpu_computes_bf16() is expected
+        monkeypatch.undo()
 
 
 def test_method_choice_reads_the_gpu_memory_from_the_device(monkeypatch):

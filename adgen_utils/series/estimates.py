@@ -51,6 +51,9 @@ LSTM_UTILISATION, TRANSFORMER_UTILISATION, QLORA_UTILISATION, BANDWIDTH_UTILISAT
 # Fitted on this project's 2-core CPU: LSTM matrix work, transformer training (SmolLM2-135M at
 # 142 tokens/s), and ~10 GB/s of effective memory traffic for the softmax and Adam passes.
 CPU_2_CORES = Throughput(lstm_flops=2.2e11, transformer_flops=1.15e11, bandwidth=1.0e10)
+# Transformer training in bf16 autocast on a CPU with bfloat16 instructions, against float32
+# (hardware.training_precision; adgen bench finetune, "packed_bf16" against "packed").
+CPU_BF16_SPEEDUP = 1.75
 # Bytes moved per output class per prediction (softmax, its gradient) and per parameter per step (Adam).
 SOFTMAX_BYTES_PER_CLASS, ADAM_BYTES_PER_PARAMETER = 78, 120
 
@@ -190,6 +193,8 @@ def finetune_training(
     rate = throughput(device)
     flops = 6 * parameters * train_tokens * epochs + 2 * parameters * validation_tokens * evaluations
     speed = rate.transformer_flops
+    if device.kind == "cpu" and device.cpu_bf16:
+        speed *= CPU_BF16_SPEEDUP
     if method == "qlora" and device.kind == "cuda":
         speed *= QLORA_UTILISATION / TRANSFORMER_UTILISATION
     bytes_per_parameter = {"full": 16, "lora": 2 + 0.16, "qlora": 0.55 + 0.16}[method]
@@ -265,15 +270,18 @@ def notebook_finetune(
     if values["validation_ads"] is not None:
         validation_ads = min(validation_ads, values["validation_ads"])
     tokens = train_ads * TOKENS_PER_AD
-    total_steps = steps(
-        tokens, values["batch_size"], values["block_size"], values["gradient_accumulation"], values["epochs"]
-    )
-    evaluations = 2 + (total_steps // values["eval_steps"] if values["eval_steps"] else int(values["epochs"]))
+    per_step = values["batch_size"] * values["block_size"] * values["gradient_accumulation"]
+    if values["max_steps"] > 0:  # the Trainer then runs exactly max_steps, cycling through the blocks
+        total_steps, tokens, epochs = values["max_steps"], values["max_steps"] * per_step, 1.0
+    else:
+        epochs = values["epochs"]
+        total_steps = steps(tokens, values["batch_size"], values["block_size"], values["gradient_accumulation"], epochs)
+    evaluations = 2 + (total_steps // values["eval_steps"] if values["eval_steps"] else math.ceil(epochs))
     return finetune_training(
         parameters,
         tokens,
         method,
-        values["epochs"],
+        epochs,
         validation_ads * TOKENS_PER_AD,
         evaluations,
         device,
