@@ -4,7 +4,9 @@ own ``ru_maxrss`` from ``wait4``) are its own; two ways of doing the same work a
 in one run, and the report gives medians and ratios. ``bench_catalog`` runs the ``adgen generate``
 command itself as the child, kills it and resumes it. The ``adgen bench`` command adds when,
 where and by which command (:func:`adgen_utils.apps.results.with_provenance`); saved in
-``results/``, the README's measured section is written from them (``adgen sync``)."""
+``results/``, the README's measured section is written from them (``adgen sync``).
+``bench_compute`` and ``bench_category`` are the study's own measurements: quality against
+training compute for every model family, and what the category prefix does on 40 categories."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import signal
 import statistics
@@ -21,9 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from adgen_utils.corpus.data import FULL_CORPUS_ADS
+from adgen_utils.hardware import cpu_computes_bf16
 from adgen_utils.logs import say
-from adgen_utils.parameters import catalog_default, default
+from adgen_utils.parameters import DEFAULT_PROFILE, catalog_default, default
 
 # ---------------------------------------------------------------------------------------
 # Workloads (run inside the child process)
@@ -192,11 +198,21 @@ def _causal_lm(model: str, folder: str):
 
 
 def _finetune_steps(
-    model: str, layout: str, steps: int, batch_size: int, block_size: int, method: str = "full", warmup_steps: int = 2
+    model: str,
+    layout: str,
+    steps: int,
+    batch_size: int,
+    block_size: int,
+    method: str = "full",
+    warmup_steps: int = 2,
+    bf16: bool = False,
 ) -> dict:
     """Optimizer steps on the same ads laid out as packed blocks, or one ad per row padded to
-    ``block_size`` ("padded") or to the longest ad of its batch ("padded_longest").
-    Counts trained (non-padding) tokens; the first ``warmup_steps`` are not timed."""
+    ``block_size`` ("padded") or to the longest ad of its batch ("padded_longest"), in float32 or
+    (``bf16``) in bfloat16 autocast on the CPU, as the Trainer runs it. Counts trained (non-padding)
+    tokens; the first ``warmup_steps`` are not timed."""
+    import contextlib
+
     import torch
 
     from adgen_utils.transformer.finetune import lora_config, pack_blocks, padded_rows
@@ -223,11 +239,12 @@ def _finetune_steps(
         batch = slice(step * batch_size, (step + 1) * batch_size)
         mask = torch.from_numpy(rows.attention_mask[batch])
         width = int(mask.sum(1).max()) if layout == "padded_longest" else block_size
-        loss = net(
-            input_ids=torch.from_numpy(rows.input_ids[batch, :width]),
-            attention_mask=mask[:, :width],
-            labels=torch.from_numpy(rows.labels[batch, :width]),
-        ).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            loss = net(
+                input_ids=torch.from_numpy(rows.input_ids[batch, :width]),
+                attention_mask=mask[:, :width],
+                labels=torch.from_numpy(rows.labels[batch, :width]),
+            ).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -265,6 +282,101 @@ def _generate(model: str, prompts: int, batch_size: int, max_new_tokens: int) ->
     }
 
 
+def _build_run(run_dir: str, profile: str, corpus: str | None, sample_size: int | None) -> dict:
+    """Notebooks 01 and 02 of ``profile`` (``corpus`` and ``sample_size``, when given, replace its
+    data source and sample) into ``run_dir``: what the study benchmarks train on. Returns the split sizes."""
+    from adgen_utils.series import stages
+    from adgen_utils.series.profiles import profile_values
+
+    values = profile_values(profile, "01_eda")
+    values.update({k: v for k, v in {"data_source": corpus, "sample_size": sample_size}.items() if v is not None})
+    stages.build_dataset("01_eda", values, run_dir, progress=False)
+    stages.build_sequences("02_sequences", profile_values(profile, "02_sequences"), run_dir, progress=False)
+    ads = pd.read_parquet(Path(run_dir) / "data" / "ads.parquet", columns=["split", "category"])
+    return {"splits": ads["split"].value_counts().to_dict(), "categories": int(ads["category"].nunique())}
+
+
+def _compute_lstm(run_dir: str, profile: str, notebook: str, epochs: int) -> dict:
+    """Notebook ``notebook`` (03 or 04) of ``profile``, on every training ad for ``epochs`` epochs
+    without early stopping; its quality curve (a row per epoch)."""
+    from adgen_utils.layout import QUALITY_CURVE_FILE, model_dir
+    from adgen_utils.lstm import training
+    from adgen_utils.series.profiles import profile_values
+
+    values = {**profile_values(profile, notebook), "epochs": epochs, "patience": epochs, "max_train_ads": None}
+    training.train_for_notebook(notebook, values, run_dir, progress=False)
+    return {"curve": pd.read_csv(model_dir(run_dir, notebook) / QUALITY_CURVE_FILE).to_dict("records")}
+
+
+def _compute_finetune(
+    run_dir: str, profile: str, fraction: float, base_model: str | None = None, steps: int | None = None, **changes
+) -> dict:
+    """Notebook 06 of ``profile`` fine-tuned for ``fraction`` of its own optimizer steps (``max_steps``,
+    or what its ``epochs`` over its training blocks come to), or for exactly ``steps``, with its
+    learning-rate schedule over those steps; its quality curve (before training, after the last step)."""
+    from adgen_utils.layout import QUALITY_CURVE_FILE
+    from adgen_utils.series.profiles import profile_values
+    from adgen_utils.transformer import finetune
+
+    values = {**profile_values(profile, "06_fine_tuning"), **changes}
+    if base_model:
+        values["base_model"] = base_model
+    inputs = finetune.prepare_finetune(values, run_dir, log=lambda *_: None)
+    if steps is None:
+        total = values["max_steps"]
+        if total <= 0:
+            blocks = len(finetune.pack_blocks(inputs.train_texts, inputs.tokenizer, values["block_size"]))
+            total = math.ceil(blocks * values["epochs"] / (values["batch_size"] * values["gradient_accumulation"]))
+        steps = max(1, round(total * fraction))
+    values.update(max_steps=steps, eval_steps=None)
+    folder = Path(run_dir) / "bench" / f"finetuned_{steps}_{values['category_prefix']}"
+    config = finetune.config_from_parameters(values)
+    result = finetune.finetune(inputs.model_path, inputs.train_texts, inputs.validation_texts, config, folder, False)
+    curve = pd.read_csv(folder / QUALITY_CURVE_FILE)
+    return {"curve": curve.to_dict("records"), "folder": str(folder), "steps": result.summary["steps"]}
+
+
+def _compute_few_shot(run_dir: str, model: str, shots: int, validation_ads: int | None, seed: int = 0) -> dict:
+    """The footing of ``model`` with ``shots`` same-category training ads before each of the
+    quality curves' validation ads: the line a model with no training budget draws."""
+    from adgen_utils.corpus.data import load_dataset
+    from adgen_utils.corpus.data import validation_ads as drawn
+    from adgen_utils.models import load_ad_model
+    from adgen_utils.study.evaluation import evaluate_ad_model
+
+    train = load_dataset(Path(run_dir) / "data", split="train")
+    ads = drawn(run_dir, validation_ads)
+    scored = load_ad_model(model, shots=shots, examples=train, seed=seed, models_dir=Path(run_dir) / "models")
+    return evaluate_ad_model(scored, ads["ad"].tolist(), ads["category"].tolist())
+
+
+def _category_finetune(
+    run_dir: str, profile: str, steps: int, prefix: bool, products: int, base_model: str | None
+) -> dict:
+    """Notebook 06 fine-tuned ``steps`` steps with or without the category prefix, then scored on
+    the quality curves' validation ads (with their categories when it reads them) and asked for one
+    ad per product of ``products`` validation products (their category given when it reads one).
+    Returns the footing, the products and their ads."""
+    from adgen_utils.corpus.data import validation_ads as drawn
+    from adgen_utils.models import DECODINGS, categories_for, load_ad_model
+    from adgen_utils.parameters import DEFAULT_DECODING
+    from adgen_utils.series.profiles import profile_values
+    from adgen_utils.study.evaluation import evaluate_ad_model
+    from adgen_utils.study.products import product_set
+
+    trained = _compute_finetune(run_dir, profile, 1.0, base_model, steps=steps, category_prefix=prefix)
+    model = load_ad_model(trained["folder"])
+    values = profile_values(profile, "06_fine_tuning")
+    scored = drawn(run_dir, values["validation_ads"])
+    footing = evaluate_ad_model(model, scored["ad"].tolist(), scored["category"].tolist())
+    chosen = product_set(drawn(run_dir, None), products, seed=0)
+    decoding = DECODINGS[DEFAULT_DECODING]
+    ads = model.generate(
+        chosen["prompt"].tolist(), decoding, categories=categories_for(model, chosen["category"].tolist())
+    )
+    return {"footing": footing, "products": chosen.to_dict("records"), "ads": [str(a) for a in ads]}
+
+
 WORKLOADS = {
     f.__name__.lstrip("_"): f
     for f in (
@@ -276,6 +388,11 @@ WORKLOADS = {
         _train_epoch,
         _finetune_steps,
         _generate,
+        _build_run,
+        _compute_lstm,
+        _compute_finetune,
+        _compute_few_shot,
+        _category_finetune,
     )
 }
 
@@ -443,7 +560,9 @@ def bench_finetune(
     log=say,
 ) -> dict:
     """Training tokens per second with packed blocks against one ad per padded row (same model,
-    same ads, same rows per step), alternating in one run; plus peak RSS of each way and of LoRA."""
+    same ads, same rows per step), alternating in one run; plus peak RSS of each way, of LoRA and,
+    on a CPU with bfloat16 instructions, of packed blocks in bf16 autocast (what
+    :func:`adgen_utils.hardware.training_precision` picks there)."""
     ways = {
         "packed": {"layout": "packed"},
         "padded_to_block": {"layout": "padded"},
@@ -451,6 +570,8 @@ def bench_finetune(
     }
     if lora:
         ways["packed_lora"] = {"layout": "packed", "method": "lora"}
+    if cpu_computes_bf16():
+        ways["packed_bf16"] = {"layout": "packed", "bf16": True}
     runs = {name: [] for name in ways}
     for repeat in range(repeats):
         for name, arguments in ways.items():
@@ -476,6 +597,8 @@ def bench_finetune(
     packed = out["packed"]["median_tokens_per_second"]
     for name in ("padded_to_block", "padded_to_longest_in_batch"):
         out[f"packed_over_{name}"] = _ratio(packed, out[name]["median_tokens_per_second"])
+    if "packed_bf16" in out:
+        out["bf16_over_fp32"] = _ratio(out["packed_bf16"]["median_tokens_per_second"], packed)
     return out
 
 
@@ -512,14 +635,14 @@ def bench_generate(
 
 def _catalog_products(path: Path, count: int, seed: int) -> int:
     """Write a products CSV (brand, product, category) of up to ``count`` products from the embedded
-    corpus's test split: "brand product type" of its ads, one per distinct prompt
-    (:func:`adgen_utils.study.evaluation.prompt_set`). Returns how many it wrote."""
+    corpus's test split: the brand and product words of its ads, one per distinct product
+    (:func:`adgen_utils.study.products.product_set`). Returns how many it wrote."""
     from adgen_utils.corpus.data import load_ads
-    from adgen_utils.study.evaluation import prompt_set
+    from adgen_utils.study.products import product_set
 
     ads, _ = load_ads("embedded", progress=False)
-    chosen = prompt_set(ads[ads["split"] == "test"], count, seed=seed)
-    chosen.rename(columns={"product_type": "product"})[["brand", "product", "category"]].to_csv(path, index=False)
+    chosen = product_set(ads[ads["split"] == "test"], count, seed=seed)
+    chosen[["brand", "product", "category"]].to_csv(path, index=False)
     return len(chosen)
 
 
@@ -538,10 +661,12 @@ def bench_catalog(
     kill_after: float = 30.0,
     batch_size: int = catalog_default("batch_size"),
     max_new_tokens: int = catalog_default("max_new_tokens"),
+    candidates: int = catalog_default("candidates"),
     log=say,
 ) -> dict:
-    """``adgen generate`` on ``products`` products of the test split, one ad each, with its default
-    decoding (``batch_size`` and ``max_new_tokens`` default to the command's own too): the
+    """``adgen generate`` on ``products`` products of the test split, one ad each chosen from
+    ``candidates`` by the seller's rules, with its default decoding (``batch_size``,
+    ``max_new_tokens`` and ``candidates`` default to the command's own too): the
     command is killed with SIGKILL ``kill_after`` seconds after it starts (model loading included),
     then run again to resume. Reports what the killed run left on disk, the resumed run's ads per
     second (its own count over its own generating time, model loading excluded) and peak RSS, and
@@ -550,7 +675,8 @@ def bench_catalog(
     with tempfile.TemporaryDirectory() as work:
         inputs, output = Path(work, "products.csv"), Path(work, "ads.csv")
         count = _catalog_products(inputs, products, seed=0)
-        settings = ["--per-product", "1", "--max-new-tokens", str(max_new_tokens), "--batch-size", str(batch_size)]
+        settings = ["--per-product", "1", "--candidates", str(candidates), "--max-new-tokens", str(max_new_tokens)]
+        settings += ["--batch-size", str(batch_size)]
         command = ["generate", "--model", model, "--input", str(inputs), "--output", str(output), *settings]
         command += ["--no-progress"]
         log(f"adgen generate on {count} products, killed after {kill_after:g} s")
@@ -576,18 +702,157 @@ def bench_catalog(
             "ads_on_disk": on_disk["rows"],
             "ends_on_complete_line": on_disk["ends_on_complete_line"],
         },
+        "candidates": candidates,
         "resumed_run": {
             "seconds": round(resumed["seconds"], 2),
             "peak_rss_mib": round(resumed["peak_rss_mib"], 1),
             "resumed_from": summary["resumed_from"],
-            "ads_written": summary["ads_written"],
+            "products_done": summary["products_done"],
             "generating_seconds": summary["seconds"],
-            "ads_per_second": summary["ads_per_second"],
+            "products_per_second": round(summary["products_done"] / summary["seconds"], 3),
         },
+        "passing_share": summary["passing_share"],
+        "rejected_candidates": summary["rejected_candidates"],
         "rows": final["rows"],
         "distinct_pairs": final["distinct_pairs"],
         "lost": count - final["distinct_pairs"],
         "repeated": final["rows"] - final["distinct_pairs"],
+    }
+
+
+def bench_compute(
+    profile: str = DEFAULT_PROFILE,
+    corpus: str | None = None,
+    epochs_scale: float = 2.0,
+    fractions: tuple = (0.125, 0.25, 0.5, 1.0, 2.0),
+    shots: int = default("07_evaluation", "shots"),
+    figure: str | None = "figures/bench_compute.png",
+    log=say,
+) -> dict:
+    """Quality against training compute, each model family of the series on the same training ads
+    (``profile``'s notebooks 01-02; ``corpus`` replaces its data source) and scored on the same
+    validation ads with notebook 07's footing: the one-hot and the Embedding LSTM for
+    ``epochs_scale`` times their profile's epochs on every training ad, one checkpoint per epoch (a
+    constant learning rate, so a checkpoint is what a run of that length gives); the fine-tuned
+    transformer for ``fractions`` of notebook 06's optimizer steps (its ``max_steps``, or its epochs
+    over its training blocks), each a run of its own with its schedule over its own steps; notebook 07's pretrained model with ``shots`` examples as a flat line.
+    Each in its own process. Reports the curves (bits per character, per-word perplexity, top-5
+    against training seconds on this machine and training FLOPs), the flat line, when the fine-tuned
+    model overtakes the best LSTM (:func:`adgen_utils.study.compute.overtaking`), and writes the
+    figure to ``figure`` (None: none)."""
+    from adgen_utils.series.profiles import profile_values
+    from adgen_utils.study.compute import CHALLENGER, CONTENDERS, overtaking, plot_quality_vs_compute
+
+    tuned_values = profile_values(profile, "06_fine_tuning")
+    with tempfile.TemporaryDirectory() as run_dir:
+        log(f"preparing the {profile} profile's data")
+        sizes = _measure("build_run", run_dir=run_dir, profile=profile, corpus=corpus, sample_size=None)
+        rows = []
+        for notebook, label in CONTENDERS.items():
+            epochs = max(1, round(profile_values(profile, notebook)["epochs"] * epochs_scale))
+            log(f"{label}: {epochs} epochs")
+            measured = _measure("compute_lstm", run_dir=run_dir, profile=profile, notebook=notebook, epochs=epochs)
+            rows += [{**row, "model": label} for row in measured["curve"]]
+        label, budgets = next(iter(CHALLENGER.values())), []
+        for fraction in sorted(fractions):
+            log(f"{label}: {fraction:g} of notebook 06's steps")
+            measured = _measure("compute_finetune", run_dir=run_dir, profile=profile, fraction=fraction)
+            if measured["steps"] in budgets:
+                continue  # a fraction that rounds to the same steps as the one before
+            budgets.append(measured["steps"])
+            if not any(row["model"] == label for row in rows):
+                rows.append({**measured["curve"][0], "model": label})  # before training, once
+            rows.append({**measured["curve"][-1], "model": label})
+        pretrained = profile_values(profile, "07_evaluation")["pretrained_model"]
+        log(f"{pretrained}, {shots}-shot")
+        few = _measure(
+            "compute_few_shot",
+            run_dir=run_dir,
+            model=pretrained,
+            shots=shots,
+            validation_ads=tuned_values["validation_ads"],
+        )
+    curves = pd.DataFrame(rows)
+    flat = {f"{pretrained} {shots}-shot": few["bits_per_char"]}
+    if figure:
+        plot_quality_vs_compute(curves, flat, Path(figure).parent, Path(figure).stem)
+    return {
+        "profile": profile,
+        "corpus": corpus or profile_values(profile, "01_eda")["data_source"],
+        "splits": sizes["splits"],
+        "validation_ads": int(curves["validation_ads"].iloc[0]),
+        "base_model": tuned_values["base_model"],
+        "finetune_steps": budgets,
+        "curves": curves.to_dict("records"),
+        "flat": flat,
+        "overtaking": overtaking(curves),
+        "figure": figure,
+    }
+
+
+def bench_category(
+    corpus: str = "../shared/data/amazon_ads_sample10",
+    sample_size: int = 30_000,
+    steps: int = default("06_fine_tuning", "max_steps"),
+    products: int = 80,
+    base_model: str | None = None,
+    log=say,
+) -> dict:
+    """Whether the category prefix helps, on a corpus of many categories: notebook 06 (quick
+    profile, ``base_model`` replacing its base) fine-tuned for ``steps`` steps on the same training
+    ads of ``sample_size`` ads drawn from ``corpus``, once without and once with ``"<category> | "``
+    before every ad. Reports each one's footing on the same validation ads (the prefixed model reads
+    their categories), and for ``products`` validation products the share of ads a word-frequency
+    classifier fitted on the training ads (:class:`adgen_utils.study.products.CategoryClassifier`)
+    puts in the product's category, beside its accuracy on the products' real ads."""
+    from adgen_utils.corpus.data import load_dataset
+    from adgen_utils.study.products import CategoryClassifier
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        log(f"preparing {sample_size:,} ads of {corpus}")
+        sizes = _measure("build_run", run_dir=run_dir, profile="quick", corpus=corpus, sample_size=sample_size)
+        runs = {}
+        for prefix in (False, True):
+            log(f"fine-tuning {'with' if prefix else 'without'} the category prefix: {steps} steps")
+            runs[prefix] = _measure(
+                "category_finetune",
+                run_dir=run_dir,
+                profile="quick",
+                steps=steps,
+                prefix=prefix,
+                products=products,
+                base_model=base_model,
+            )
+        classifier = CategoryClassifier(load_dataset(Path(run_dir) / "data", split="train"))
+    chosen = pd.DataFrame(runs[False]["products"])
+    wanted = chosen["category"].tolist()
+
+    def in_category(ads: list[str]) -> float:
+        return float(sum(c == w for c, w in zip(classifier.predict(ads), wanted)) / len(wanted))
+
+    ways = {"without": runs[False], "with": runs[True]}
+    return {
+        "corpus": corpus,
+        "sample_size": sample_size,
+        "splits": sizes["splits"],
+        "categories": sizes["categories"],
+        "base_model": runs[False]["footing"]["source"],
+        "steps": steps,
+        "validation_ads": runs[False]["footing"]["ads"],
+        "products": len(chosen),
+        **{
+            f"{name}_prefix": {
+                **{k: run["footing"][k] for k in ("bits_per_char", "per_word_perplexity", "top5_accuracy")},
+                "in_category": in_category(run["ads"]),
+                "seconds": round(run["seconds"], 1),
+            }
+            for name, run in ways.items()
+        },
+        "real_ads_in_category": in_category(chosen["ad"].tolist()),
+        "examples": [
+            {"category": w, "prompt": p, "without": a, "with": b}
+            for w, p, a, b in zip(wanted, chosen["prompt"], runs[False]["ads"], runs[True]["ads"])
+        ][:6],
     }
 
 

@@ -27,6 +27,8 @@ LSTM_FILE = "bench_lstm.json"
 FINETUNE_FILE = "bench_finetune.json"
 GENERATE_FILES = "bench_generate*.json"  # one per batch size: bench_generate.json, bench_generate_32.json, ...
 CATALOG_FILE = "bench_catalog.json"
+COMPUTE_FILE = "bench_compute.json"
+CATEGORY_FILE = "bench_category.json"
 RUN_FILE = RUN_RESULT_FILE.format(profile="quick")
 LSTM_WAYS = {
     "original_one_hot_windows": f"original: one-hot {ORIGINAL_WINDOW}-word windows, batches of 4,096 built in Python",
@@ -40,6 +42,7 @@ FINETUNE_WAYS = {
     "padded_to_block": "one ad per row, padded to {block} tokens",
     "padded_to_longest_in_batch": "one ad per row, padded to the longest ad of its batch",
     "packed_lora": "packed blocks, LoRA (rank 16, every linear layer)",
+    "packed_bf16": "packed blocks, bfloat16 autocast (the CPU's bf16 instructions)",
 }
 NOISY = 1.25  # runs of one way further apart than this (max / min) get a warning under the table
 
@@ -270,6 +273,11 @@ def finetune_part(result: dict) -> str:
             )
         else:
             text += f" LoRA trains slower here ({_times(float(f'{speed:.3g}'))} the tokens per second)."
+    if "bf16_over_fp32" in result:
+        text += (
+            f" In bfloat16 autocast, which notebook 06 trains in on a CPU with bf16 instructions, packed blocks train "
+            f"{_times(result['bf16_over_fp32'])} the tokens per second of float32."
+        )
     text += _spread([result], ways, "tokens_per_second")
     lines += ["", text, "", provenance([(FINETUNE_FILE, result)])]
     if lora:
@@ -443,17 +451,93 @@ def catalog_part(result: dict) -> str:
         if result["lost"] == result["repeated"] == 0
         else f"{result['lost']:,} lost, {result['repeated']:,} repeated"
     )
+    rejected = ", ".join(f"{rule} {count:,}" for rule, count in result.get("rejected_candidates", {}).items())
     return "\n".join(
         [
             f"**Batch generation** (`{result['generate_command']}`, {result['products']:,} products from the test "
-            f"split, decoding `{result['decoding']}`): **{_num(resumed['ads_per_second'])} ads/s** "
-            f"({resumed['ads_written']:,} ads in {resumed['generating_seconds']:.0f} s after the resume; peak RSS "
-            f"{resumed['peak_rss_mib'] / 1024:.1f} GiB). {kill}: {result['rows']:,} rows, "
+            f"split, decoding `{result['decoding']}`, {result['candidates']} candidates per product judged by the "
+            f"seller's rules): **{_num(resumed['products_per_second'])} products/s** ({resumed['products_done']:,} "
+            f"products in {resumed['generating_seconds']:.0f} s after the resume; peak RSS "
+            f"{resumed['peak_rss_mib'] / 1024:.1f} GiB); {_pct(result['passing_share'])} of the products got an ad "
+            f"that passes every rule (candidates rejected: {rejected or 'none'}). {kill}: {result['rows']:,} rows, "
             f"{result['distinct_pairs']:,} distinct (product, ad) pairs, {lost}.",
             "",
             provenance([(CATALOG_FILE, result)]),
         ]
     )
+
+
+def compute_part(result: dict) -> str:
+    """**Quality against training compute**: ``adgen bench compute``: every family's curve, the
+    few-shot line and when the fine-tuned model overtakes the best LSTM."""
+    curves = result["curves"]
+    lines = [
+        f"**Quality against training compute** (`{result['measured']['command']}`: the {result['profile']} profile's "
+        f"{result['splits'].get('train', 0):,} training ads for every model, the same {result['validation_ads']:,} "
+        f"validation ads scored with notebook 07's footing at every checkpoint; LSTM checkpoints are epochs of one "
+        f"run, each fine-tuning budget a run of its own with its schedule; `{result['base_model']}` fine-tuned):",
+        "",
+        f"![Quality against training compute]({result['figure']})",
+        "",
+        "| model | training seconds | training FLOPs | bits / char | per-word perplexity | top-5 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in curves:
+        lines.append(
+            f"| {row['model']} | {row['train_seconds']:,.0f} | {row['train_flops']:.2g} | {row['bits_per_char']:.3f} "
+            f"| {row['per_word_perplexity']:,.0f} | {row['top5_accuracy']:.1%} |"
+        )
+    for label, value in result["flat"].items():
+        lines.append(f"| {label} (no training) | 0 | 0 | {value:.3f} | | |")
+    found, best = result["overtaking"], result["overtaking"]["best_lstm"]
+    text = (
+        f"The best LSTM, {best['model']}, reaches {best['bits_per_char']:.3f} bits per character after "
+        f"{best['train_seconds']:,.0f} s ({best['train_flops']:.2g} FLOPs). "
+    )
+    if found["at_seconds"] is None:
+        text += (
+            f"The fine-tuned transformer does not overtake it within these budgets: {found['finetuned_bits_per_char']:.3f} "
+            f"after {found['finetuned_budget']['train_seconds']:,.0f} s."
+        )
+    else:
+        text += (
+            f"The fine-tuned transformer overtakes it after about {found['at_seconds']:,.0f} s of fine-tuning on this "
+            f"machine ({found['at_flops']:.2g} FLOPs) and ends {found['margin']:.0%} below it, at "
+            f"{found['finetuned_bits_per_char']:.3f} after {found['finetuned_budget']['train_seconds']:,.0f} s "
+            f"({found['finetuned_budget']['train_flops']:.2g} FLOPs). Pretraining is not counted."
+        )
+    lines += ["", text, "", provenance([(COMPUTE_FILE, result)])]
+    return "\n".join(lines)
+
+
+def category_part(result: dict) -> str:
+    """**Category-conditioned ads**: ``adgen bench category``: with and without the prefix."""
+    without, with_ = result["without_prefix"], result["with_prefix"]
+    lines = [
+        f"**Category-conditioned ads** (`{result['measured']['command']}`: {result['sample_size']:,} ads of "
+        f"`{result['corpus']}`, {result['categories']} categories; `{Path(result['base_model']).name}` fine-tuned "
+        f'{result["steps"]} steps on the same training ads, without and with `"<category> | "` before every ad; the '
+        f"same {result['validation_ads']} validation ads; one ad for each of {result['products']} validation products, "
+        "classified by a word-frequency model of the training ads' categories):",
+        "",
+        "| fine-tuned | bits / char | per-word perplexity | top-5 | ads in the asked category |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for label, row in (("without the category prefix", without), ("with the category prefix", with_)):
+        lines.append(
+            f"| {label} | {row['bits_per_char']:.3f} | {row['per_word_perplexity']:,.0f} | {row['top5_accuracy']:.1%} "
+            f"| {row['in_category']:.0%} |"
+        )
+    lines.append(f"| the products' real ads | | | | {result['real_ads_in_category']:.0%} |")
+    change = 1 - with_["bits_per_char"] / without["bits_per_char"]
+    verb = "lowers" if change > 0 else "raises"
+    text = (
+        f"The prefix {verb} held-out bits per character by {abs(change):.1%} and puts "
+        f"{with_['in_category']:.0%} of the ads in the category asked for, against {without['in_category']:.0%} "
+        f"without it (the classifier puts {result['real_ads_in_category']:.0%} of the real ads in theirs)."
+    )
+    lines += ["", text, "", provenance([(CATEGORY_FILE, result)])]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -512,6 +596,18 @@ def measured_section(folder: str | Path) -> str:
         ),
         part(
             CATALOG_FILE, catalog_part, "Batch generation", f"`adgen bench catalog > {RESULTS_FOLDER}/{CATALOG_FILE}`"
+        ),
+        part(
+            COMPUTE_FILE,
+            compute_part,
+            "Quality against training compute",
+            f"`adgen bench compute > {RESULTS_FOLDER}/{COMPUTE_FILE}`",
+        ),
+        part(
+            CATEGORY_FILE,
+            category_part,
+            "Category-conditioned ads",
+            f"`adgen bench category > {RESULTS_FOLDER}/{CATEGORY_FILE}`",
         ),
     ]
     return _wrap("\n\n".join(parts))

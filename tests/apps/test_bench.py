@@ -1,6 +1,7 @@
 """The benchmarks run every way end to end on tiny inputs (no speed is asserted)."""
 
 from adgen_utils.apps.bench import bench_lstm
+from adgen_utils.hardware import cpu_computes_bf16
 
 
 def test_bench_lstm_compares_original_and_ours_and_scales(write_file):
@@ -37,6 +38,9 @@ def test_bench_finetune_compares_packed_and_padded_on_the_same_ads():
     assert result["padded_to_block"]["trained_tokens"] == result["padded_to_longest_in_batch"]["trained_tokens"]
     assert result["padded_to_block"]["trained_tokens"] < result["packed"]["trained_tokens"]
     assert result["packed_over_padded_to_block"] > 0
+    if cpu_computes_bf16():  # the way notebook 06 trains on such a CPU
+        assert result["packed_bf16"]["trained_tokens"] == result["packed"]["trained_tokens"]
+        assert result["bf16_over_fp32"] > 0
 
 
 def test_bench_generate_compares_batched_and_one_at_a_time_on_the_same_prompts():
@@ -51,12 +55,50 @@ def test_bench_catalog_kills_resumes_and_checks_every_row(tiny_folder):
     from adgen_utils.apps.bench import bench_catalog
 
     result = bench_catalog(
-        str(tiny_folder), products=24, kill_after=6, batch_size=4, max_new_tokens=4, log=lambda line: None
+        str(tiny_folder), products=24, kill_after=6, batch_size=4, max_new_tokens=4, candidates=2, log=lambda line: None
     )
-    assert result["products"] == 24
+    assert result["products"] == 24 and result["candidates"] == 2
     killed = result["killed_run"]
     assert killed["ends_on_complete_line"] and 0 <= killed["ads_on_disk"] <= 24
     resumed = result["resumed_run"]
-    assert resumed["resumed_from"] == killed["ads_on_disk"]  # only the missing ads are written again
-    assert resumed["resumed_from"] + resumed["ads_written"] == 24 and resumed["peak_rss_mib"] > 50
+    # Only the missing products are written again: the ones on disk in whole batches (of 2) are kept.
+    assert killed["ads_on_disk"] - 1 <= resumed["resumed_from"] <= killed["ads_on_disk"]
+    assert resumed["resumed_from"] + resumed["products_done"] == 24 and resumed["peak_rss_mib"] > 50
     assert result["rows"] == result["distinct_pairs"] == 24 and result["lost"] == result["repeated"] == 0
+    assert 0 <= result["passing_share"] <= 1
+
+
+def test_bench_compute_draws_every_family_on_the_same_validation_ads(tmp_path):
+    from adgen_utils.apps.bench import bench_compute
+    from adgen_utils.study.compute import CHALLENGER, CONTENDERS
+
+    figure = tmp_path / "compute.png"
+    result = bench_compute("ci", epochs_scale=1.0, fractions=(0.5, 1.0), figure=str(figure), log=lambda line: None)
+    curves = result["curves"]
+    by_model = {m: [r for r in curves if r["model"] == m] for m in {*CONTENDERS.values(), *CHALLENGER.values()}}
+    assert all(len(by_model[m]) == 2 for m in CONTENDERS.values())  # the ci profile's 2 epochs, one row each
+    tuned = by_model[CHALLENGER["06_fine_tuning"]]
+    assert [r["train_seconds"] > 0 for r in tuned] == [False, True, True]  # before training, then 2 budgets
+    assert result["finetune_steps"][0] < result["finetune_steps"][1] and tuned[1]["step"] < tuned[2]["step"]
+    assert {r["validation_ads"] for r in curves} == {result["validation_ads"]} == {100}  # ci's validation_ads
+    assert all(r["train_flops"] >= 0 and 0 < r["bits_per_char"] < 20 for r in curves)
+    (line,) = result["flat"].values()
+    assert 0 < line < 20 and figure.stat().st_size > 10_000
+    assert set(result["overtaking"]) >= {"best_lstm", "at_seconds", "at_flops"}
+
+
+def test_bench_category_compares_the_prefix_on_a_corpus_of_categories(write_file, embedded_ads):
+    from adgen_utils.apps.bench import bench_category
+
+    def category(ad):
+        return "watches" if "Watch" in ad else "tv" if "TV" in ad else "other"
+
+    ads = embedded_ads["ad"].sample(n=1500, random_state=0).tolist()
+    lines = ["ad,category", *(f'"{ad.replace(chr(34), chr(34) * 2)}",{category(ad)}' for ad in ads)]
+    path = write_file("corpus.csv", "\n".join(lines) + "\n")
+    result = bench_category(str(path), sample_size=1200, steps=4, products=12, base_model="tiny", log=lambda line: None)
+    assert result["categories"] == 3 and result["products"] == 12 and result["steps"] == 4
+    for way in ("without_prefix", "with_prefix"):
+        assert 0 < result[way]["bits_per_char"] < 20 and 0 <= result[way]["in_category"] <= 1
+    assert result["real_ads_in_category"] > 0.5  # the classifier knows these categories
+    assert len(result["examples"]) == 6 and {"category", "prompt", "without", "with"} == set(result["examples"][0])

@@ -169,18 +169,68 @@ def bench_files() -> dict[str, dict]:
         "products": 1000,
         "kill_after_seconds": 40.0,
         "killed_run": {"killed": True, "seconds": 40.1, "ads_on_disk": 128, "ends_on_complete_line": True},
+        "candidates": 8,
         "resumed_run": {
             "seconds": 220.0,
             "peak_rss_mib": 1228.8,
             "resumed_from": 128,
-            "ads_written": 872,
+            "products_done": 872,
             "generating_seconds": 212.2,
-            "ads_per_second": 4.11,
+            "products_per_second": 4.11,
         },
+        "passing_share": 0.875,
+        "rejected_candidates": {"off product": 120, "other brand": 300},
         "rows": 1000,
         "distinct_pairs": 1000,
         "lost": 0,
         "repeated": 0,
+    }
+    curve = [
+        {"model": "Embedding LSTM (04)", "train_seconds": 20.0, "train_flops": 2e12, "bits_per_char": 1.9},
+        {"model": "Embedding LSTM (04)", "train_seconds": 80.0, "train_flops": 8e12, "bits_per_char": 1.6},
+        {"model": "fine-tuned transformer (06)", "train_seconds": 0.0, "train_flops": 0.0, "bits_per_char": 2.5},
+        {"model": "fine-tuned transformer (06)", "train_seconds": 300.0, "train_flops": 8e13, "bits_per_char": 1.4},
+    ]
+    compute = {
+        "measured": provenance("adgen bench compute"),
+        "profile": "quick",
+        "splits": {"train": 10238},
+        "validation_ads": 100,
+        "base_model": "smollm2-135m",
+        "figure": "figures/bench_compute.png",
+        "curves": [{**row, "per_word_perplexity": 300.0, "top5_accuracy": 0.45} for row in curve],
+        "flat": {"smollm2-135m 3-shot": 2.2},
+        "overtaking": {
+            "best_lstm": {
+                "model": "Embedding LSTM (04)",
+                "bits_per_char": 1.6,
+                "train_seconds": 80.0,
+                "train_flops": 8e12,
+            },
+            "at_seconds": 150.0,
+            "at_flops": 4e13,
+            "finetuned_bits_per_char": 1.4,
+            "margin": 0.125,
+            "finetuned_budget": {"train_seconds": 300.0, "train_flops": 8e13},
+        },
+    }
+    category = {
+        "measured": provenance("adgen bench category"),
+        "corpus": "../shared/data/amazon_ads_sample10",
+        "sample_size": 30000,
+        "categories": 40,
+        "base_model": "/cache/smollm2-135m",
+        "steps": 200,
+        "validation_ads": 100,
+        "products": 80,
+        "without_prefix": {
+            "bits_per_char": 1.8,
+            "per_word_perplexity": 700.0,
+            "top5_accuracy": 0.4,
+            "in_category": 0.55,
+        },
+        "with_prefix": {"bits_per_char": 1.7, "per_word_perplexity": 600.0, "top5_accuracy": 0.42, "in_category": 0.8},
+        "real_ads_in_category": 0.85,
     }
     return {
         "bench_data.json": data,
@@ -190,6 +240,8 @@ def bench_files() -> dict[str, dict]:
         "bench_generate_32.json": generate(32, 1.01, 7.76, 7.69, "adgen bench generate --prompts 32 --batch-size 32"),
         "run_quick.json": run,
         "bench_catalog.json": catalog,
+        "bench_compute.json": compute,
+        "bench_category.json": category,
     }
 
 
@@ -223,8 +275,15 @@ def test_the_tables_show_the_saved_numbers_and_where_they_came_from(results):
         "| 64, 64 (`adgen bench generate`) | 0.94 | 11.3 | 12× | 1,080 MiB / 1,194 MiB |",
         "| LSTM (03), one-hot, 3 epochs | 9.8% | **17.0%** | **33.8%** | **1,896** | **1.89** | 1.00 |",
         "| fine-tuned (06): 300 ads, 29 steps | 0 | 14.2% |",
-        "**4.11 ads/s**",
+        "**4.11 products/s**",
+        "87.5% of the products got an ad that passes every rule (candidates rejected: off product 120, other brand 300)",
         "128 ads on disk",
+        "| fine-tuned transformer (06) | 300 | 8e+13 | 1.400 | 300 | 45.0% |",
+        "| smollm2-135m 3-shot (no training) | 0 | 0 | 2.200 | | |",
+        "overtakes it after about 150 s of fine-tuning on this machine (4e+13 FLOPs) and ends 12% below it",
+        "| with the category prefix | 1.700 | 600 | 42.0% | 80% |",
+        "The prefix lowers held-out bits per character by 5.6% and puts 80% of the ads in the category asked for, "
+        "against 55% without it",
         "none lost or repeated",
     ]
     assert [s for s in shown if s not in text] == []
