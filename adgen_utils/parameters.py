@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 ORIGINAL_PROMPTS = ["Sony TV", "Apple Watch", "Labor Day discounts for"]
 DEFAULT_DECODING = "sample temperature 0.8 top-k 50 top-p 0.95 rep 1.2"
+AMAZON_TITLE_CHARS = 200  # the longest product title Amazon takes: the default length limit of an ad
 DEFAULT_PROFILE = "quick"
 # What the two LSTM notebooks feed their LSTM: one-hot vectors (the original "LSTM") or an Embedding.
 LSTM_INPUTS = {"03_lstm": "one_hot", "04_embedding_lstm": "embedding"}
@@ -73,6 +74,15 @@ COMMON = (
     ),
 )
 SEED = _p("seed", 0, "int", "random seed")
+# Notebooks 03, 04 and 06 score the same first validation ads with notebook 07's footing at every
+# checkpoint, so that their quality curves (quality against training compute) can be compared.
+VALIDATION_ADS = _p(
+    "validation_ads",
+    100,
+    "Optional[int]",
+    "validation ads scored as notebook 07 scores them at every epoch or evaluation: the quality curve "
+    "(None: the whole split)",
+)
 
 _LSTM_TRAINING = (
     _p("units", 128, "int", "LSTM units per layer (the original: LSTM(128))"),
@@ -85,7 +95,9 @@ _LSTM_LOSS = (
     _p("patience", 2, "int", "early stopping: epochs without a better validation loss"),
     _p("loss", "full", "str", "full softmax, or sampled (cheaper for a large vocabulary; training only)"),
     _p("sampled", 512, "int", "classes per step of the sampled softmax"),
-    _p("max_train_ads", None, "Optional[int]", "train on the first N training ads (None: all)"),
+)
+_LSTM_AFTER_DATA = (
+    VALIDATION_ADS,
     _p("eval_train_ads", 2000, "int", "training ads measured again after training"),
     _p("prompts", ["Sony TV", "Apple Watch"], "list[str]", "beginnings of ads to generate from"),
     _p("temperatures", [0.5, 1.0], "list[float]", "sampling temperatures shown"),
@@ -93,15 +105,20 @@ _LSTM_LOSS = (
 )
 
 
-def _lstm_notebook(name: str, title: str, epochs: int, before=(), after=()) -> Notebook:
-    """Notebooks 03 and 04: the same training and loss parameters, their own epochs and extras."""
-    epochs_parameter = _p("epochs", epochs, "int", "at most this many passes over the training ads")
+def _lstm_notebook(name: str, title: str, epochs: int, max_train_ads: int | None, before=(), after=()) -> Notebook:
+    """Notebooks 03 and 04: the same training and loss parameters, their own budget (epochs and
+    training ads) and extras."""
+    budget = (
+        _p("epochs", epochs, "int", "at most this many passes over the training ads"),
+        *_LSTM_LOSS,
+        _p("max_train_ads", max_train_ads, "Optional[int]", "train on the first N training ads (None: all)"),
+    )
     return Notebook(
         name,
         title,
         gpu=True,
         needs=("02_sequences",),
-        parameters=(*before, *_LSTM_TRAINING, epochs_parameter, *_LSTM_LOSS, *after),
+        parameters=(*before, *_LSTM_TRAINING, *budget, *_LSTM_AFTER_DATA, *after),
     )
 
 
@@ -138,11 +155,13 @@ NOTEBOOKS: dict[str, Notebook] = {
                 _p("max_tokens", 64, "int", "longest ad kept, with <bos> and <eos>; longer ads are cut and counted"),
             ),
         ),
-        _lstm_notebook("03_lstm", "The LSTM without an Embedding layer", epochs=3),
+        # The one-hot LSTM is the teaching contrast: in quick, 3,000 ads leave the time to fine-tuning.
+        _lstm_notebook("03_lstm", "The LSTM without an Embedding layer", epochs=3, max_train_ads=3000),
         _lstm_notebook(
             "04_embedding_lstm",
             "The Embedding LSTM",
             epochs=5,
+            max_train_ads=None,
             before=(_p("embedding_dim", 128, "int", "size of the word vectors"),),
             after=(
                 _p(
@@ -197,15 +216,21 @@ NOTEBOOKS: dict[str, Notebook] = {
                 _p("base_model", "smollm2-135m", "str", "as models in notebook 05"),
                 _p("method", "auto", "str", "full, lora, qlora (4-bit, CUDA), or auto from the memory estimate"),
                 _p("category_prefix", False, "bool", "train on CATEGORY | AD so a prompt can ask for a category"),
-                _p("max_train_ads", 300, "Optional[int]", "training ads used (None: the whole split)"),
-                _p("validation_ads", 150, "Optional[int]", "validation ads used (None: the whole split)"),
+                _p("max_train_ads", None, "Optional[int]", "training ads used (None: the whole split)"),
+                VALIDATION_ADS,
                 _p("block_size", 64, "int", "model tokens per packed block"),
                 _p("batch_size", 8, "int", "blocks per device step"),
                 _p("gradient_accumulation", 1, "int", "device steps per optimizer update"),
                 _p("epochs", 1.0, "float", "passes over the training blocks"),
-                _p("max_steps", -1, "int", "more than 0: stop after this many optimizer steps"),
-                _p("learning_rate", 1e-4, "float", "AdamW peak step size (linear decay after a short warm-up)"),
-                _p("eval_steps", 8, "Optional[int]", "evaluate and checkpoint every N steps (None: every epoch)"),
+                _p(
+                    "max_steps",
+                    200,
+                    "int",
+                    "more than 0: train exactly this many optimizer steps, drawing blocks from all the "
+                    "training ads (epochs is then ignored); -1: train for epochs",
+                ),
+                _p("learning_rate", 3e-4, "float", "AdamW peak step size (linear decay after a short warm-up)"),
+                _p("eval_steps", 50, "Optional[int]", "evaluate and checkpoint every N steps (None: every epoch)"),
                 _p("prompts", ORIGINAL_PROMPTS, "list[str]", "beginnings of ads to compare base and fine-tuned"),
                 _p("max_new_tokens", 32, "int", "generation length, in model tokens"),
                 _p("run_aitextgen", False, "bool", "also train with the original's aitextgen (its own environment)"),
@@ -227,7 +252,8 @@ NOTEBOOKS: dict[str, Notebook] = {
                 ),
                 _p("shots", 3, "int", "example ads (same category, training split) before each ad"),
                 _p("test_ads", 100, "Optional[int]", "test ads every model scores (None: the whole test split)"),
-                _p("prompt_count", 40, "int", "generation prompts (brand + product type) from the test split"),
+                _p("product_count", 30, "int", "products (brand + product words of a test ad) to write ads for"),
+                _p("candidates", 3, "int", "ads written per product, of which the rules keep the most likely"),
                 _p("max_new_tokens", 32, "int", "generation length (words for an LSTM)"),
                 _p("decoding", DEFAULT_DECODING, "str", "a name in adgen_utils.models.DECODINGS"),
                 _p("playground_widgets", True, "bool", "False: the playground's functions without widgets (headless)"),
@@ -254,6 +280,8 @@ NOTEBOOKS: dict[str, Notebook] = {
 # The `adgen generate` command's own settings (not a notebook's).
 CATALOG = (
     _p("per_product", 3, "int", "ads per product"),
+    _p("candidates", 8, "int", "ads written per product, of which the most likely that pass the rules are kept"),
+    _p("max_chars", AMAZON_TITLE_CHARS, "int", "longest ad, in characters (Amazon's title limit)"),
     _p("decoding", DEFAULT_DECODING, "str", "a name in adgen_utils.models.DECODINGS"),
     _p("max_new_tokens", 40, "int", "tokens (words for an LSTM) per ad"),
     _p("batch_size", 16, "int", "prompts per generate() call"),

@@ -25,12 +25,14 @@ class Profile:
     changes: dict[str, dict] = field(default_factory=dict)
     base: str | None = None
     figures_in_run_dir: bool = False
+    shared: dict = field(default_factory=dict)  # changes for every notebook that has the parameter
 
 
 PROFILES: dict[str, Profile] = {
     "ci": Profile(
         "tiny settings for CI and nbval: every code path, in minutes",
         figures_in_run_dir=True,
+        shared={"validation_ads": 100},
         changes={
             "01_eda": {"sample_size": 3000},
             "03_lstm": {"units": 32, "epochs": 2, "max_train_ads": 600, "eval_train_ads": 200},
@@ -47,8 +49,8 @@ PROFILES: dict[str, Profile] = {
                 "base_model": "tiny",
                 "category_prefix": True,
                 "max_train_ads": 600,
-                "validation_ads": 200,
                 "epochs": 2.0,
+                "max_steps": -1,
                 "learning_rate": 3e-3,
                 "eval_steps": None,
                 "max_new_tokens": 16,
@@ -58,7 +60,8 @@ PROFILES: dict[str, Profile] = {
                 "pretrained_model": "tiny",
                 "shots": 2,
                 "test_ads": 40,
-                "prompt_count": 12,
+                "product_count": 12,
+                "candidates": 2,
                 "max_new_tokens": 12,
             },
         },
@@ -66,6 +69,7 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile("real settings sized for a 2-core CPU (the whole series in about 20 minutes)"),
     "full": Profile(
         "the full 3.2M-ad corpus and the original's model sizes; each notebook fits a free Colab T4 session",
+        shared={"validation_ads": 5_000},
         changes={
             "01_eda": {"data_source": "kaggle"},
             # ~1M distinct tokens: cap the vocabulary and train with the sampled softmax; batches of 256 ads
@@ -75,6 +79,7 @@ PROFILES: dict[str, Profile] = {
             # dominates, so it gets fewer epochs than the Embedding LSTM to stay within one session.
             "03_lstm": {
                 "epochs": 3,
+                "max_train_ads": None,
                 "batch_size": 256,
                 "loss": "sampled",
                 "sampled": 2048,
@@ -104,7 +109,7 @@ PROFILES: dict[str, Profile] = {
                 "base_model": "EleutherAI/gpt-neo-1.3B",
                 "category_prefix": True,
                 "max_train_ads": 80_000,
-                "validation_ads": 5_000,
+                "max_steps": -1,
                 "block_size": 256,
                 "batch_size": 8,
                 "gradient_accumulation": 4,
@@ -115,7 +120,8 @@ PROFILES: dict[str, Profile] = {
             "07_evaluation": {
                 "pretrained_model": "EleutherAI/gpt-neo-1.3B",
                 "test_ads": 5_000,
-                "prompt_count": 300,
+                "product_count": 300,
+                "candidates": 8,
                 "max_new_tokens": 40,
             },
         },
@@ -144,7 +150,9 @@ def changes(profile: str, notebook: str) -> dict:
     """What ``profile`` changes in ``notebook``'s defaults, its base profile's changes included."""
     chosen = check_profile(profile)
     inherited = changes(chosen.base, notebook) if chosen.base else {}
-    return {**inherited, **chosen.changes.get(notebook, {})}
+    declared = defaults(notebook)
+    shared = {name: value for name, value in chosen.shared.items() if name in declared}
+    return {**inherited, **shared, **chosen.changes.get(notebook, {})}
 
 
 def profile_values(profile: str, notebook: str) -> dict:
