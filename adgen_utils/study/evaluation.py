@@ -20,10 +20,8 @@ for the same prompts (notebook 07's tables, the playground).
 
 from __future__ import annotations
 
-import math
-import re
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -33,39 +31,17 @@ import pandas as pd
 import seaborn as sns
 
 from adgen_utils.corpus.data import TEXT_COLUMN, CleanConfig, drop_reason, normalize_ad, read_ads_file
-from adgen_utils.corpus.eda import GENERIC_OPENERS, brand_of
-from adgen_utils.corpus.text import is_word, repeated_word_share, tokenize
+from adgen_utils.corpus.text import repeated_word_share
 from adgen_utils.errors import CorpusFormatError
 from adgen_utils.figures import save_figure, subplots
-from adgen_utils.models import DECODINGS, AdModel, Decoding, Refusal, ads_only, categories_for
+from adgen_utils.models import DECODINGS, AdModel, Decoding, Refusal, ads_only, categories_for, summarize_scores
 from adgen_utils.parameters import DEFAULT_DECODING
+from adgen_utils.study.products import BrandLexicon
+from adgen_utils.study.selection import RULES, AdRules, ProductAds, normal, write_for_products
 
 # ---------------------------------------------------------------------------------------------
 # Scoring
 # ---------------------------------------------------------------------------------------------
-
-
-def summarize_scores(scores: pd.DataFrame) -> dict:
-    """Aggregate per-ad scores (``admodel.SCORE_COLUMNS``) into the footing's metrics.
-
-    Returns ads, predictions (words + ends), characters, ``oov_share`` (test words outside the
-    model's vocabulary), ``top1_accuracy``, ``top5_accuracy``, ``per_word_perplexity``,
-    ``bits_per_char`` and ``model_tokens_per_word`` (how many of its own tokens a model predicts per word).
-    """
-    predictions = int(scores["words"].sum())
-    words = predictions - len(scores)  # the ends are not words
-    log_prob = float(scores["log_prob"].sum())
-    return {
-        "ads": len(scores),
-        "predictions": predictions,
-        "characters": int(scores["characters"].sum()),
-        "oov_share": float(scores["unknown_words"].sum() / max(words, 1)),
-        "top1_accuracy": float(scores["top1"].sum() / predictions),
-        "top5_accuracy": float(scores["top5"].sum() / predictions),
-        "per_word_perplexity": float(math.exp(min(-log_prob / predictions, 700))),
-        "bits_per_char": float(-log_prob / math.log(2) / scores["characters"].sum()),
-        "model_tokens_per_word": float(scores["model_tokens"].sum() / predictions),
-    }
 
 
 def evaluate_ad_model(
@@ -143,97 +119,6 @@ def plot_comparison(table: pd.DataFrame, figures_dir=None, name: str = "07_compa
 
 
 # ---------------------------------------------------------------------------------------------
-# Prompts and brands
-# ---------------------------------------------------------------------------------------------
-
-_SEGMENT_END = re.compile(r"\s(?:for|with|compatible|fits|by|and)\s|[,(|\[]|\s[-–—]\s", re.IGNORECASE)
-AUDIENCE_WORDS = frozenset(["men", "women", "kids", "boys", "girls", "adults", "teens", "baby"])
-
-
-def _words(ad: str) -> list[str]:
-    return [t for t in tokenize(ad) if is_word(t)]
-
-
-def brand_and_product(ad: str) -> tuple[str, str] | None:
-    """``(brand, product type)`` of an ad: the brand as in notebook 01 (:func:`eda.brand_of`), the
-    product type the last word of the title's first segment (before "for", "with", a comma, a
-    bracket or a dash), e.g. "Fintie Band for Apple Watch 44mm" -> ("Fintie", "Band"). None when
-    either is missing or they are the same word."""
-    brand = brand_of(_words(ad))
-    if brand is None:
-        return None
-    head = _SEGMENT_END.split(ad, maxsplit=1)[0]
-    words = [w for w in _words(head) if w.isalpha()]
-    if not words or words[-1] == brand or words[-1].lower() in GENERIC_OPENERS:
-        return None
-    return brand, words[-1]
-
-
-def prompt_set(test: pd.DataFrame, size: int, seed: int = 0) -> pd.DataFrame:
-    """A fixed, reproducible set of ``size`` prompts "<brand> <product type>" from test ads
-    (columns prompt, brand, product_type, category, ad), one per distinct prompt."""
-    rows = []
-    for ad, category in zip(test["ad"], test["category"] if "category" in test else [None] * len(test)):
-        parts = brand_and_product(ad)
-        if parts:
-            rows.append(
-                {
-                    "prompt": f"{parts[0]} {parts[1]}",
-                    "brand": parts[0],
-                    "product_type": parts[1],
-                    "category": category,
-                    "ad": ad,
-                }
-            )
-    table = pd.DataFrame(rows, columns=["prompt", "brand", "product_type", "category", "ad"])
-    table = table.drop_duplicates("prompt")
-    return table.sample(n=min(size, len(table)), random_state=seed).reset_index(drop=True)
-
-
-class BrandLexicon:
-    """Brands of the training ads, and which brands each one's ads name.
-
-    A word is a brand when it starts at least ``min_ads`` ads (as :func:`eda.brand_of` finds it) and
-    is brand-like: at least 20% of its uses open an ad, or at least 20% follow "for", "with",
-    "compatible" or "fits" ("Band for Fitbit"). Product words ("Remote", "TV", "Smart") fail both.
-    """
-
-    def __init__(self, training_ads: Sequence[str], min_ads: int = 3):
-        opening, after, total = Counter(), Counter(), Counter()
-        token_lists = [[w.lower() for w in _words(ad)] for ad in training_ads]
-        for words in token_lists:
-            brand = brand_of(words)
-            if brand:
-                opening[brand] += 1
-            for i, word in enumerate(words):
-                total[word] += 1
-                if i and words[i - 1] in ("for", "with", "compatible", "fits"):
-                    after[word] += 1
-        self.brands = {
-            w
-            for w, n in opening.items()
-            if n >= min_ads and w not in AUDIENCE_WORDS and (n / total[w] >= 0.2 or after[w] / total[w] >= 0.2)
-        }
-        self.named_with: dict[str, set] = defaultdict(set)
-        for words in token_lists:
-            brand = brand_of(words)
-            if brand in self.brands:
-                self.named_with[brand].update(self.mentions(words))
-
-    def mentions(self, words: Sequence[str]) -> set[str]:
-        """The lexicon's brands among ``words`` (lower-cased)."""
-        return {w.lower() for w in words if w.lower() in self.brands}
-
-    def conflicts(self, brand: str, ad: str) -> list[str] | None:
-        """Brands the ad names that ``brand``'s training ads never name (sorted); None when
-        ``brand`` is not in the lexicon (no training ads to check against)."""
-        brand = brand.lower()
-        if brand not in self.brands:
-            return None
-        return sorted(self.mentions(_words(ad)) - self.named_with[brand] - {brand})
-
-
-# ---------------------------------------------------------------------------------------------
 # Generation quality
 # ---------------------------------------------------------------------------------------------
 
@@ -262,10 +147,6 @@ def self_bleu(ads: Sequence[str]) -> float:
     )
 
 
-def _normal(ad: str) -> str:
-    return " ".join(ad.lower().split())
-
-
 def generation_quality(
     generated: dict[str, Sequence[str]], prompts: pd.DataFrame, training_ads: Sequence[str], lexicon: BrandLexicon
 ) -> pd.DataFrame:
@@ -275,7 +156,7 @@ def generation_quality(
     novelty (share not found verbatim, case- and space-insensitive, in the training split),
     repetition (mean share of repeated words), mean_words, brand_conflicts (share of the checked ads
     naming a conflicting brand), brand_checked (ads whose prompt brand is in the lexicon)."""
-    seen = {_normal(ad) for ad in training_ads}
+    seen = {normal(ad) for ad in training_ads}
     rows = {}
     for name, cells in {**generated, "real test ads": prompts["ad"].tolist()}.items():
         kept = [(brand, ad) for brand, ad in zip(prompts["brand"], cells) if not isinstance(ad, Refusal)]
@@ -291,13 +172,73 @@ def generation_quality(
             "distinct_1": distinct_n(ads, 1),
             "distinct_2": distinct_n(ads, 2),
             "self_bleu": self_bleu(ads),
-            "novelty": float(np.mean([_normal(a) not in seen for a in ads])),
+            "novelty": float(np.mean([normal(a) not in seen for a in ads])),
             "repetition": float(np.mean([repeated_word_share(a) for a in ads])),
             "mean_words": float(np.mean([len(a.split()) for a in ads])),
             "brand_conflicts": float(np.mean([bool(c) for c in checked])) if checked else float("nan"),
             "brand_checked": len(checked),
         }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
+
+
+def _quality_row(ads: list[str | None], passed: list[bool], brands: Sequence[str], lexicon: BrandLexicon) -> dict:
+    """One row of :func:`seller_quality`: ``ads`` (None where there is none) and whether each passed."""
+    written = [(brand, ad) for brand, ad in zip(brands, ads) if ad]
+    checks = [lexicon.conflicts(brand, ad) for brand, ad in written]
+    checked = [c for c in checks if c is not None]
+    texts = [ad for _, ad in written]
+    return {
+        "products": len(ads),
+        "with_passing_ad": float(np.mean(passed)) if passed else float("nan"),
+        "brand_conflicts": float(np.mean([bool(c) for c in checked])) if checked else float("nan"),
+        "distinct_2": distinct_n(texts, 2),
+        "mean_characters": float(np.mean([len(a) for a in texts])) if texts else float("nan"),
+    }
+
+
+def seller_quality(written: dict[str, list[ProductAds]], products: pd.DataFrame, rules: AdRules) -> pd.DataFrame:
+    """What a seller would get from each model (``written``: model -> :func:`write_for_products`'s
+    results for ``products``), without and with the rules: for the first candidate as the model
+    wrote it (judged as written, :meth:`AdRules.judge` with ``cut`` False) and for the ad kept from
+    every candidate. Columns: products, with_passing_ad (share of products), brand_conflicts (share
+    of the ads naming a brand their product's brand is never named with in training; of those whose
+    brand the training ads know), distinct_2 and mean_characters; the real ads the products come from
+    are the reference row. Index: (model, ads)."""
+    brands = products["brand"].tolist()
+    rows = {}
+    for name, results in written.items():
+        first = [r.candidates[0] for r in results]
+        raw = [None if isinstance(c.written, Refusal) else c.written for c in first]
+        raw_passed = [
+            ad is not None and rules.judge(ad, p, getattr(ad, "complete", True), cut=False).passed
+            for ad, p in zip(raw, products.itertuples(index=False))
+        ]
+        count = len(results[0].candidates) if results else 0
+        rows[(name, "first candidate, as written")] = _quality_row(raw, raw_passed, brands, rules.brands)
+        chosen = [r.ads[0] if r.ads else None for r in results]
+        rows[(name, f"best of {count}, after the rules")] = _quality_row(
+            chosen, [bool(a) for a in chosen], brands, rules.brands
+        )
+    real = products["ad"].tolist()
+    real_passed = [rules.judge(ad, p, cut=False).passed for ad, p in zip(real, products.itertuples(index=False))]
+    rows[("real ads", "as written")] = _quality_row(real, real_passed, brands, rules.brands)
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index = pd.MultiIndex.from_tuples(table.index, names=["model", "ads"])
+    return table
+
+
+def rejection_table(written: dict[str, list[ProductAds]]) -> pd.DataFrame:
+    """How often each rule rejected a candidate, per model (share of its candidates; rows: models,
+    columns: the rules of :data:`RULES` that rejected any)."""
+    rows = {}
+    for name, results in written.items():
+        counts = Counter()
+        for r in results:
+            counts.update(r.rejections())
+        total = sum(len(r.candidates) for r in results)
+        rows[name] = {rule: counts[rule] / total for rule in RULES} if total else {}
+    table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
+    return table.loc[:, (table > 0).any()] if len(table) else table
 
 
 def ads_side_by_side(
@@ -353,8 +294,47 @@ def plot_generation_quality(
     return fig
 
 
-def reading(table: pd.DataFrame, quality: pd.DataFrame) -> str:
-    """A few sentences saying what the two tables show, from their numbers (Markdown)."""
+def plot_seller_ads(seller: pd.DataFrame, figures_dir=None, name: str = "07_seller_ads"):
+    """Per model (rows of :func:`seller_quality`), the first candidate as written beside the ad kept
+    after the rules: the share of products with an ad that passes every rule (left) and the share of
+    ads with a brand conflict (right)."""
+    rows = seller.reset_index()
+    fig, (left, right) = subplots(1, 2, figsize=(13, 0.45 * len(rows) + 1.8), sharey=True)
+    sns.barplot(rows, x="with_passing_ad", y="model", hue="ads", ax=left)
+    left.set(xlim=(0, 1), xlabel="products with an ad that passes every rule", ylabel="")
+    sns.barplot(rows, x="brand_conflicts", y="model", hue="ads", ax=right, legend=False)
+    right.set(xlim=(0, 1), xlabel="ads naming a conflicting brand")
+    left.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, figures_dir, name)
+    return fig
+
+
+def _seller_lines(seller: pd.DataFrame) -> list[str]:
+    """The reading of :func:`seller_quality`'s table, from its numbers."""
+    lines = []
+    for model in seller.index.get_level_values("model").unique():
+        if model == "real ads":
+            continue
+        rows = seller.loc[model]
+        if len(rows) < 2:
+            continue
+        first, best = rows.iloc[0], rows.iloc[1]
+        lines.append(
+            f"* {model}: {best['with_passing_ad']:.0%} of the products get an ad that passes every rule when the "
+            f"rules choose ({rows.index[1]}), against {first['with_passing_ad']:.0%} for one sample as written; "
+            f"brand conflicts {first['brand_conflicts']:.0%} → {best['brand_conflicts']:.0%}."
+        )
+    if ("real ads", "as written") in seller.index:
+        real = seller.loc[("real ads", "as written")]
+        lines.append(
+            f"* The real ads the products come from pass the same rules for {real['with_passing_ad']:.0%} of them."
+        )
+    return lines
+
+
+def reading(table: pd.DataFrame, quality: pd.DataFrame, seller: pd.DataFrame | None = None) -> str:
+    """A few sentences saying what the tables show, from their numbers (Markdown)."""
     best = table["per_word_perplexity"].idxmin()
     worst = table["per_word_perplexity"].idxmax()
     accurate = table["top5_accuracy"].idxmax()
@@ -392,6 +372,8 @@ def reading(table: pd.DataFrame, quality: pd.DataFrame) -> str:
             )
         else:
             lines.append("* No model copied a training ad verbatim (novelty 100% for every model).")
+    if seller is not None:
+        lines += _seller_lines(seller)
     return "\n".join(lines)
 
 
@@ -406,25 +388,55 @@ def playground_decoding(max_new_tokens: int = 32) -> Decoding:
     return replace(DECODINGS[DEFAULT_DECODING], max_new_tokens=max_new_tokens)
 
 
+def product_of_prompt(prompt: str, category: str | None = None) -> pd.DataFrame:
+    """A one-product table (brand, product, category, prompt) from a typed prompt: its first word
+    is the brand, the rest the product words."""
+    words = prompt.split()
+    brand, product = (words[0], " ".join(words[1:])) if words else ("", "")
+    return pd.DataFrame([{"brand": brand, "product": product, "category": category, "prompt": " ".join(words)}])
+
+
 def playground_table(
-    models: dict, chosen: Sequence[str], prompt: str, decoding: Decoding, seed: int = 0, samples: int = 1
+    models: dict,
+    chosen: Sequence[str],
+    prompt: str,
+    decoding: Decoding,
+    seed: int = 0,
+    samples: int = 1,
+    rules: AdRules | None = None,
+    candidates: int = 1,
 ) -> pd.DataFrame:
-    """What the playground shows: :func:`ads_side_by_side` of the chosen models (columns) for one
-    prompt, ``samples`` times (rows). ``models`` maps a name to a loaded model
-    (:func:`adgen_utils.models.load_ad_model`)."""
+    """What the playground shows for one prompt: one column per chosen model (``models`` maps a
+    name to a loaded model, :func:`adgen_utils.models.load_ad_model`), ``samples`` rows. Without
+    ``rules``, ``samples`` ads as written (:func:`ads_side_by_side`); with them, the prompt is a
+    product (first word the brand) and each model writes ``candidates`` ads, of which the
+    ``samples`` most likely that pass every rule are shown, best first, and a missing one says
+    which rules rejected the candidates (:func:`adgen_utils.study.selection.write_for_products`)."""
     if not chosen:
         raise ValueError("choose at least one model")
     unknown = [name for name in chosen if name not in models]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {list(models)}")
-    table = ads_side_by_side([models[name] for name in chosen], [prompt] * samples, decoding, seed=seed)
+    if rules is None:
+        table = ads_side_by_side([models[name] for name in chosen], [prompt] * samples, decoding, seed=seed)
+    else:
+        if candidates < samples:
+            raise ValueError(f"candidates ({candidates}) must be at least the ads shown ({samples})")
+        product = product_of_prompt(prompt)
+        columns = {}
+        for name in chosen:
+            (result,) = write_for_products(models[name], product, rules, candidates, samples, decoding, seed)
+            missing = f"(no ad passed: {result.summary()})"
+            columns[name] = [result.ads[i] if i < len(result.ads) else missing for i in range(samples)]
+        table = pd.DataFrame(columns)
     table.index = pd.RangeIndex(1, samples + 1, name=f"ads for {prompt!r}")
     return table
 
 
-def playground(models: dict, prompt: str = "Apple Watch Band", seed: int = 0):
-    """An ipywidgets panel: choose models, type a prompt, set the decoding, press Generate; the ads
-    appear side by side (:func:`playground_table`). Returns the panel (display it in a notebook)."""
+def playground(models: dict, prompt: str = "Apple Watch Band", seed: int = 0, rules: AdRules | None = None):
+    """An ipywidgets panel: choose models, type a prompt, set the decoding (and, with ``rules``, how
+    many candidates the seller's rules choose from), press Generate; the ads appear side by side
+    (:func:`playground_table`). Returns the panel (display it in a notebook)."""
     import ipywidgets as widgets
     from IPython.display import display
 
@@ -445,6 +457,8 @@ def playground(models: dict, prompt: str = "Apple Watch Band", seed: int = 0):
         "max_new_tokens": widgets.IntSlider(value=start.max_new_tokens, min=4, max=80, description="new tokens"),
     }
     samples = widgets.IntSlider(value=2, min=1, max=5, description="ads each")
+    candidates = widgets.IntSlider(value=4, min=1, max=16, description="candidates")
+    apply_rules = widgets.Checkbox(value=rules is not None, description="seller's rules", disabled=rules is None)
     button = widgets.Button(description="Generate", button_style="primary")
     output = widgets.Output()
 
@@ -454,7 +468,14 @@ def playground(models: dict, prompt: str = "Apple Watch Band", seed: int = 0):
             try:
                 decoding = Decoding(**{field: control.value for field, control in decoding_controls.items()})
                 panel.last_table = playground_table(
-                    models, list(chooser.value), text.value, decoding, seed, samples.value
+                    models,
+                    list(chooser.value),
+                    text.value,
+                    decoding,
+                    seed,
+                    samples.value,
+                    rules if apply_rules.value else None,
+                    max(candidates.value, samples.value),
                 )
                 display(panel.last_table)
             except ValueError as error:
@@ -462,7 +483,7 @@ def playground(models: dict, prompt: str = "Apple Watch Band", seed: int = 0):
                 print(f"cannot generate: {error}")
 
     button.on_click(on_click)
-    controls = widgets.VBox([chooser, text, *decoding_controls.values(), samples, button])
+    controls = widgets.VBox([chooser, text, *decoding_controls.values(), samples, candidates, apply_rules, button])
     panel = widgets.HBox([controls, output])
     panel.last_table = None  # the table last shown (None before the first click or after an error)
     return panel
