@@ -6,8 +6,10 @@
   one free Colab T4 session (under about 3 hours, checkpointing at least every 15 minutes).
 * ``large``: ``full`` plus the 200k-ad GPT-Neo-1.3B fine-tune, for an L4 or A100.
 
-A notebook resolves its parameters from here whether papermill runs it (``adgen run --profile``)
-or a person sets ``profile`` in its parameters cell, so both give the same run.
+A profile's ``shared`` changes apply to every notebook that has the parameter (``validation_ads``:
+notebooks 03, 04 and 06 score the same validation ads). A notebook resolves its parameters from
+here whether papermill runs it (``adgen run --profile``) or a person sets ``profile`` in its
+parameters cell, so both give the same run.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import NullFormatter
 
 from adgen_utils.figures import save_figure, subplots
 from adgen_utils.layout import QUALITY_CURVE_FILE, model_dir
@@ -103,6 +104,7 @@ def plot_quality_vs_compute(
         for (flat_label, value), style in zip((flat or {}).items(), ["--", ":", "-."]):
             axis.axhline(value, linestyle=style, color="grey", label=flat_label)
         axis.set(xscale="log", xlabel=label, ylabel="bits per character (validation)")
+        axis.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels would overlap
         axis.legend(fontsize=8)
     seconds_note = "seconds on the machine that trained each model"
     fig.suptitle(f"quality against training compute ({seconds_note}; pretraining not counted)")
