@@ -9,7 +9,7 @@ only from its own layer and the layers below it::
     study/        evaluation (every model on one footing, notebook 07), compute (quality against
                   training compute), products and selection (ads a seller can paste), publishing (08)
     lstm/         Keras at the top: model, training, generation, admodel (notebooks 03-04)
-    transformer/  torch at the top: pretrained, finetune, admodel, aitextgen_worker (notebooks 05-06)
+    transformer/  torch at the top: pretrained, finetune, stream, admodel, aitextgen_worker (05-06)
     corpus/       neither torch nor TensorFlow: data, text, eda, sequences (notebooks 01-02)
     base          models (the one model interface), parameters (every notebook parameter, once),
                   layout (every file and folder name), errors, logs, hardware, spreadsheet, figures

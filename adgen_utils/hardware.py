@@ -1,7 +1,8 @@
 """The machine the models run on, and the one rule for the precision they compute in.
 
 :func:`describe_machine` says where a measurement was taken (cores, memory, GPU, OS, Python): every
-saved benchmark and run result (:mod:`adgen_utils.apps.results`) carries it.
+saved benchmark and run result (:mod:`adgen_utils.apps.results`) carries it. :func:`launch` says which
+process of a ``torchrun`` or ``accelerate launch`` run this is.
 
 Every place that picks a precision asks :func:`precision_for` (or, for training a transformer's
 float32 weights in mixed precision, :func:`training_precision`): loading a transformer
@@ -48,6 +49,13 @@ def detect_device() -> Device:
         torch = None
     if torch is None or not torch.cuda.is_available():
         return Device("cpu", platform.processor() or platform.machine(), None, None, cpu_bf16=cpu_computes_bf16())
+    if not torch.cuda.is_initialized():
+        # Asking torch for the properties would start CUDA in this process, and accelerate's notebook
+        # launcher (notebook 06 on several GPUs) refuses to fork once it has started: ask the driver.
+        listed = nvidia_smi_gpus()
+        if listed:
+            name, memory, capability = listed[0]
+            return Device("cuda", name, capability, memory, torch.cuda.device_count())
     properties = torch.cuda.get_device_properties(0)
     return Device(
         "cuda",
@@ -82,12 +90,62 @@ def cpu_computes_bf16() -> bool:
 
 def training_precision(device: Device) -> str:
     """The mixed precision a transformer trains in (its weights stay float32): :func:`precision_for`
-    on a GPU; on a CPU, ``"bf16"`` autocast where the CPU has bfloat16 instructions (SmolLM2-135M
-    trained 1.75x faster so on this project's 2-core AMD EPYC, ``results/bench_finetune.json``),
-    else ``"fp32"``. Scoring and generation on a CPU stay in float32 (:func:`precision_for`)."""
+    on a GPU; on a CPU, ``"bf16"`` autocast where the CPU has bfloat16 instructions (faster than
+    float32 there: ``adgen bench finetune``'s ``packed_bf16`` way measures by how much), else ``"fp32"``. Scoring and generation on a CPU stay in float32 (:func:`precision_for`)."""
     if device.kind == "cpu":
         return "bf16" if device.cpu_bf16 else "fp32"
     return precision_for(device)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Which process of how many this is, as ``torchrun`` and ``accelerate launch`` tell their
+    processes (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``); one process of one when neither started it."""
+
+    rank: int = 0
+    processes: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.processes > 1
+
+    @property
+    def main(self) -> bool:
+        """The process that writes shared files and prints results (rank 0)."""
+        return self.rank == 0
+
+
+def join_processes() -> Launch:
+    """Start the process group of a ``torchrun`` / ``accelerate launch`` run (NCCL on GPUs, each
+    process on its own, gloo on CPUs), once; nothing for a single process. Returns :func:`launch`.
+    The Trainer and accelerate then use this group."""
+    here = launch()
+    if here.distributed:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            cuda = torch.cuda.is_available()
+            if cuda:
+                torch.cuda.set_device(here.local_rank)
+            dist.init_process_group("nccl" if cuda else "gloo")
+    return here
+
+
+def wait_for_processes() -> None:
+    """Wait until every process of the run gets here (nothing for a single process)."""
+    if launch().distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def launch() -> Launch:
+    """This process's place in a ``torchrun`` / ``accelerate launch`` run, from the environment."""
+    return Launch(
+        int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+    )
 
 
 def torch_dtype_name(precision: str) -> str:
@@ -104,6 +162,29 @@ def memory_gib() -> float | None:
         return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def nvidia_smi_gpus(run=subprocess.run) -> list[tuple[str, float, tuple[int, int]]]:
+    """``(name, memory in GiB, compute capability)`` of each NVIDIA GPU, from ``nvidia-smi`` (no CUDA
+    started); none without the tool or with a driver too old to report the capability."""
+    try:
+        listed = run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    gpus = []
+    for line in listed.stdout.splitlines() if listed.returncode == 0 else []:
+        try:
+            name, memory, capability = (part.strip() for part in line.split(","))
+            major, minor = capability.split(".")
+            gpus.append((name, float(memory) / 1024, (int(major), int(minor))))
+        except ValueError:
+            return []
+    return gpus
 
 
 def gpu_names() -> list[str]:

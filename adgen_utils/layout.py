@@ -47,6 +47,9 @@ QUALITY_CURVE_FILE = (
     "quality_curve.csv"  # 03, 04, 06: validation footing per epoch / evaluation, with the budget so far
 )
 CHECKPOINTS_FOLDER = "checkpoints"  # the fine-tuning Trainer's, removed when training finishes
+TOKENS_FOLDER = "tokens"  # in CHECKPOINTS_FOLDER: the training blocks as one token file (transformer.stream)
+TOKENS_FILE = "tokens.bin"  # every training ad's token ids and its end-of-text, uint32, one after another
+TOKENS_INFO_FILE = "tokens.json"  # what the token file holds (tokens, ads) and the settings it was made with
 SAMPLES_FILE = "sample_generations.csv"  # a fine-tuned model's sample ads, for its model card
 SOURCE_FILE = "adgen_source.json"  # where a cached offline model came from (for model cards)
 EVALUATION_FOLDER = "evaluation"

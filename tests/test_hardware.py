@@ -143,3 +143,27 @@ def test_importing_the_rule_loads_neither_framework():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_gpus_are_read_from_nvidia_smi_without_starting_cuda():
+    def smi(output, code=0):
+        return lambda *a, **k: SimpleNamespace(stdout=output, returncode=code)
+
+    two_t4 = "Tesla T4, 15360, 7.5\nTesla T4, 15360, 7.5\n"
+    assert hardware.nvidia_smi_gpus(smi(two_t4)) == [("Tesla T4", 15.0, (7, 5))] * 2
+    assert hardware.nvidia_smi_gpus(smi("NVIDIA A100-SXM4-80GB, 81920, 8.0")) == [
+        ("NVIDIA A100-SXM4-80GB", 80.0, (8, 0))
+    ]
+    assert hardware.nvidia_smi_gpus(smi("Field 'compute_cap' is not a valid field", 2)) == []
+    assert hardware.nvidia_smi_gpus(smi("Tesla K80, 11441, [N/A]")) == []  # an old driver: ask torch instead
+
+
+def test_launch_reads_torchrun_and_accelerate_environment(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert hardware.launch() == hardware.Launch(0, 1, 0) and not hardware.launch().distributed
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert hardware.launch() == hardware.Launch(3, 8, 1) and hardware.launch().distributed
+    assert not hardware.launch().main

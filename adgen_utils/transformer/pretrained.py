@@ -292,7 +292,7 @@ def load_causal_lm(name_or_path: str | Path, device: str | None = None, dtype=No
         options["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True
         )
-        options["device_map"] = {"": 0}
+        options["device_map"] = {"": torch.cuda.current_device()}  # this process's GPU (torchrun: set per process)
     local = isinstance(name_or_path, Path) or Path(str(name_or_path)).is_dir()
 
     def load(local_files_only: bool):

@@ -286,3 +286,47 @@ def test_aitextgen_fine_tunes_a_local_safetensors_model_with_its_own_tokenizer(a
         AutoTokenizer.from_pretrained(report["model_dir"]).get_vocab()
         == AutoTokenizer.from_pretrained(folder).get_vocab()
     )
+
+
+def test_several_gpus_train_through_the_notebook_launcher(ads, tiny, tmp_path, monkeypatch):
+    import accelerate
+
+    folder, _ = tiny
+    train, validation = _splits(ads, 200, 30)
+    config = finetune.FinetuneConfig(block_size=64, max_steps=2, eval_steps=None, learning_rate=3e-3)
+    launched, said = [], []
+    monkeypatch.setattr(finetune.torch.cuda, "device_count", lambda: 2)  # as on Kaggle's 2 x T4
+    monkeypatch.setattr(finetune, "say", said.append)
+
+    def launcher(function, args, num_processes):  # stands in for the forked processes, here in one
+        launched.append(num_processes)
+        function(*args)
+
+    monkeypatch.setattr(accelerate, "notebook_launcher", launcher)
+    result = finetune.finetune_on_gpus(folder, train, validation, config, tmp_path / "tuned", progress=False)
+    assert launched == [2] and any("2 GPUs" in line for line in said)
+    assert result.summary["steps"] == 2  # read back from the folder the launched processes wrote
+    monkeypatch.setattr(finetune.torch.cuda, "device_count", lambda: 1)
+    again = finetune.finetune_on_gpus(folder, train, validation, config, tmp_path / "tuned", progress=False)
+    assert launched == [2] and again.summary == result.summary  # one GPU: this process, here the folder as it is
+
+
+def test_token_file_blocks_are_the_packed_blocks(ads, tiny, tmp_path):
+    from adgen_utils.transformer import stream
+
+    _, tokenizer = tiny
+    texts, _ = _splits(ads, 300, 1)
+    packed = finetune.pack_blocks(texts, tokenizer, 64)
+    info = stream.prepare_token_file(stream.in_chunks(texts, 70), tokenizer, tmp_path / "tokens", {"texts": len(texts)})
+    blocks = stream.TokenFileBlocks(tmp_path / "tokens", 64, tokenizer.pad_token_id)
+    assert info["tokens"] == packed.tokens == blocks.tokens and info["texts"] == len(texts) == blocks.texts
+    assert len(blocks) == len(packed)
+    for i in (0, 1, len(packed) - 1):
+        row = blocks[i]
+        for name in ("input_ids", "labels", "attention_mask"):
+            assert row[name].tolist() == getattr(packed, name)[i].tolist(), (i, name)
+    with pytest.raises(IndexError):
+        blocks[len(packed)]
+    stamp = (tmp_path / "tokens" / "tokens.bin").stat().st_mtime_ns
+    stream.prepare_token_file([texts], tokenizer, tmp_path / "tokens", {"texts": len(texts)})  # the same: reused
+    assert (tmp_path / "tokens" / "tokens.bin").stat().st_mtime_ns == stamp
