@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -30,6 +31,7 @@ from tqdm.auto import tqdm
 
 from adgen_utils.corpus.data import UNDECODABLE, csv_records, decode_lines, header_columns, normalize_ad
 from adgen_utils.errors import CorpusFormatError
+from adgen_utils.hardware import launch, wait_for_processes
 from adgen_utils.logs import say
 from adgen_utils.models import DECODINGS, AdModel, Decoding
 from adgen_utils.parameters import catalog_default
@@ -38,6 +40,7 @@ from adgen_utils.study.selection import RULES, AdRules, ProductAds, write_for_pr
 
 MAX_FIELD_CHARS = 200  # a longer brand, product or category is a pasted description, not a name
 COLUMNS = ["row", "brand", "product", "category", "ad_number", "ad", "likelihood", "rejected", "model"]
+PARTS_SUFFIX = ".parts"  # beside the output: each process's own files in a distributed run, gathered at the end
 CANDIDATE_COLUMNS = ["row", "candidate", "written", "ad", "rejected_by", "why", "likelihood", "ad_number"]
 PRODUCT_COLUMNS = ["row", "brand", "product", "category", "prompt"]
 SHOWN_PROBLEMS = 20
@@ -329,6 +332,12 @@ def generate_catalog(
     raises ``FileExistsError``, unless ``overwrite`` (the old files are then replaced). ``batch_size``
     is recorded but may change on resume.
 
+    Under ``torchrun`` / ``accelerate launch`` (:func:`adgen_utils.hardware.launch`), process ``r`` of
+    ``N`` writes every batch ``i`` with ``i % N == r`` into ``<output>.parts/ads-r.csv`` (and its
+    candidates beside it); when all are done the main process gathers them into the output, every
+    product once, in the products file's order: the same file one process writes. A run killed in any
+    process resumes on any number of processes.
+
     Rows that could not be read and prompts the model refuses (``model.refusal``) are skipped, not
     fatal, and listed in ``output + ".skipped.csv"`` (``row, reason``); input cells that a spreadsheet
     would run as formulas are reported (``formula_cells``) and written neutralised. ``log`` gets
@@ -366,6 +375,7 @@ def generate_catalog(
     sidecar = output.with_name(output.name + ".json")
     skipped = output.with_name(output.name + ".skipped.csv")
     candidates_path = output.with_name(output.name + ".candidates.csv")
+    parts = output.with_name(output.name + PARTS_SUFFIX)
     settings = {
         "model": model.name,
         "model_path": model.describe().source,
@@ -378,44 +388,9 @@ def generate_catalog(
         "input": source,
         "input_sha256": sha256,
     }
-    compared = [key for key in settings if key != "input"]  # the same bytes read from elsewhere are the same input
+    here = launch()
+    log = log if here.main else (lambda line: None)
 
-    if overwrite:
-        for path in (output, sidecar, skipped, candidates_path):
-            path.unlink(missing_ok=True)
-    done: set[int] = set()
-    if output.exists():
-        if not sidecar.is_file():
-            raise FileExistsError(
-                f"{output} exists but {sidecar.name} (its settings) does not, so it cannot be "
-                "resumed safely: pass overwrite=True / --overwrite or pick another output"
-            )
-        previous = json.loads(sidecar.read_text(encoding="utf-8"))
-        changed = [key for key in compared if previous.get(key) != settings[key]]
-        if changed:
-            raise FileExistsError(
-                f"{output} was written with other settings ({', '.join(changed)}: "
-                f"{', '.join(f'{previous.get(k)!r} -> {settings[k]!r}' for k in changed)[:300]}): pass "
-                "overwrite=True / --overwrite to start over, or pick another output"
-            )
-        torn = _truncate_torn_line(output)
-        if torn:
-            log(f"removed a torn last line ({torn} bytes) from {output}")
-        done = _done_products(output, per_product)
-    _write_atomically(sidecar, json.dumps({**settings, "batch_size": batch_size}, indent=2) + "\n")
-    for path, columns in ((output, COLUMNS), (candidates_path, CANDIDATE_COLUMNS)):
-        if not path.exists() or path.stat().st_size == 0:
-            _write_atomically(path, csv_text([columns]))
-
-    formulas = [
-        {"row": int(frame["row"].iloc[position]), "field": column}
-        for position, column in formula_cells(frame, ["brand", "product", "category"])
-    ]
-    if formulas:
-        log(
-            f"{len(formulas)} input cell(s) start like a spreadsheet formula (=, +, -, @, tab, CR), e.g. row "
-            f"{formulas[0]['row']} {formulas[0]['field']}: written with a leading ' so no spreadsheet runs them"
-        )
     usable = []
     for product in frame.itertuples(index=False):
         if not isinstance(product.category, str) or not product.category:  # NaN or "" in a hand-made frame
@@ -425,31 +400,54 @@ def generate_catalog(
             bad_rows.append({"row": int(product.row), "reason": reason})
             continue
         usable.append(product)
+    bad_rows.sort(key=lambda bad: bad["row"])
     # Batches are fixed groups of the usable products, so a batch's seed and company are the same in
-    # every run: a batch a kill left partly written (a torn write) is written again whole.
+    # every run, on any number of processes: a batch a kill left partly written is written again whole.
     step = max(1, batch_size // candidates)
     batches = [usable[start : start + step] for start in range(0, len(usable), step)]
-    todo = [batch for batch in batches if any(int(p.row) not in done for p in batch)]
-    done -= {int(p.row) for batch in todo for p in batch}
-    if _keep_only(output, COLUMNS, done):
-        log(f"removed the ads of a batch that was not written whole from {output}: it is written again")
-    _keep_only(candidates_path, CANDIDATE_COLUMNS, done)
-    bad_rows.sort(key=lambda bad: bad["row"])
-    if bad_rows:
-        _write_atomically(skipped, csv_text([["row", "reason"], *([b["row"], b["reason"]] for b in bad_rows)]))
-        log(f"skipped {len(bad_rows)} row(s) of the products file: see {skipped}")
-    else:
-        skipped.unlink(missing_ok=True)
-    remaining = sum(len(batch) for batch in todo)
+    formulas = [
+        {"row": int(frame["row"].iloc[position]), "field": column}
+        for position, column in formula_cells(frame, ["brand", "product", "category"])
+    ]
+    if here.main:  # the other processes wait: the files are made ready once
+        _prepare_output(output, sidecar, parts, settings, batch_size, per_product, batches, overwrite, log)
+        if bad_rows:
+            _write_atomically(skipped, csv_text([["row", "reason"], *([b["row"], b["reason"]] for b in bad_rows)]))
+            log(f"skipped {len(bad_rows)} row(s) of the products file: see {skipped}")
+        else:
+            skipped.unlink(missing_ok=True)
+        if formulas:
+            log(
+                f"{len(formulas)} input cell(s) start like a spreadsheet formula (=, +, -, @, tab, CR), e.g. row "
+                f"{formulas[0]['row']} {formulas[0]['field']}: written with a leading ' so no spreadsheet runs them"
+            )
+    wait_for_processes()
+    done = _complete_products(output, parts, per_product)
+    todo = [i for i, batch in enumerate(batches) if any(int(p.row) not in done for p in batch)]
+    remaining = sum(len(batches[i]) for i in todo)
     if done:
         log(f"resuming {output}: {len(done)} product(s) already there, {remaining} to write")
+    if here.distributed:
+        log(
+            f"{here.processes} processes write every {here.processes}th batch each into {parts}; the main one gathers them"
+        )
     if candidates > 1 and not decoding.do_sample and decoding.num_beams == 1:
         log("note: greedy decoding writes the same candidate every time: sample to give the rules a choice")
+    mine = [batches[i] for i in todo if i % here.processes == here.rank]
+    ads_file, candidates_file = (
+        (parts / f"ads-{here.rank}.csv", parts / f"candidates-{here.rank}.csv")
+        if here.distributed
+        else (output, candidates_path)
+    )
+    for path, columns in ((ads_file, COLUMNS), (candidates_file, CANDIDATE_COLUMNS)):
+        if not path.exists() or path.stat().st_size == 0:
+            _write_atomically(path, csv_text([columns]))
 
     written = 0
-    bar = tqdm(total=len(done) + remaining, initial=len(done), unit="product", desc="products", disable=not progress)
+    shown = len(done) + remaining
+    bar = tqdm(total=shown, initial=len(done), unit="product", desc="products", disable=not progress or not here.main)
     try:
-        for batch in todo:
+        for batch in mine:
             results = write_for_products(
                 model,
                 pd.DataFrame(batch),
@@ -465,25 +463,106 @@ def generate_catalog(
             ]
             if refused:  # its refusal() accepted these prompts above
                 raise RuntimeError(f"{model.name} refused a prompt it had accepted: {refused[0]}")
-            _append(candidates_path, csv_text(row for p, r in zip(batch, results) for row in _candidate_rows(p, r)))
+            _append(candidates_file, csv_text(row for p, r in zip(batch, results) for row in _candidate_rows(p, r)))
             _append(
-                output, csv_text(row for p, r in zip(batch, results) for row in _ad_rows(p, r, per_product, model.name))
+                ads_file,
+                csv_text(row for p, r in zip(batch, results) for row in _ad_rows(p, r, per_product, model.name)),
             )
             written += sum(len(r.ads) for r in results)
-            bar.update(len(batch))
+            bar.update(len(batch) * here.processes)  # the others advance about as fast
     finally:
         bar.close()
+    wait_for_processes()
+    if here.main and parts.exists():
+        _gather_parts(output, candidates_path, parts, [int(p.row) for p in usable])
     seconds = time.perf_counter() - started
-    return {
+    summary = {
         "products": len(usable),
         "bad_rows": len(bad_rows),
         "problems": bad_rows[:SHOWN_PROBLEMS],
         "formula_cells": formulas[:SHOWN_PROBLEMS],
         "products_done": remaining,
         "resumed_from": len(done),
+        "processes": here.processes,
         "ads_written": written,
         "seconds": round(seconds, 2),
         "ads_per_second": round(written / seconds, 2) if seconds else 0.0,
-        **_file_totals(output, candidates_path),
         "output": str(output),
     }
+    if here.main:
+        summary.update(_file_totals(output, candidates_path))
+    return summary
+
+
+def _ads_files(output: Path, parts: Path) -> list[Path]:
+    """The ads file and the parts the processes of a distributed run write (``ads-RANK.csv``)."""
+    return [output, *sorted(parts.glob("ads-*.csv"))] if parts.exists() else [output]
+
+
+def _candidate_files(candidates_path: Path, parts: Path) -> list[Path]:
+    return [candidates_path, *sorted(parts.glob("candidates-*.csv"))] if parts.exists() else [candidates_path]
+
+
+def _complete_products(output: Path, parts: Path, per_product: int) -> set[int]:
+    """The products whose ``per_product`` ads are in the ads file or one of the parts."""
+    return set().union(*(_done_products(path, per_product) for path in _ads_files(output, parts) if path.exists()))
+
+
+def _prepare_output(output, sidecar, parts, settings, batch_size, per_product, batches, overwrite, log) -> None:
+    """Make the output ready to write (the main process, before the others start): a new run's
+    files, or a resumed one's checked and cleaned: the settings compared, a torn last line cut from
+    every file, and the products of a batch not written whole removed from every file."""
+    candidates_path = output.with_name(output.name + ".candidates.csv")
+    if overwrite:
+        for path in (output, sidecar, candidates_path, output.with_name(output.name + ".skipped.csv")):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(parts, ignore_errors=True)
+    compared = [key for key in settings if key != "input"]  # the same bytes read from elsewhere are the same input
+    if output.exists() or parts.exists():
+        if not sidecar.is_file():
+            raise FileExistsError(
+                f"{output} exists but {sidecar.name} (its settings) does not, so it cannot be "
+                "resumed safely: pass overwrite=True / --overwrite or pick another output"
+            )
+        previous = json.loads(sidecar.read_text(encoding="utf-8"))
+        changed = [key for key in compared if previous.get(key) != settings[key]]
+        if changed:
+            raise FileExistsError(
+                f"{output} was written with other settings ({', '.join(changed)}: "
+                f"{', '.join(f'{previous.get(k)!r} -> {settings[k]!r}' for k in changed)[:300]}): pass "
+                "overwrite=True / --overwrite to start over, or pick another output"
+            )
+        for path in [*_ads_files(output, parts), *_candidate_files(candidates_path, parts)]:
+            if path.exists() and _truncate_torn_line(path):
+                log(f"removed a torn last line from {path}")
+    _write_atomically(sidecar, json.dumps({**settings, "batch_size": batch_size}, indent=2) + "\n")
+    for path, columns in ((output, COLUMNS), (candidates_path, CANDIDATE_COLUMNS)):
+        if not path.exists() or path.stat().st_size == 0:
+            _write_atomically(path, csv_text([columns]))
+    done = _complete_products(output, parts, per_product)
+    whole = done - {int(p.row) for batch in batches if any(int(q.row) not in done for q in batch) for p in batch}
+    removed = sum(_keep_only(path, COLUMNS, whole) for path in _ads_files(output, parts))
+    if removed:
+        log(f"removed the ads of a batch that was not written whole ({removed} rows): it is written again")
+    for path in _candidate_files(candidates_path, parts):
+        _keep_only(path, CANDIDATE_COLUMNS, whole)
+    if launch().distributed:
+        parts.mkdir(exist_ok=True)
+
+
+def _gather_parts(output: Path, candidates_path: Path, parts: Path, order: list[int]) -> None:
+    """Merge the parts of a distributed run into the ads and candidates files, every product once,
+    in the products file's order; then remove the parts."""
+    position = {row: i for i, row in enumerate(order)}
+    for target, files, columns, key in (
+        (output, _ads_files(output, parts), COLUMNS, lambda r: (position[int(r[0])], int(r[4]))),
+        (
+            candidates_path,
+            _candidate_files(candidates_path, parts),
+            CANDIDATE_COLUMNS,
+            lambda r: (position[int(r[0])], int(r[1])),
+        ),
+    ):
+        records = [record for path in files if path.exists() for record in _read_rows(path, columns)]
+        _write_atomically(target, csv_text([columns, *sorted(records, key=key)]))
+    shutil.rmtree(parts)

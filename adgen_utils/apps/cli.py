@@ -18,6 +18,7 @@ from adgen_utils.apps.catalog import generate_catalog
 from adgen_utils.apps.results import save_run, with_provenance
 from adgen_utils.corpus import data
 from adgen_utils.errors import USAGE, AdgenError
+from adgen_utils.hardware import join_processes
 from adgen_utils.layout import comparison_path
 from adgen_utils.logs import say, show_messages
 from adgen_utils.models import DECODINGS, load_ad_model
@@ -190,6 +191,41 @@ def command_evaluate(args) -> int:
     return 0
 
 
+def command_finetune(args) -> int:
+    """Notebook 06's fine-tuning with its parameters and profiles, into the same model folder; under
+    ``torchrun`` / ``accelerate launch`` data-parallel, the main process preparing the data first."""
+    from adgen_utils.hardware import wait_for_processes
+    from adgen_utils.layout import model_dir
+    from adgen_utils.series.session import default_run_dir, resolve
+    from adgen_utils.series.stages import ensure_earlier_stages
+    from adgen_utils.transformer import finetune
+
+    values, _ = resolve("06_fine_tuning", {"profile": args.profile, **_parameters(args.param)})
+    run_dir = Path(args.run_dir or default_run_dir(args.profile)).expanduser().resolve()
+    here = join_processes()
+    # The main process makes what the others would otherwise make at once: the split, the base model's folder.
+    if here.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ensure_earlier_stages("06_fine_tuning", run_dir, args.profile, log=say)
+        inputs = finetune.prepare_finetune(values, run_dir, log=say)
+    wait_for_processes()
+    if not here.main:
+        inputs = finetune.prepare_finetune(values, run_dir, log=lambda *_: None)
+    config = dataclasses.replace(finetune.config_from_parameters(values), fsdp=args.fsdp)
+    output = model_dir(run_dir, "06_fine_tuning")
+    progress = not args.no_progress and here.main
+    result = finetune.finetune(
+        inputs.model_path, inputs.train_texts, inputs.validation_texts, config, output, progress=progress
+    )
+    if here.main:
+        print(
+            json.dumps(
+                {"model_dir": str(output), **{k: v for k, v in result.summary.items() if k != "settings"}}, indent=2
+            )
+        )
+    return 0
+
+
 def command_generate(args) -> int:
 
     decoding = DECODINGS[args.decoding]
@@ -204,9 +240,11 @@ def command_generate(args) -> int:
             "pick a 'sample ...' --decoding"
         )
     decoding = dataclasses.replace(decoding, **overrides, max_new_tokens=args.max_new_tokens)
+    here = join_processes()  # under torchrun / accelerate launch: each process on its own GPU, a share of the products
     model = load_ad_model(args.model, models_dir=args.models_dir)
     training, source = training_ads_for(args.training_ads, model.describe().source)
-    say(f"the seller's rules are fitted on {source}")
+    if here.main:
+        say(f"the seller's rules are fitted on {source}")
     log = lambda line: print(line, file=sys.stderr, flush=True)
     try:
         summary = generate_catalog(
@@ -227,7 +265,8 @@ def command_generate(args) -> int:
     except KeyboardInterrupt:
         log(f"adgen: interrupted; the ads written so far are in {args.output}: run the same command again to resume")
         return 130
-    print(json.dumps(summary, indent=2))
+    if here.main:
+        print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -385,6 +424,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench_category.add_argument("--steps", type=int, help="fine-tuning steps of each run (default notebook 06's)")
     bench_category.add_argument("--products", type=int, help="validation products asked for one ad each")
     bench_category.add_argument("--base-model", help="in place of notebook 06's base model")
+    bench_distributed = bench_parser(
+        "distributed",
+        "adgen finetune under torchrun on 1 and 2 processes: tokens/s, peak RSS per process, the same result",
+        repeats=None,
+    )
+    bench_distributed.add_argument("--model", help=model_help)
+    bench_distributed.add_argument("--processes", type=int, nargs="+", help="process counts (default 1 2)")
+    bench_distributed.add_argument("--steps", type=int, help="optimizer steps of each run")
+    bench_distributed.add_argument("--batch-size", type=int, help="blocks per step, shared by the processes")
+    bench_distributed.add_argument("--block-size", type=int, help="tokens per block")
+    bench_tokens = bench_parser(
+        "tokens",
+        "peak RSS of preparing the fine-tuning data in memory against streamed to a token file; the full corpus projected",
+        repeats=None,
+    )
+    bench_tokens.add_argument("--corpus", help="a corpus (default ../shared/data/amazon_ads_sample10)")
+    bench_tokens.add_argument("--model", help="whose tokenizer (default notebook 06's base model)")
+    bench_tokens.add_argument("--block-size", type=int, help="tokens per block")
     results = commands.add_parser("results", help="save results for the README's measured section (results/)")
     results_commands = results.add_subparsers(dest="results_command", required=True)
     results_save = results_commands.add_parser(
@@ -416,6 +473,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     publish.set_defaults(handler=command_publish)
 
+    tune = commands.add_parser(
+        "finetune",
+        help="notebook 06's fine-tuning as a command (same parameters, profiles and model folder); "
+        "under torchrun or accelerate launch, data-parallel on every process",
+    )
+    tune.add_argument("--profile", choices=list(PROFILES), default=DEFAULT_PROFILE)
+    tune.add_argument(
+        "-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="one of notebook 06's parameters"
+    )
+    tune.add_argument("--run-dir", help="the run folder (default runs/PROFILE); notebook 01's split is made if missing")
+    tune.add_argument("--fsdp", action="store_true", help="shard the model over the GPUs (FSDP2, full fine-tuning)")
+    tune.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    tune.set_defaults(handler=command_finetune)
     generate = commands.add_parser(
         "generate", help="write ads for a products CSV (brand, product[, category]); resumes an interrupted run"
     )
