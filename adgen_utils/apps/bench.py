@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -377,6 +378,29 @@ def _category_finetune(
     return {"footing": footing, "products": chosen.to_dict("records"), "ads": [str(a) for a in ads]}
 
 
+def _prepare_tokens(run_dir: str, model: str, way: str, block_size: int) -> dict:
+    """Notebook 06's training data from every training ad of ``run_dir``, as fine-tuning reads it
+    (the saved dataset, then its training texts): tokenized in memory and packed (``way``
+    "in_memory", :func:`adgen_utils.transformer.finetune.pack_blocks`) or streamed a chunk at a time
+    into a token file on disk ("token_file", what fine-tuning does)."""
+    from transformers import AutoTokenizer
+
+    from adgen_utils.corpus.data import load_dataset
+    from adgen_utils.transformer import finetune, pretrained, stream
+
+    texts = load_dataset(Path(run_dir) / "data", split="train")["ad"].tolist()
+    folder = pretrained.resolve_model(model, Path(run_dir) / "models", training_texts=texts)
+    tokenizer = pretrained.prepare_tokenizer(AutoTokenizer.from_pretrained(folder))
+    started = time.perf_counter()
+    if way == "in_memory":
+        tokens = finetune.pack_blocks(texts, tokenizer, block_size).tokens
+    else:
+        folder = Path(run_dir) / "tokens"
+        tokens = stream.prepare_token_file(stream.in_chunks(texts), tokenizer, folder, {"ads": len(texts)})["tokens"]
+        shutil.rmtree(folder)
+    return {"ads": len(texts), "tokens": tokens, "prepare_seconds": round(time.perf_counter() - started, 2)}
+
+
 WORKLOADS = {
     f.__name__.lstrip("_"): f
     for f in (
@@ -393,6 +417,7 @@ WORKLOADS = {
         _compute_finetune,
         _compute_few_shot,
         _category_finetune,
+        _prepare_tokens,
     )
 }
 
@@ -836,7 +861,7 @@ def bench_category(
         "sample_size": sample_size,
         "splits": sizes["splits"],
         "categories": sizes["categories"],
-        "base_model": runs[False]["footing"]["source"],
+        "base_model": base_model or default("06_fine_tuning", "base_model"),
         "steps": steps,
         "validation_ads": runs[False]["footing"]["ads"],
         "products": len(chosen),
@@ -853,6 +878,107 @@ def bench_category(
             {"category": w, "prompt": p, "without": a, "with": b}
             for w, p, a, b in zip(wanted, chosen["prompt"], runs[False]["ads"], runs[True]["ads"])
         ][:6],
+    }
+
+
+def bench_distributed(
+    model: str = default("06_fine_tuning", "base_model"),
+    processes: tuple = (1, 2),
+    steps: int = 6,
+    batch_size: int = default("06_fine_tuning", "batch_size"),
+    block_size: int = default("06_fine_tuning", "block_size"),
+    log=say,
+) -> dict:
+    """``adgen finetune`` (quick profile, ``model``, ``steps`` steps of ``batch_size`` blocks of
+    ``block_size`` tokens) under ``torchrun --nproc_per_node N`` for each N of ``processes``, on the
+    same embedded training ads and the same global batch: trained tokens per second (the Trainer's
+    own training time; model loading and evaluations excluded), each process's peak RSS (its own
+    ``ru_maxrss``, gathered by the command) and the final validation loss, which should not depend
+    on N. On a CPU the processes share its cores (torchrun gives each one thread): the speed is not
+    the point there, the memory per process and the same result are."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    with tempfile.TemporaryDirectory() as work:
+        _measure("build_run", run_dir=str(Path(work, "data-run")), profile="quick", corpus=None, sample_size=None)
+        runs = {}
+        for count in processes:
+            run_dir = Path(work, f"run-{count}")
+            shutil.copytree(Path(work, "data-run", "data"), run_dir / "data")
+            log(f"adgen finetune on {count} process(es): {steps} steps")
+            settings = [f"base_model={json.dumps(model)}", f"max_steps={steps}", "eval_steps=null"]
+            settings += [f"batch_size={batch_size}", f"block_size={block_size}", "validation_ads=20"]
+            command = [str(torchrun), "--nproc_per_node", str(count), "--standalone", "-m", "adgen_utils.apps.cli"]
+            command += ["finetune", "--profile", "quick", "--run-dir", str(run_dir), "--no-progress"]
+            command += [part for setting in settings for part in ("-p", setting)]
+            child = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            if child.returncode != 0:
+                raise RuntimeError(f"adgen finetune on {count} processes failed:\n{child.stderr[-3000:]}")
+            summary = json.loads(child.stdout[child.stdout.index("{") :])
+            history = pd.read_csv(run_dir / "models" / "finetuned" / "history.csv")
+            trained = summary["steps"] * batch_size * block_size
+            runs[str(count)] = {
+                "processes": summary["processes"],
+                "train_seconds": summary["train_seconds"],
+                "tokens_per_second": round(trained / summary["train_seconds"], 1),
+                "peak_rss_mib_per_process": summary["peak_rss_mib_per_process"],
+                "final_validation_loss": float(history["eval_loss"].dropna().iloc[-1]),
+            }
+    losses = [r["final_validation_loss"] for r in runs.values()]
+    return {
+        "model": model,
+        "steps": steps,
+        "global_batch_blocks": batch_size,
+        "block_size": block_size,
+        "cpu_cores": os.cpu_count(),
+        "runs": runs,
+        "validation_loss_spread": max(losses) - min(losses),
+    }
+
+
+def bench_tokens(
+    corpus: str = "../shared/data/amazon_ads_sample10",
+    model: str = default("06_fine_tuning", "base_model"),
+    block_size: int = default("06_fine_tuning", "block_size"),
+    full_corpus_ads: int = 2_500_000,
+    log=say,
+) -> dict:
+    """Peak RSS of preparing notebook 06's training data from ``corpus``, in memory (every ad
+    tokenized into Python lists, then packed) against streamed into a token file (what fine-tuning
+    does), each in its own process, for a split of half the corpus's ads and of all of them (the
+    dataset, read first, grows with it too). Each way's RSS is fitted as a line in the number of
+    cleaned ads and projected to ``full_corpus_ads`` (the whole corpus's distinct ads)."""
+    with tempfile.TemporaryDirectory() as work:
+        log(f"preparing {corpus}")
+        whole = _measure("build_run", run_dir=str(Path(work, "all")), profile="quick", corpus=corpus, sample_size=None)
+        kept = sum(whole["splits"].values())
+        _measure("build_run", run_dir=str(Path(work, "half")), profile="quick", corpus=corpus, sample_size=kept // 2)
+        ways = {}
+        for way in ("in_memory", "token_file"):
+            points = []
+            for size in ("half", "all"):
+                log(f"{way}: {size} of the ads")
+                run_dir = str(Path(work, size))
+                measured = _measure("prepare_tokens", run_dir=run_dir, model=model, way=way, block_size=block_size)
+                ads = kept // 2 if size == "half" else kept
+                points.append({**measured, "corpus_ads": ads})
+            first, last = points
+            per_ad = (last["peak_rss_mib"] - first["peak_rss_mib"]) / (last["corpus_ads"] - first["corpus_ads"])
+            ways[way] = {
+                "runs": [
+                    {k: m[k] for k in ("corpus_ads", "ads", "tokens", "prepare_seconds", "peak_rss_mib")}
+                    for m in points
+                ],
+                "rss_mib_per_1000_ads": round(per_ad * 1000, 2),
+                "projected_full_corpus_peak_rss_gib": round(
+                    (last["peak_rss_mib"] + per_ad * (full_corpus_ads - last["corpus_ads"])) / 1024, 2
+                ),
+            }
+    return {
+        "corpus": corpus,
+        "model": model,
+        "block_size": block_size,
+        "corpus_ads": kept,
+        "full_corpus_ads": full_corpus_ads,
+        **ways,
     }
 
 

@@ -52,7 +52,9 @@ LSTM_UTILISATION, TRANSFORMER_UTILISATION, QLORA_UTILISATION, BANDWIDTH_UTILISAT
 # 142 tokens/s), and ~10 GB/s of effective memory traffic for the softmax and Adam passes.
 CPU_2_CORES = Throughput(lstm_flops=2.2e11, transformer_flops=1.15e11, bandwidth=1.0e10)
 # Transformer training in bf16 autocast on a CPU with bfloat16 instructions, against float32
-# (hardware.training_precision; adgen bench finetune, "packed_bf16" against "packed").
+# (hardware.training_precision): 2.58 against 4.5 s per step of 8 x 64 tokens for SmolLM2-135M over
+# 10 steps on this project's 2 cores; adgen bench finetune's packed_bf16 way found more (2.9x), with
+# noisy float32 runs, so the estimate keeps the lower figure.
 CPU_BF16_SPEEDUP = 1.75
 # Bytes moved per output class per prediction (softmax, its gradient) and per parameter per step (Adam).
 SOFTMAX_BYTES_PER_CLASS, ADAM_BYTES_PER_PARAMETER = 78, 120
@@ -305,3 +307,35 @@ def profile_estimate(profile: str, notebook: str, device: Device, method: str | 
             device,
         )
     return notebook_finetune(values, FULL_CORPUS_TRAIN_ADS, FULL_CORPUS_VALIDATION_ADS, device, method)
+
+
+# ---------------------------------------------------------------------------------------------
+# Several GPUs: data parallel (DDP) and sharded (FSDP) fine-tuning
+# ---------------------------------------------------------------------------------------------
+
+# Share of the linear speed-up data parallelism keeps on one machine: every step ends with an
+# all-reduce of the gradients (NCCL over PCIe on 2 x T4, NVLink on an 8-GPU server). A guide.
+DDP_EFFICIENCY = 0.9
+SERVERS = {  # what people fine-tune on past one GPU: (device, processes)
+    "1 x T4 (Colab)": (COLAB_GPUS["T4"], 1),
+    "2 x T4 (Kaggle)": (COLAB_GPUS["T4"], 2),
+    "8 x A100 80 GB": (Device("cuda", "NVIDIA A100-SXM4-80GB", (8, 0), 80.0), 8),
+}
+FULL_CORPUS_DISTINCT_ADS = 2_500_000
+
+
+def distributed_finetune(
+    parameters: int, ads: int, device: Device, processes: int, method: str | None = None, fsdp: bool = False
+) -> Estimate:
+    """One epoch of fine-tuning a ``parameters``-weight transformer on ``ads`` ads over ``processes``
+    GPUs like ``device``: :func:`finetune_training` divided by ``processes`` at
+    :data:`DDP_EFFICIENCY`. Memory per GPU: data parallel, each GPU holds what one GPU would; with
+    ``fsdp`` (full fine-tuning) the weights, gradients and optimizer state are split between them."""
+    method = method or auto_method(parameters, device)
+    single = finetune_training(parameters, ads * TOKENS_PER_AD, method, device=device)
+    seconds = single.seconds / (processes * DDP_EFFICIENCY) if processes > 1 else single.seconds
+    peak = single.peak_gib
+    if fsdp and method == "full":
+        peak -= parameters * 16 / GIB * (1 - 1 / processes)
+    where = f"{processes} x {device.name}" if processes > 1 else device.name
+    return Estimate(f"fine-tuning ({method}{', FSDP' if fsdp else ''}) on {where}", seconds, peak, device, method)

@@ -29,6 +29,8 @@ GENERATE_FILES = "bench_generate*.json"  # one per batch size: bench_generate.js
 CATALOG_FILE = "bench_catalog.json"
 COMPUTE_FILE = "bench_compute.json"
 CATEGORY_FILE = "bench_category.json"
+DISTRIBUTED_FILE = "bench_distributed.json"
+TOKENS_BENCH_FILE = "bench_tokens.json"
 RUN_FILE = RUN_RESULT_FILE.format(profile="quick")
 LSTM_WAYS = {
     "original_one_hot_windows": f"original: one-hot {ORIGINAL_WINDOW}-word windows, batches of 4,096 built in Python",
@@ -515,7 +517,7 @@ def category_part(result: dict) -> str:
     without, with_ = result["without_prefix"], result["with_prefix"]
     lines = [
         f"**Category-conditioned ads** (`{result['measured']['command']}`: {result['sample_size']:,} ads of "
-        f"`{result['corpus']}`, {result['categories']} categories; `{Path(result['base_model']).name}` fine-tuned "
+        f"`{result['corpus']}`, {result['categories']} categories; `{result['base_model']}` fine-tuned "
         f'{result["steps"]} steps on the same training ads, without and with `"<category> | "` before every ad; the '
         f"same {result['validation_ads']} validation ads; one ad for each of {result['products']} validation products, "
         "classified by a word-frequency model of the training ads' categories):",
@@ -537,6 +539,78 @@ def category_part(result: dict) -> str:
         f"without it (the classifier puts {result['real_ads_in_category']:.0%} of the real ads in theirs)."
     )
     lines += ["", text, "", provenance([(CATEGORY_FILE, result)])]
+    return "\n".join(lines)
+
+
+def distributed_part(result: dict) -> str:
+    """**Several processes**: ``adgen bench distributed``: adgen finetune under torchrun."""
+    lines = [
+        f"**Several processes** (`{result['measured']['command']}`: `adgen finetune` under `torchrun "
+        f"--nproc_per_node N` on {result['cpu_cores']} CPU cores, gloo; `{result['model']}`, {result['steps']} steps "
+        f"of {result['global_batch_blocks']} blocks of {result['block_size']} tokens shared by the processes):",
+        "",
+        "| processes | trained tokens / s | peak RSS per process | final validation loss |",
+        "| --- | --- | --- | --- |",
+    ]
+    for count, run in result["runs"].items():
+        rss = " / ".join(_mib(r) for r in run["peak_rss_mib_per_process"])
+        lines.append(f"| {count} | {_num(run['tokens_per_second'])} | {rss} | {run['final_validation_loss']:.4f} |")
+    lines += [
+        "",
+        f"The final validation loss differs by {result['validation_loss_spread']:.1g} nats between the runs "
+        f"({result['validation_loss_spread'] / max(r['final_validation_loss'] for r in result['runs'].values()):.2%}): "
+        "the processes share each step's blocks, so they train the same model, up to the rounding of smaller "
+        "matrix products in bfloat16. Every process holds a whole copy of the model (data parallel), so memory "
+        f"grows with the processes. {_speed_words(result['runs'])}",
+        "",
+        provenance([(DISTRIBUTED_FILE, result)]),
+    ]
+    return "\n".join(lines)
+
+
+def _speed_words(runs: dict) -> str:
+    """How the most processes' speed compares with one process's, in words."""
+    counts = sorted(runs, key=int)
+    one, most = runs[counts[0]], runs[counts[-1]]
+    ratio = most["tokens_per_second"] / one["tokens_per_second"]
+    if ratio < 1:
+        return (
+            f"Here {counts[-1]} processes train {_times(ratio)} the tokens per second of {counts[0]}: on a CPU they "
+            "share its cores, and averaging every gradient between them (gloo) costs more than the second core brings."
+        )
+    return f"Here {counts[-1]} processes train {_times(ratio)} the tokens per second of {counts[0]}."
+
+
+def tokens_part(result: dict) -> str:
+    """**Preparing the fine-tuning data**: ``adgen bench tokens``: in memory against a token file."""
+    ways = {
+        "in_memory": "every ad tokenized in memory, then packed",
+        "token_file": "streamed to a token file (what fine-tuning does)",
+    }
+    lines = [
+        f"**Preparing the fine-tuning data** (`{result['measured']['command']}`: `{result['corpus']}` split by "
+        f"notebook 01 at half and all of its {result['corpus_ads']:,} cleaned ads, the dataset read and its training "
+        f"ads tokenized with `{result['model']}`'s tokenizer, each way in its own process):",
+        "",
+        f"| way | corpus ads | training ads | tokens | seconds | peak RSS | projected to {result['full_corpus_ads']:,} ads |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for way, label in ways.items():
+        for i, run in enumerate(result[way]["runs"]):
+            projected = f"{result[way]['projected_full_corpus_peak_rss_gib']:.1f} GiB" if i else ""
+            lines.append(
+                f"| {label} | {run['corpus_ads']:,} | {run['ads']:,} | {run['tokens']:,} | {run['prepare_seconds']:.1f} "
+                f"| {_mib(run['peak_rss_mib'])} | {projected} |"
+            )
+    streamed = result["token_file"]["projected_full_corpus_peak_rss_gib"]
+    lines += [
+        "",
+        f"Each way's peak RSS is fitted as a line in the number of ads: streamed, the whole corpus needs about "
+        f"{streamed:.1f} GiB ({'under' if streamed < 4 else 'over'} the 4 GiB asked for), in memory about "
+        f"{result['in_memory']['projected_full_corpus_peak_rss_gib']:.1f} GiB.",
+        "",
+        provenance([(TOKENS_BENCH_FILE, result)]),
+    ]
     return "\n".join(lines)
 
 
@@ -608,6 +682,18 @@ def measured_section(folder: str | Path) -> str:
             category_part,
             "Category-conditioned ads",
             f"`adgen bench category > {RESULTS_FOLDER}/{CATEGORY_FILE}`",
+        ),
+        part(
+            DISTRIBUTED_FILE,
+            distributed_part,
+            "Several processes",
+            f"`adgen bench distributed > {RESULTS_FOLDER}/{DISTRIBUTED_FILE}`",
+        ),
+        part(
+            TOKENS_BENCH_FILE,
+            tokens_part,
+            "Preparing the fine-tuning data",
+            f"`adgen bench tokens > {RESULTS_FOLDER}/{TOKENS_BENCH_FILE}`",
         ),
     ]
     return _wrap("\n\n".join(parts))

@@ -22,9 +22,18 @@ from pathlib import Path
 from adgen_utils import __version__
 from adgen_utils.layout import repository_root, results_dir
 from adgen_utils.parameters import COMMON, NOTEBOOKS, declared
-from adgen_utils.series.estimates import COLAB_GPUS, format_duration, precision_for, profile_estimate
+from adgen_utils.series.estimates import (
+    COLAB_GPUS,
+    FULL_CORPUS_DISTINCT_ADS,
+    KNOWN_PARAMETERS,
+    SERVERS,
+    distributed_finetune,
+    format_duration,
+    precision_for,
+    profile_estimate,
+)
 from adgen_utils.series.measured import measured_section
-from adgen_utils.series.profiles import PROFILES, changes, profile_names
+from adgen_utils.series.profiles import PROFILES, changes, profile_names, profile_values
 from adgen_utils.series.session import COLAB_HOME
 
 PYPROJECT = "pyproject.toml"
@@ -285,6 +294,32 @@ def estimates_table() -> str:
     return "\n".join(rows)
 
 
+def distributed_table() -> str:
+    """Markdown: estimated time (one epoch) and memory per GPU of fine-tuning each study model on the
+    full profile's ads and on the whole corpus, on one T4, Kaggle's 2 x T4 and an 8-GPU server
+    (:func:`adgen_utils.series.estimates.distributed_finetune`)."""
+    rows = [
+        "| estimated: one epoch (`estimates.distributed_finetune`) | "
+        + " | ".join(f"{name} ({precision_for(device)})" for name, (device, _) in SERVERS.items())
+        + " |",
+        "| --- | " + " | ".join("---" for _ in SERVERS) + " |",
+    ]
+    full_ads = profile_values("full", "06_fine_tuning")["max_train_ads"]
+    for model in ("EleutherAI/gpt-neo-125M", "EleutherAI/gpt-neo-1.3B"):
+        for ads, corpus in ((full_ads, "the full profile's"), (FULL_CORPUS_DISTINCT_ADS, "the whole corpus's")):
+            cells = []
+            for device, processes in SERVERS.values():
+                parameters = KNOWN_PARAMETERS[model]
+                fsdp = processes == 8 and parameters * 16 / 2**30 > 0.7 * device.memory_gib
+                estimate = distributed_finetune(parameters, ads, device, processes, fsdp=fsdp)
+                shard = ", FSDP" if fsdp else ""
+                cells.append(
+                    f"{format_duration(estimate.seconds)} ({estimate.method}{shard}, {estimate.peak_gib:.1f} GiB per GPU)"
+                )
+            rows.append(f"| `{model}`, {corpus} {ads:,} ads | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def _replace_section(text: str, section: str, body: str) -> str:
     begin, end = (m.format(section) for m in MARKERS)
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
@@ -302,6 +337,7 @@ def readme_text(text: str, url: str, root: Path | None = None) -> str:
     text = _replace_section(text, "profiles", profiles_table())
     text = _replace_section(text, "estimates", estimates_table())
     text = _replace_section(text, "measured", measured_section(results_dir(root)))
+    text = _replace_section(text, "distributed", distributed_table())
     return _replace_section(text, "parameters", parameters_tables())
 
 

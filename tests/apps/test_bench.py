@@ -102,3 +102,18 @@ def test_bench_category_compares_the_prefix_on_a_corpus_of_categories(write_file
         assert 0 < result[way]["bits_per_char"] < 20 and 0 <= result[way]["in_category"] <= 1
     assert result["real_ads_in_category"] > 0.5  # the classifier knows these categories
     assert len(result["examples"]) == 6 and {"category", "prompt", "without", "with"} == set(result["examples"][0])
+
+
+def test_bench_tokens_compares_in_memory_and_streamed_preparation(embedded_ads):
+    from adgen_utils.apps.bench import bench_tokens
+    from adgen_utils.layout import EMBEDDED_DATA_FOLDER, repository_root
+
+    corpus = next((repository_root() / EMBEDDED_DATA_FOLDER).glob("*.csv"))
+    result = bench_tokens(str(corpus), model="tiny", block_size=64, full_corpus_ads=100_000, log=lambda line: None)
+    memory, streamed = result["in_memory"], result["token_file"]
+    assert [r["ads"] for r in memory["runs"]] == [r["ads"] for r in streamed["runs"]]
+    assert memory["runs"][0]["corpus_ads"] == result["corpus_ads"] // 2
+    assert memory["runs"][0]["ads"] < memory["runs"][1]["ads"]
+    assert [r["tokens"] for r in memory["runs"]] == [r["tokens"] for r in streamed["runs"]]  # the same blocks' tokens
+    assert all(r["peak_rss_mib"] > 50 for r in memory["runs"] + streamed["runs"])
+    assert streamed["projected_full_corpus_peak_rss_gib"] > 0

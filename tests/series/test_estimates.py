@@ -77,3 +77,14 @@ def test_an_estimate_that_does_not_fit_says_so():
 @pytest.mark.parametrize("seconds, text", [(3, "3 s"), (600, "10 min"), (9000, "2.5 h")])
 def test_durations_read_naturally(seconds, text):
     assert estimates.format_duration(seconds) == text
+
+
+def test_several_gpus_share_the_time_and_fsdp_the_memory():
+    neo = estimates.KNOWN_PARAMETERS["EleutherAI/gpt-neo-1.3B"]
+    t4, a100 = estimates.SERVERS["2 x T4 (Kaggle)"][0], estimates.SERVERS["8 x A100 80 GB"][0]
+    one, two = (estimates.distributed_finetune(neo, 80_000, t4, n) for n in (1, 2))
+    assert two.seconds == pytest.approx(one.seconds / (2 * estimates.DDP_EFFICIENCY))
+    assert two.peak_gib == one.peak_gib and two.method == one.method == "qlora"  # each GPU holds the whole model
+    ddp, sharded = (estimates.distributed_finetune(neo, 80_000, a100, 8, method="full", fsdp=f) for f in (False, True))
+    assert sharded.peak_gib == pytest.approx(ddp.peak_gib - neo * 16 / 2**30 * 7 / 8)
+    assert "8 x NVIDIA A100" in str(sharded) and "FSDP" in str(sharded)
