@@ -14,6 +14,7 @@ Units as in the files: seconds, MiB of peak RSS, GiB of machine memory, rates pe
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 from pathlib import Path
 
@@ -537,6 +538,13 @@ def category_part(result: dict) -> str:
         f"The prefix {verb} held-out bits per character by {abs(change):.1%} and puts "
         f"{with_['in_category']:.0%} of the ads in the category asked for, against {without['in_category']:.0%} "
         f"without it (the classifier puts {result['real_ads_in_category']:.0%} of the real ads in theirs)."
+    )
+    a, b, n = without["in_category"], with_["in_category"], result["products"]
+    noise = 2 * math.sqrt((a * (1 - a) + b * (1 - b)) / n)  # twice the standard error of the difference
+    difference = abs(b - a)
+    text += (
+        f" On {n} products a difference in that share under about {noise * 100:.0f} percentage points (twice its standard error) "
+        f"is sampling noise: this one ({difference * 100:.0f} points) is {'beyond' if difference > noise else 'within'} it."
     )
     lines += ["", text, "", provenance([(CATEGORY_FILE, result)])]
     return "\n".join(lines)
