@@ -91,7 +91,8 @@ def cpu_computes_bf16() -> bool:
 def training_precision(device: Device) -> str:
     """The mixed precision a transformer trains in (its weights stay float32): :func:`precision_for`
     on a GPU; on a CPU, ``"bf16"`` autocast where the CPU has bfloat16 instructions (faster than
-    float32 there: ``adgen bench finetune``'s ``packed_bf16`` way measures by how much), else ``"fp32"``. Scoring and generation on a CPU stay in float32 (:func:`precision_for`)."""
+    float32 there: ``adgen bench finetune``'s ``packed_bf16`` way measures by how much), else
+    ``"fp32"``. Scoring and generation on a CPU stay in float32 (:func:`precision_for`)."""
     if device.kind == "cpu":
         return "bf16" if device.cpu_bf16 else "fp32"
     return precision_for(device)
