@@ -41,6 +41,37 @@ from adgen_utils.study.selection import RULES, AdRules, ProductAds, write_for_pr
 MAX_FIELD_CHARS = 200  # a longer brand, product or category is a pasted description, not a name
 COLUMNS = ["row", "brand", "product", "category", "ad_number", "ad", "likelihood", "rejected", "model"]
 PARTS_SUFFIX = ".parts"  # beside the output: each process's own files in a distributed run, gathered at the end
+ADS_PART, CANDIDATES_PART = "ads", "candidates"  # a part's name: <stem>-<rank>.csv
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputFiles:
+    """Every file :func:`generate_catalog` writes for one output: the ads, its settings (``.json``),
+    the skipped rows, the candidates, and the folder of the processes' parts in a distributed run."""
+
+    ads: Path
+    sidecar: Path
+    skipped: Path
+    candidates: Path
+    parts: Path
+
+    @classmethod
+    def beside(cls, output: Path) -> OutputFiles:
+        def named(suffix: str) -> Path:
+            return output.with_name(output.name + suffix)
+
+        return cls(output, named(".json"), named(".skipped.csv"), named(".candidates.csv"), named(PARTS_SUFFIX))
+
+    def part(self, stem: str, rank: int) -> Path:
+        """Process ``rank``'s own file of ``stem`` (ads or candidates) in a distributed run."""
+        return self.parts / f"{stem}-{rank}.csv"
+
+    def all(self, stem: str) -> list[Path]:
+        """The ads (or candidates) file and the processes' parts of it."""
+        main = self.ads if stem == ADS_PART else self.candidates
+        return [main, *sorted(self.parts.glob(f"{stem}-*.csv"))] if self.parts.exists() else [main]
+
+
 CANDIDATE_COLUMNS = ["row", "candidate", "written", "ad", "rejected_by", "why", "likelihood", "ad_number"]
 PRODUCT_COLUMNS = ["row", "brand", "product", "category", "prompt"]
 SHOWN_PROBLEMS = 20
@@ -371,11 +402,8 @@ def generate_catalog(
     if source is not None:
         source = str(Path(source).resolve())
 
-    output = Path(output)
-    sidecar = output.with_name(output.name + ".json")
-    skipped = output.with_name(output.name + ".skipped.csv")
-    candidates_path = output.with_name(output.name + ".candidates.csv")
-    parts = output.with_name(output.name + PARTS_SUFFIX)
+    files = OutputFiles.beside(Path(output))
+    output = files.ads
     settings = {
         "model": model.name,
         "model_path": model.describe().source,
@@ -410,34 +438,35 @@ def generate_catalog(
         for position, column in formula_cells(frame, ["brand", "product", "category"])
     ]
     if here.main:  # the other processes wait: the files are made ready once
-        _prepare_output(output, sidecar, parts, settings, batch_size, per_product, batches, overwrite, log)
+        _prepare_output(files, settings, batch_size, per_product, batches, overwrite, log)
         if bad_rows:
-            _write_atomically(skipped, csv_text([["row", "reason"], *([b["row"], b["reason"]] for b in bad_rows)]))
-            log(f"skipped {len(bad_rows)} row(s) of the products file: see {skipped}")
+            rows = [["row", "reason"], *([b["row"], b["reason"]] for b in bad_rows)]
+            _write_atomically(files.skipped, csv_text(rows))
+            log(f"skipped {len(bad_rows)} row(s) of the products file: see {files.skipped}")
         else:
-            skipped.unlink(missing_ok=True)
+            files.skipped.unlink(missing_ok=True)
         if formulas:
             log(
                 f"{len(formulas)} input cell(s) start like a spreadsheet formula (=, +, -, @, tab, CR), e.g. row "
                 f"{formulas[0]['row']} {formulas[0]['field']}: written with a leading ' so no spreadsheet runs them"
             )
     wait_for_processes()
-    done = _complete_products(output, parts, per_product)
+    done = _complete_products(files, per_product)
     todo = [i for i, batch in enumerate(batches) if any(int(p.row) not in done for p in batch)]
     remaining = sum(len(batches[i]) for i in todo)
     if done:
         log(f"resuming {output}: {len(done)} product(s) already there, {remaining} to write")
     if here.distributed:
         log(
-            f"{here.processes} processes write every {here.processes}th batch each into {parts}; the main one gathers them"
+            f"{here.processes} processes write every {here.processes}th batch each into {files.parts}; the main one gathers them"
         )
     if candidates > 1 and not decoding.do_sample and decoding.num_beams == 1:
         log("note: greedy decoding writes the same candidate every time: sample to give the rules a choice")
     mine = [batches[i] for i in todo if i % here.processes == here.rank]
     ads_file, candidates_file = (
-        (parts / f"ads-{here.rank}.csv", parts / f"candidates-{here.rank}.csv")
+        (files.part(ADS_PART, here.rank), files.part(CANDIDATES_PART, here.rank))
         if here.distributed
-        else (output, candidates_path)
+        else (files.ads, files.candidates)
     )
     for path, columns in ((ads_file, COLUMNS), (candidates_file, CANDIDATE_COLUMNS)):
         if not path.exists() or path.stat().st_size == 0:
@@ -473,8 +502,8 @@ def generate_catalog(
     finally:
         bar.close()
     wait_for_processes()
-    if here.main and parts.exists():
-        _gather_parts(output, candidates_path, parts, [int(p.row) for p in usable])
+    if here.main and files.parts.exists():
+        _gather_parts(files, [int(p.row) for p in usable])
     seconds = time.perf_counter() - started
     summary = {
         "products": len(usable),
@@ -490,31 +519,22 @@ def generate_catalog(
         "output": str(output),
     }
     if here.main:
-        summary.update(_file_totals(output, candidates_path))
+        summary.update(_file_totals(files.ads, files.candidates))
     return summary
 
 
-def _ads_files(output: Path, parts: Path) -> list[Path]:
-    """The ads file and the parts the processes of a distributed run write (``ads-RANK.csv``)."""
-    return [output, *sorted(parts.glob("ads-*.csv"))] if parts.exists() else [output]
-
-
-def _candidate_files(candidates_path: Path, parts: Path) -> list[Path]:
-    return [candidates_path, *sorted(parts.glob("candidates-*.csv"))] if parts.exists() else [candidates_path]
-
-
-def _complete_products(output: Path, parts: Path, per_product: int) -> set[int]:
+def _complete_products(files: OutputFiles, per_product: int) -> set[int]:
     """The products whose ``per_product`` ads are in the ads file or one of the parts."""
-    return set().union(*(_done_products(path, per_product) for path in _ads_files(output, parts) if path.exists()))
+    return set().union(*(_done_products(path, per_product) for path in files.all(ADS_PART) if path.exists()))
 
 
-def _prepare_output(output, sidecar, parts, settings, batch_size, per_product, batches, overwrite, log) -> None:
+def _prepare_output(files: OutputFiles, settings, batch_size, per_product, batches, overwrite, log) -> None:
     """Make the output ready to write (the main process, before the others start): a new run's
     files, or a resumed one's checked and cleaned: the settings compared, a torn last line cut from
     every file, and the products of a batch not written whole removed from every file."""
-    candidates_path = output.with_name(output.name + ".candidates.csv")
+    output, sidecar, parts = files.ads, files.sidecar, files.parts
     if overwrite:
-        for path in (output, sidecar, candidates_path, output.with_name(output.name + ".skipped.csv")):
+        for path in (output, sidecar, files.candidates, files.skipped):
             path.unlink(missing_ok=True)
         shutil.rmtree(parts, ignore_errors=True)
     compared = [key for key in settings if key != "input"]  # the same bytes read from elsewhere are the same input
@@ -532,37 +552,33 @@ def _prepare_output(output, sidecar, parts, settings, batch_size, per_product, b
                 f"{', '.join(f'{previous.get(k)!r} -> {settings[k]!r}' for k in changed)[:300]}): pass "
                 "overwrite=True / --overwrite to start over, or pick another output"
             )
-        for path in [*_ads_files(output, parts), *_candidate_files(candidates_path, parts)]:
+        for path in [*files.all(ADS_PART), *files.all(CANDIDATES_PART)]:
             if path.exists() and _truncate_torn_line(path):
                 log(f"removed a torn last line from {path}")
     _write_atomically(sidecar, json.dumps({**settings, "batch_size": batch_size}, indent=2) + "\n")
-    for path, columns in ((output, COLUMNS), (candidates_path, CANDIDATE_COLUMNS)):
+    for path, columns in ((output, COLUMNS), (files.candidates, CANDIDATE_COLUMNS)):
         if not path.exists() or path.stat().st_size == 0:
             _write_atomically(path, csv_text([columns]))
-    done = _complete_products(output, parts, per_product)
+    done = _complete_products(files, per_product)
     whole = done - {int(p.row) for batch in batches if any(int(q.row) not in done for q in batch) for p in batch}
-    removed = sum(_keep_only(path, COLUMNS, whole) for path in _ads_files(output, parts))
+    removed = sum(_keep_only(path, COLUMNS, whole) for path in files.all(ADS_PART))
     if removed:
         log(f"removed the ads of a batch that was not written whole ({removed} rows): it is written again")
-    for path in _candidate_files(candidates_path, parts):
+    for path in files.all(CANDIDATES_PART):
         _keep_only(path, CANDIDATE_COLUMNS, whole)
     if launch().distributed:
         parts.mkdir(exist_ok=True)
 
 
-def _gather_parts(output: Path, candidates_path: Path, parts: Path, order: list[int]) -> None:
+def _gather_parts(files: OutputFiles, order: list[int]) -> None:
     """Merge the parts of a distributed run into the ads and candidates files, every product once,
-    in the products file's order; then remove the parts."""
+    in the products file's order (then each ad's or candidate's number); then remove the parts."""
     position = {row: i for i, row in enumerate(order)}
-    for target, files, columns, key in (
-        (output, _ads_files(output, parts), COLUMNS, lambda r: (position[int(r[0])], int(r[4]))),
-        (
-            candidates_path,
-            _candidate_files(candidates_path, parts),
-            CANDIDATE_COLUMNS,
-            lambda r: (position[int(r[0])], int(r[1])),
-        ),
+    for target, stem, columns, number in (
+        (files.ads, ADS_PART, COLUMNS, COLUMNS.index("ad_number")),
+        (files.candidates, CANDIDATES_PART, CANDIDATE_COLUMNS, CANDIDATE_COLUMNS.index("candidate")),
     ):
-        records = [record for path in files if path.exists() for record in _read_rows(path, columns)]
-        _write_atomically(target, csv_text([columns, *sorted(records, key=key)]))
-    shutil.rmtree(parts)
+        records = [record for path in files.all(stem) if path.exists() for record in _read_rows(path, columns)]
+        records.sort(key=lambda r: (position[int(r[0])], int(r[number])))  # "row" is every file's first column
+        _write_atomically(target, csv_text([columns, *records]))
+    shutil.rmtree(files.parts)

