@@ -29,8 +29,18 @@ import pandas as pd
 
 from adgen_utils.corpus.data import FULL_CORPUS_ADS
 from adgen_utils.hardware import cpu_computes_bf16
+from adgen_utils.layout import (
+    DATA_FOLDER,
+    DATASET_FILE,
+    HISTORY_FILE,
+    MODELS_FOLDER,
+    QUALITY_CURVE_FILE,
+    TOKENS_FOLDER,
+    model_dir,
+)
 from adgen_utils.logs import say
 from adgen_utils.parameters import DEFAULT_PROFILE, catalog_default, default
+from adgen_utils.series.estimates import FULL_CORPUS_DISTINCT_ADS
 
 # ---------------------------------------------------------------------------------------
 # Workloads (run inside the child process)
@@ -293,14 +303,13 @@ def _build_run(run_dir: str, profile: str, corpus: str | None, sample_size: int 
     values.update({k: v for k, v in {"data_source": corpus, "sample_size": sample_size}.items() if v is not None})
     stages.build_dataset("01_eda", values, run_dir, progress=False)
     stages.build_sequences("02_sequences", profile_values(profile, "02_sequences"), run_dir, progress=False)
-    ads = pd.read_parquet(Path(run_dir) / "data" / "ads.parquet", columns=["split", "category"])
+    ads = pd.read_parquet(Path(run_dir) / DATA_FOLDER / DATASET_FILE, columns=["split", "category"])
     return {"splits": ads["split"].value_counts().to_dict(), "categories": int(ads["category"].nunique())}
 
 
 def _compute_lstm(run_dir: str, profile: str, notebook: str, epochs: int) -> dict:
     """Notebook ``notebook`` (03 or 04) of ``profile``, on every training ad for ``epochs`` epochs
     without early stopping; its quality curve (a row per epoch)."""
-    from adgen_utils.layout import QUALITY_CURVE_FILE, model_dir
     from adgen_utils.lstm import training
     from adgen_utils.series.profiles import profile_values
 
@@ -315,7 +324,6 @@ def _compute_finetune(
     """Notebook 06 of ``profile`` fine-tuned for ``fraction`` of its own optimizer steps (``max_steps``,
     or what its ``epochs`` over its training blocks come to), or for exactly ``steps``, with its
     learning-rate schedule over those steps; its quality curve (before training, after the last step)."""
-    from adgen_utils.layout import QUALITY_CURVE_FILE
     from adgen_utils.series.profiles import profile_values
     from adgen_utils.transformer import finetune
 
@@ -345,9 +353,9 @@ def _compute_few_shot(run_dir: str, model: str, shots: int, validation_ads: int 
     from adgen_utils.models import load_ad_model
     from adgen_utils.study.evaluation import evaluate_ad_model
 
-    train = load_dataset(Path(run_dir) / "data", split="train")
+    train = load_dataset(Path(run_dir) / DATA_FOLDER, split="train")
     ads = drawn(run_dir, validation_ads)
-    scored = load_ad_model(model, shots=shots, examples=train, seed=seed, models_dir=Path(run_dir) / "models")
+    scored = load_ad_model(model, shots=shots, examples=train, seed=seed, models_dir=Path(run_dir) / MODELS_FOLDER)
     return evaluate_ad_model(scored, ads["ad"].tolist(), ads["category"].tolist())
 
 
@@ -388,14 +396,14 @@ def _prepare_tokens(run_dir: str, model: str, way: str, block_size: int) -> dict
     from adgen_utils.corpus.data import load_dataset
     from adgen_utils.transformer import finetune, pretrained, stream
 
-    texts = load_dataset(Path(run_dir) / "data", split="train")["ad"].tolist()
-    folder = pretrained.resolve_model(model, Path(run_dir) / "models", training_texts=texts)
+    texts = load_dataset(Path(run_dir) / DATA_FOLDER, split="train")["ad"].tolist()
+    folder = pretrained.resolve_model(model, Path(run_dir) / MODELS_FOLDER, training_texts=texts)
     tokenizer = pretrained.prepare_tokenizer(AutoTokenizer.from_pretrained(folder))
     started = time.perf_counter()
     if way == "in_memory":
         tokens = finetune.pack_blocks(texts, tokenizer, block_size).tokens
     else:
-        folder = Path(run_dir) / "tokens"
+        folder = Path(run_dir) / TOKENS_FOLDER
         tokens = stream.prepare_token_file(stream.in_chunks(texts), tokenizer, folder, {"ads": len(texts)})["tokens"]
         shutil.rmtree(folder)
     return {"ads": len(texts), "tokens": tokens, "prepare_seconds": round(time.perf_counter() - started, 2)}
@@ -848,7 +856,7 @@ def bench_category(
                 products=products,
                 base_model=base_model,
             )
-        classifier = CategoryClassifier(load_dataset(Path(run_dir) / "data", split="train"))
+        classifier = CategoryClassifier(load_dataset(Path(run_dir) / DATA_FOLDER, split="train"))
     chosen = pd.DataFrame(runs[False]["products"])
     wanted = chosen["category"].tolist()
 
@@ -902,7 +910,7 @@ def bench_distributed(
         runs = {}
         for count in processes:
             run_dir = Path(work, f"run-{count}")
-            shutil.copytree(Path(work, "data-run", "data"), run_dir / "data")
+            shutil.copytree(Path(work, "data-run", DATA_FOLDER), run_dir / DATA_FOLDER)
             log(f"adgen finetune on {count} process(es): {steps} steps")
             settings = [f"base_model={json.dumps(model)}", f"max_steps={steps}", "eval_steps=null"]
             settings += [f"batch_size={batch_size}", f"block_size={block_size}", "validation_ads=20"]
@@ -913,7 +921,7 @@ def bench_distributed(
             if child.returncode != 0:
                 raise RuntimeError(f"adgen finetune on {count} processes failed:\n{child.stderr[-3000:]}")
             summary = json.loads(child.stdout[child.stdout.index("{") :])
-            history = pd.read_csv(run_dir / "models" / "finetuned" / "history.csv")
+            history = pd.read_csv(model_dir(run_dir, "06_fine_tuning") / HISTORY_FILE)
             trained = summary["steps"] * batch_size * block_size
             runs[str(count)] = {
                 "processes": summary["processes"],
@@ -938,7 +946,7 @@ def bench_tokens(
     corpus: str = "../shared/data/amazon_ads_sample10",
     model: str = default("06_fine_tuning", "base_model"),
     block_size: int = default("06_fine_tuning", "block_size"),
-    full_corpus_ads: int = 2_500_000,
+    full_corpus_ads: int = FULL_CORPUS_DISTINCT_ADS,
     log=say,
 ) -> dict:
     """Peak RSS of preparing notebook 06's training data from ``corpus``, in memory (every ad
