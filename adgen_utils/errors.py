@@ -1,11 +1,5 @@
-"""Every error the project raises on purpose, and how the ``adgen`` command reports it.
-
-Each is an :class:`AdgenError` whose message says what went wrong and what to do; the CLI prints
-it as one line ``adgen: error: <message>`` and exits with the class's :attr:`~AdgenError.exit_code`
-(2: the input or the request is wrong; 1: the work itself failed). Each also keeps the built-in
-base it always had (``ValueError`` or ``RuntimeError``), so code that caught those still does.
-Nothing here imports anything: every layer can raise these.
-"""
+"""Every error the project raises on purpose: an :class:`AdgenError` whose message says what to do.
+``adgen`` prints it on one line and exits with its ``exit_code``; each keeps its built-in base class."""
 
 from __future__ import annotations
 
@@ -29,11 +23,6 @@ class CorpusFormatError(AdgenError, ValueError):
 
 class ParameterError(AdgenError, ValueError):
     """A parameter's value does not fit its declared type or is not allowed here."""
-
-
-class StageMissing(AdgenError, RuntimeError):
-    """An earlier notebook's results are missing and too long to rebuild here; the message says
-    which notebook to run first and the estimated time."""
 
 
 class ModelUnavailable(AdgenError, RuntimeError):

@@ -1,9 +1,4 @@
-"""Figures the same way in every notebook: one seaborn theme, PNG files under a folder, shown inline.
-
-:func:`subplots` is ``matplotlib.pyplot.subplots`` with the series' seaborn theme set on first use
-(importing this module loads neither matplotlib nor seaborn); :func:`save_figure` writes a figure
-where the notebook's ``figures_dir`` says.
-"""
+"""Figures the same way in every notebook: one seaborn theme (set on first use), PNG files under a folder."""
 
 from __future__ import annotations
 

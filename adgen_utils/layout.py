@@ -1,23 +1,13 @@
 """Where things are: the repository's folders and every file and folder name in a run folder.
 
-A run folder (``runs/<profile>/`` locally, ``MyDrive/adgen/runs/<profile>`` with Drive) holds what
-each notebook writes, so that a later notebook, ``adgen evaluate`` or ``adgen publish`` finds it::
+    run_dir/  data/ (ads.parquet, load_report.json), sequences/, models/lstm/, models/embedding_lstm/,
+              models/finetuned/, evaluation/comparison.csv, notebooks/, figures/
 
-    run_dir/
-      data/ads.parquet, load_report.json          01: the cleaned, split corpus
-      sequences/sequences.json, vocabulary.json   02: vocabulary and token arrays (*.npy)
-      models/lstm/, models/embedding_lstm/        03, 04: model.keras, vocabulary.json, history.csv,
-                                                  training.json (and backup/ while training)
-      models/finetuned/                           06: a transformers folder + finetune.json,
-                                                  history.csv (and checkpoints/ while training)
-      evaluation/07_comparison.csv, ...           07: every model on one footing
-      notebooks/, figures/                        the executed notebooks, the figures
-
-This module imports nothing heavy; every other module takes these names from here.
-"""
+This module imports nothing heavy; every other module takes these names from here."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 # The repository
@@ -35,7 +25,9 @@ SEQUENCES_FOLDER = "sequences"
 SEQUENCES_INFO_FILE = "sequences.json"
 VOCABULARY_FILE = "vocabulary.json"
 MODELS_FOLDER = "models"
-MODEL_FOLDERS = {"03_lstm": "lstm", "04_embedding_lstm": "embedding_lstm", "06_fine_tuning": "finetuned"}
+ONE_HOT_LSTM = "lstm"  # models/lstm: the one-hot LSTM (notebook 03)
+EMBEDDING_LSTM = "embedding_lstm"  # models/embedding_lstm: the Embedding LSTM (notebook 04)
+FINETUNED = "finetuned"  # models/finetuned: the fine-tuned transformer (notebook 06, adgen finetune)
 LSTM_MODEL_FILE = "model.keras"
 LSTM_STATE_FILE = "training.json"  # an LSTM's settings and progress, for resuming
 LSTM_BEST_WEIGHTS_FILE = "best.weights.h5"
@@ -53,21 +45,28 @@ TOKENS_INFO_FILE = "tokens.json"  # what the token file holds (tokens, ads) and 
 SAMPLES_FILE = "sample_generations.csv"  # a fine-tuned model's sample ads, for its model card
 SOURCE_FILE = "adgen_source.json"  # where a cached offline model came from (for model cards)
 EVALUATION_FOLDER = "evaluation"
-COMPARISON_FILE = "07_comparison.csv"  # notebook 07's table: every model on one footing
+COMPARISON_FILE = "comparison.csv"  # every model on one footing (notebook 07, adgen evaluate)
 SUMMARY_FILE = "run_summary.json"  # adgen run: each notebook's status and time
 
 # The results folder
 RUN_RESULT_FILE = "run_{profile}.json"  # adgen results save: a run's figures for the README
 
 
+COLAB_CLONE = Path("/content/adgen")  # where a notebook's setup cell clones the repository on Colab
+
+
 def repository_root() -> Path:
-    """The checkout that holds this package (``data/``, ``notebooks/``, ``figures/``)."""
-    return Path(__file__).resolve().parent.parent
+    """The checkout with ``data/``, ``notebooks/`` and ``figures/``: the one that holds this package,
+    or, when the package was installed from a clone (the Colab setup cell), ADGEN_HOME or that clone."""
+    here = Path(__file__).resolve().parent.parent
+    if (here / NOTEBOOKS_FOLDER).is_dir():
+        return here
+    return Path(os.environ.get("ADGEN_HOME", COLAB_CLONE))
 
 
-def model_dir(run_dir: str | Path, name: str) -> Path:
-    """Where notebook ``name`` (03, 04 or 06) saves its model."""
-    return Path(run_dir) / MODELS_FOLDER / MODEL_FOLDERS[name]
+def model_dir(run_dir: str | Path, model: str) -> Path:
+    """Where a model of the series is saved: ``model`` is ONE_HOT_LSTM, EMBEDDING_LSTM or FINETUNED."""
+    return Path(run_dir) / MODELS_FOLDER / model
 
 
 def comparison_path(run_dir: str | Path) -> Path:

@@ -1,12 +1,5 @@
-"""Where the library's messages go: the ``adgen`` logger, shown on stderr.
-
-Functions that report progress in words take a ``log`` callable whose default is :func:`say`; a
-test or a caller may pass its own (``lines.append``). :func:`say` logs at INFO on the ``adgen``
-logger. The ``adgen`` command and every notebook (through ``session.start``) call
-:func:`show_messages`, which shows those messages on stderr, so that a command whose output is
-JSON prints nothing else on stdout (``adgen evaluate ... | jq`` works). Imported as a library
-without either, the messages follow the caller's own logging set-up.
-"""
+"""Where the library's messages go: the ``adgen`` logger, shown on stderr by :func:`show_messages`,
+so a command whose output is JSON prints nothing else on stdout."""
 
 from __future__ import annotations
 

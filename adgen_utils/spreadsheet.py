@@ -1,16 +1,8 @@
 """Spreadsheet-safe CSV: no cell that Excel, LibreOffice or Google Sheets would run as a formula.
 
-A generated ad starts with the product words a seller typed, so a product named ``=HYPERLINK("x")``
-would give a cell that a spreadsheet evaluates (CSV injection). Following OWASP's advice
-(https://owasp.org/www-community/attacks/CSV_Injection), a cell that starts with ``=``, ``+``,
-``-``, ``@``, a tab or a carriage return is written with a single quote in front, which spreadsheets
-show as text (a plain signed number such as ``-15.63`` stays a number); the csv module quotes every
-cell that holds a comma, a quote or a line break.
-
-:func:`neutralise` and :func:`restore` are exact inverses: a cell that already starts with a quote
-followed by what would need one gets one more quote, so reading a file back with :func:`restore`
-gives every cell exactly as it was, and ordinary text is never changed either way.
-"""
+A cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading quote
+(OWASP's CSV-injection advice; a plain signed number stays a number). :func:`neutralise` and
+:func:`restore` are exact inverses."""
 
 from __future__ import annotations
 
