@@ -44,24 +44,32 @@ def tiny_folder(embedded_ads, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def lstm_folder(tmp_path_factory):
-    """A small word-level LSTM trained for a few epochs on helpers.LSTM_ADS, saved as notebook 03 saves it."""
+    """A small word-level LSTM written as notebook 04 writes it, trained for a few epochs on
+    helpers.LSTM_ADS and saved as the notebooks save it (model.keras, vocabulary.json)."""
     import keras
     from helpers import LSTM_ADS
 
     from adgen_utils.corpus import sequences
-    from adgen_utils.corpus.text import Vocabulary, tokenize
+    from adgen_utils.corpus.text import PAD_ID, Vocabulary, tokenize
     from adgen_utils.lstm import model as lstm
     from adgen_utils.lstm import training as lstm_training
 
     keras.utils.set_random_seed(0)
     vocabulary = Vocabulary.build((tokenize(a) for a in LSTM_ADS), min_count=1)
     train, _ = sequences.encode_ads(LSTM_ADS * 4, vocabulary)
-    validation, _ = sequences.encode_ads(LSTM_ADS[::5], vocabulary)
-    config = lstm.LSTMConfig(
-        input="embedding", embedding_dim=16, units=32, batch_size=12, epochs=8, learning_rate=0.02, dropout=0.0
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(None,), dtype="int32"),
+            keras.layers.Embedding(len(vocabulary), 16),
+            keras.layers.LSTM(32, return_sequences=True),
+            keras.layers.Dense(len(vocabulary)),
+        ]
     )
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.02),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=PAD_ID),
+    )
+    model.fit(lstm.many_to_many_dataset(train, 12, shuffle=True), epochs=8, verbose=0)
     folder = tmp_path_factory.mktemp("lstm")
-    lstm_training.train_language_model(
-        config, vocabulary, train, validation, folder, progress=False, log=lambda *_: None
-    )
+    lstm_training.save_trained(model, vocabulary, folder)
     return folder

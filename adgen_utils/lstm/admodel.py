@@ -1,10 +1,4 @@
-"""A word-level LSTM of notebooks 03-04 behind the series' model interface
-(:class:`adgen_utils.models.AdModel`): scoring ads in the shared units, writing ads.
-
-Units: a *word* is a token of :func:`adgen_utils.corpus.text.tokenize` (a word or a punctuation
-mark) and every ad has one more prediction, its *end*, so an ad of ``n`` words has ``n + 1``
-word-level predictions. Log-probabilities are natural logarithms, summed over an ad.
-"""
+"""A saved word-level LSTM behind :class:`adgen_utils.models.AdModel`: scoring ads, writing ads."""
 
 from __future__ import annotations
 
@@ -18,11 +12,7 @@ from tqdm.auto import tqdm
 
 from adgen_utils.corpus.text import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocabulary, tokenize
 from adgen_utils.lstm.generation import generate_many, prompt_refusal
-from adgen_utils.lstm.model import (
-    load_trained,
-    rows_per_chunk,
-    target_scores,
-)
+from adgen_utils.lstm.model import load_trained, rows_per_chunk, target_scores
 from adgen_utils.models import (
     FROM_SCRATCH,
     SCORE_COLUMNS,
@@ -42,12 +32,7 @@ CODE_POINTS = 0x110000  # every Unicode character: what a character never seen i
 
 class SpellingModel:
     """P(spelling) of a word: a character-bigram model with word start and end, add-``k`` smoothed.
-
-    A closed vocabulary names every word it does not know ``<unk>``; to be charged fairly such a word
-    costs P(<unk> | context) × P(spelling), a proper probability over all strings. Fit on the
-    vocabulary's types, each once (rare words, not frequent ones, are what ``<unk>`` stands for).
-    A character never seen costs P(other) / 1,114,112.
-    """
+    An unknown word costs P(<unk> | context) × P(spelling); an unseen character P(other) / 1,114,112."""
 
     def __init__(self, words: Sequence[str], k: float = 0.1):
         characters = sorted({c for w in words for c in w})
@@ -82,8 +67,8 @@ def _check_decoding_for_lstm(decoding: Decoding) -> dict:
 
 
 class LSTMAdModel(AdModel):
-    """A word-level LSTM saved by notebook 03 or 04 (``model.keras`` + ``vocabulary.json``). It reads
-    no category."""
+    """A word-level LSTM saved with :func:`adgen_utils.lstm.training.save_trained` (``model.keras`` +
+    ``vocabulary.json``): any Keras model from ids (batch, time) to next-token logits. It reads no category."""
 
     def __init__(self, folder: str | Path, name: str | None = None):
         self.folder = Path(folder)
@@ -120,9 +105,8 @@ class LSTMAdModel(AdModel):
     def write_ads(
         self, prompts: Sequence[str], indices: list[int], categories: Categories, how: Writing
     ) -> list[WrittenAd]:
-        """Ads for ``prompts[i]``, ``i`` in ``indices``: prompt ``i`` sampled with seed ``how.seed + i``
-        (so its ad does not depend on the other prompts), ``how.batch_size`` prompts per forward pass
-        (:func:`adgen_utils.lstm.generation.generate_many`); ``max_new_tokens`` counts words."""
+        """Ads for ``prompts[i]``, ``i`` in ``indices``, prompt ``i`` seeded ``how.seed + i``;
+        ``max_new_tokens`` counts words."""
         generations = generate_many(
             self.model,
             self.vocabulary,
@@ -143,13 +127,8 @@ class LSTMAdModel(AdModel):
         progress: bool = False,
         logits_budget_gib: float = 1.0,
     ) -> pd.DataFrame:
-        """Per ad (rows, in order): ``SCORE_COLUMNS``. A word outside the vocabulary is charged
-        P(<unk>) × P(spelling) and never counts as a hit; <pad>, <unk> and <bos> are never a choice.
-
-        Ads are scored ``batch_size`` at a time, fewer where needed so that the logits and the
-        tensors computed from them stay within ``logits_budget_gib`` GiB of the model's device (about
-        1 GiB by default for a 100k vocabulary); only per-word results are copied to the host.
-        ``categories`` raise ValueError: the model reads none."""
+        """Per ad: ``SCORE_COLUMNS``. An unknown word costs P(<unk>) × P(spelling) and is never a hit.
+        Batches shrink so their logits stay within ``logits_budget_gib``; ``categories`` raise ValueError."""
         check_reads_category(self, categories)
 
         token_lists = [tokenize(ad) for ad in ads]

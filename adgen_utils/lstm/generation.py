@@ -1,8 +1,5 @@
-"""Writing ads with a word-level LSTM: greedy or sampled next words (temperature, top-k, top-p,
-repetition penalty), one ad per prompt, ``batch_size`` prompts advancing together (one forward pass
-per next word), and a table of one model's ads under several decoding settings (notebooks 03-04).
-
-Units: ``max_new_tokens`` counts words (tokens of :func:`adgen_utils.corpus.text.tokenize`)."""
+"""Writing ads with a word-level LSTM, ``batch_size`` prompts at a time (one forward pass per word).
+``max_new_tokens`` counts words."""
 
 from __future__ import annotations
 
@@ -11,11 +8,10 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
-import pandas as pd
 from tqdm.auto import tqdm
 
 from adgen_utils.corpus.text import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocabulary, detokenize, tokenize
-from adgen_utils.models import Ad, Refusal, with_refusals
+from adgen_utils.models import Refusal
 
 
 @dataclass
@@ -40,12 +36,8 @@ def pick_next_token(
     repetition_penalty: float = 1.0,
     previous: Sequence[int] = (),
 ) -> int:
-    """Choose the next id from logits (V,): greedy, or sampling with temperature, top-k and top-p.
-
-    ``banned`` ids are never chosen (by default padding, <unk> and <bos>). A
-    ``repetition_penalty`` above 1 makes the ids in ``previous`` less likely, as in Hugging
-    Face's ``generate``: their positive logits are divided by it, negative ones multiplied.
-    """
+    """The next id from logits (V,): greedy, or sampled with temperature, top-k and top-p.
+    ``banned`` ids are never chosen; ``repetition_penalty`` works as in Hugging Face's ``generate``."""
     if repetition_penalty <= 0:
         raise ValueError(f"repetition_penalty must be > 0, got {repetition_penalty}")
     if temperature <= 0:
@@ -93,16 +85,13 @@ def prompt_refusal(prompt: str, vocabulary: Vocabulary) -> Refusal | None:
 
 
 def next_token_logits(model: keras.Model, sequences: Sequence[Sequence[int]]) -> np.ndarray:
-    """The next-token logits after each sequence of ids, (len(sequences), V) float32, in one forward
-    pass: the sequences are right-padded to the longest (the LSTMs mask padding), and only each one's
-    last hidden state goes through the ``next_token`` layer, not the whole (B, T, V) logits."""
+    """Next-token logits (len(sequences), V) float32 after each right-padded sequence, in one forward pass."""
     lengths = np.array([len(s) for s in sequences])
     ids = np.full((len(sequences), lengths.max()), PAD_ID, dtype=np.int32)
     for row, sequence in enumerate(sequences):
         ids[row, : len(sequence)] = sequence
-    hidden = keras.ops.convert_to_numpy(model.get_layer("encoder")(ids, training=False))  # (B, T, H)
-    last = hidden[np.arange(len(sequences)), lengths - 1].astype(np.float32)  # (B, H)
-    return keras.ops.convert_to_numpy(model.get_layer("next_token")(last)).astype(np.float32)
+    logits = keras.ops.convert_to_numpy(model(ids, training=False))  # (B, T, V)
+    return logits[np.arange(len(sequences)), lengths - 1].astype(np.float32)
 
 
 def generate_many(
@@ -120,16 +109,10 @@ def generate_many(
     progress: bool = False,
     description: str = "generating",
 ) -> list[Generation]:
-    """Continue each prompt word by word until <eos> or ``max_new_tokens``; one :class:`Generation`
-    per prompt, in order.
+    """Continue each prompt until <eos> or ``max_new_tokens``: one :class:`Generation` per prompt.
 
-    ``batch_size`` prompts advance together, one next word each per forward pass (a prompt leaves
-    its batch when it ends). Prompt ``i`` draws its words from its own generator seeded with
-    ``seeds[i]`` (None: unseeded), so its ad does not depend on the batch it is in, and greedy ads
-    are the same at any ``batch_size``. Raises ValueError for a prompt :func:`prompt_refusal`
-    refuses; unknown words among known ones are kept in the text, read by the model as <unk>, and
-    listed in ``unknown_prompt_words``.
-    """
+    ``batch_size`` prompts advance together; prompt ``i`` samples with its own generator (``seeds[i]``), so
+    its ad does not depend on its batch. A refused prompt raises ValueError."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     seeds = list(seeds) if seeds is not None else [None] * len(prompts)
@@ -177,43 +160,3 @@ def generate_many(
         unknown = [t for t, i in zip(tokens, vocabulary.encode(tokens)) if i == UNK_ID]
         generations.append(Generation(detokenize([*tokens, *new_tokens]), new_tokens, unknown, complete))
     return generations
-
-
-def generate(model: keras.Model, vocabulary: Vocabulary, prompt: str, seed: int | None = None, **options) -> Generation:
-    """One prompt through :func:`generate_many` (the same ad it writes for this prompt and seed);
-    ``options`` are its decoding keywords (``max_new_tokens``, ``greedy``, ``temperature``, ``top_k``,
-    ``top_p``, ``repetition_penalty``)."""
-    return generate_many(model, vocabulary, [prompt], seeds=[seed], batch_size=1, **options)[0]
-
-
-def decoding_settings_table(
-    model: keras.Model,
-    vocabulary: Vocabulary,
-    prompts: Sequence[str],
-    settings: dict[str, dict],
-    seed: int = 0,
-    batch_size: int = 16,
-) -> pd.DataFrame:
-    """One LSTM's ads under several decoding settings: one row per prompt, one column per named
-    setting (``settings``: name -> :func:`generate_many` keyword arguments), every prompt seeded with
-    ``seed``. A prompt the model refuses gets its :class:`adgen_utils.models.Refusal` in each cell
-    (shown as ``(no ad: reason)``). To compare several models, see
-    :func:`adgen_utils.study.evaluation.ads_side_by_side`."""
-
-    def refusal(prompt: str, _category: str | None) -> Refusal | None:
-        return prompt_refusal(prompt, vocabulary)
-
-    table: dict[str, list[Ad]] = {}
-    for name, options in settings.items():
-
-        def write(indices: list[int], options=options) -> list[str]:
-            chosen = [prompts[i] for i in indices]
-            return [
-                g.text
-                for g in generate_many(
-                    model, vocabulary, chosen, seeds=[seed] * len(chosen), batch_size=batch_size, **options
-                )
-            ]
-
-        table[name] = with_refusals(prompts, None, refusal, write)
-    return pd.DataFrame(table, index=pd.Index(list(prompts), name="prompt"))
