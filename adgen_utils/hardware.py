@@ -1,21 +1,8 @@
 """The machine the models run on, and the one rule for the precision they compute in.
 
-:func:`describe_machine` says where a measurement was taken (cores, memory, GPU, OS, Python): every
-saved benchmark and run result (:mod:`adgen_utils.apps.results`) carries it. :func:`launch` says which
-process of a ``torchrun`` or ``accelerate launch`` run this is.
-
-Every place that picks a precision asks :func:`precision_for` (or, for training a transformer's
-float32 weights in mixed precision, :func:`training_precision`): loading a transformer
-(:func:`adgen_utils.pretrained.load_causal_lm`), fine-tuning and merging LoRA adapters
-(:mod:`adgen_utils.transformer.finetune`) and the Keras policy of the LSTMs (:mod:`adgen_utils.lstm.model`). bfloat16
-only where the GPU runs it natively (compute capability 8.0 and up: A100, L4, H100); older GPUs
-(T4, V100, P100) get float16, a CPU float32. A T4 answers ``torch.cuda.is_bf16_supported()`` with
-True because it can *emulate* bfloat16, several times slower than float16, so that answer is not
-asked here.
-
-Neither torch nor TensorFlow is imported at module level: the corpus layer, the CLI and the LSTM
-side can import this module for free. :func:`detect_device` imports torch when it is called.
-"""
+bfloat16 only where the GPU computes it natively (compute capability 8.0 and up); a T4 claims bf16
+support through emulation, several times slower than float16, so that claim is not asked. Neither
+torch nor TensorFlow is imported at module level."""
 
 from __future__ import annotations
 
@@ -67,9 +54,7 @@ def detect_device() -> Device:
 
 
 def precision_for(device: Device) -> str:
-    """``"bf16"`` on a GPU that computes bfloat16 natively (compute capability >= 8.0), ``"fp16"`` on
-    an older CUDA GPU (T4 7.5, V100 7.0, P100 6.0, or one whose capability is unknown), ``"fp32"`` on
-    a CPU."""
+    """``"bf16"`` on a GPU with native bfloat16 (compute capability >= 8.0), ``"fp16"`` on an older GPU, ``"fp32"`` on a CPU."""
     if device.kind != "cuda":
         return "fp32"
     if device.compute_capability is not None and tuple(device.compute_capability) >= NATIVE_BF16:
@@ -89,10 +74,8 @@ def cpu_computes_bf16() -> bool:
 
 
 def training_precision(device: Device) -> str:
-    """The mixed precision a transformer trains in (its weights stay float32): :func:`precision_for`
-    on a GPU; on a CPU, ``"bf16"`` autocast where the CPU has bfloat16 instructions (faster than
-    float32 there: ``adgen bench finetune``'s ``packed_bf16`` way measures by how much), else
-    ``"fp32"``. Scoring and generation on a CPU stay in float32 (:func:`precision_for`)."""
+    """A transformer's mixed training precision: :func:`precision_for` on a GPU; on a CPU ``"bf16"``
+    autocast where it has bfloat16 instructions, else ``"fp32"``."""
     if device.kind == "cpu":
         return "bf16" if device.cpu_bf16 else "fp32"
     return precision_for(device)
@@ -118,9 +101,8 @@ class Launch:
 
 
 def join_processes() -> Launch:
-    """Start the process group of a ``torchrun`` / ``accelerate launch`` run (NCCL on GPUs, each
-    process on its own, gloo on CPUs), once; nothing for a single process. Returns :func:`launch`.
-    The Trainer and accelerate then use this group."""
+    """Start the process group of a torchrun / accelerate run once (NCCL on GPUs, gloo on CPUs); nothing
+    for one process. Returns :func:`launch`."""
     here = launch()
     if here.distributed:
         import torch
@@ -188,21 +170,10 @@ def nvidia_smi_gpus(run=subprocess.run) -> list[tuple[str, float, tuple[int, int
     return gpus
 
 
-def gpu_names() -> list[str]:
-    """NVIDIA GPUs as ``nvidia-smi`` names them (without importing torch); none without the tool."""
-    try:
-        listed = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [line.strip() for line in listed.stdout.splitlines() if line.strip()] if listed.returncode == 0 else []
-
-
 def describe_machine() -> dict:
     """Where a measurement was taken: ``cpu_cores``, ``memory_gib`` (GiB), ``gpu`` (names, or None),
     ``platform`` (OS) and ``python`` (version)."""
-    gpus = gpu_names()
+    gpus = [name for name, _, _ in nvidia_smi_gpus()]
     return {
         "cpu_cores": os.cpu_count(),
         "memory_gib": memory_gib(),

@@ -1,5 +1,5 @@
 """The one precision rule, on the GPUs Colab and Kaggle lend (simulated through torch.cuda) and the
-CPU, and the places that apply it: loading, fine-tuning and the LSTMs' Keras policy."""
+CPU, and the places that apply it: loading and fine-tuning a transformer."""
 
 import subprocess
 import sys
@@ -10,7 +10,6 @@ import torch
 
 from adgen_utils import hardware
 from adgen_utils.hardware import Device
-from adgen_utils.lstm import model as lstm
 from adgen_utils.transformer import finetune, pretrained
 
 GPUS = [  # name, compute capability, the precision it should compute in
@@ -70,24 +69,17 @@ def test_loading_and_fine_tuning_follow_the_rule(monkeypatch, name, capability, 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[expected]
     assert pretrained.default_dtype("cuda") is dtype and pretrained.default_dtype("cuda:0") is dtype
     assert pretrained.default_dtype("cpu") is torch.float32  # a model put on the CPU of a GPU machine
-    assert finetune._precision("auto") == {expected: True}
-    assert finetune._precision("fp32") == {}
+    assert hardware.training_precision(hardware.detect_device()) == expected  # TrainingArguments' bf16 / fp16
 
 
 def test_on_a_cpu_weights_are_float32_and_training_uses_bf16_only_with_its_instructions(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pretrained.default_dtype("cpu") is torch.float32
-    for has_bf16, expected in ((False, {}), (True, {"bf16": True})):
+    for has_bf16, expected in ((False, "fp32"), (True, "bf16")):
         monkeypatch.setattr(hardware, "cpu_computes_bf16", lambda has_bf16=has_bf16: has_bf16)
         assert hardware.detect_device().cpu_bf16 is has_bf16
         assert hardware.precision_for(hardware.detect_device()) == "fp32"  # scoring and generation
-        assert finetune._precision("auto") == expected
-        assert finetune._precision("fp32") == {}
-        with pytest.raises(ValueError, match="needs a CUDA GPU"):
-            finetune._precision("fp16")
-    monkeypatch.setattr(hardware, "cpu_computes_bf16", lambda: False)
-    with pytest.raises(ValueError, match="no bfloat16 instructions"):
-        finetune._precision("bf16")
+        assert hardware.training_precision(hardware.detect_device()) == expected  # bf16 autocast with its instructions
 
 
 def test_cpu_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
@@ -111,28 +103,6 @@ def test_method_choice_reads_the_gpu_memory_from_the_device(monkeypatch):
     assert finetune.choose_method(neo_13b)[0] in {"lora", "qlora"}
     simulate_gpu(monkeypatch, "NVIDIA A100-SXM4-80GB", (8, 0), memory_gib=80.0)
     assert finetune.choose_method(neo_13b)[0] == "full"
-
-
-def test_the_lstm_keras_policy_follows_the_rule():
-    t4, a100 = (Device("cuda", name, capability, None) for name, capability, _ in (GPUS[2], GPUS[3]))
-    assert lstm.keras_policy(None, t4) == "mixed_float16"
-    assert lstm.keras_policy(None, a100) == "mixed_float16"  # cuDNN's LSTM has no bfloat16 kernels
-    assert lstm.keras_policy(None, CPU) == "float32"
-    assert lstm.keras_policy(False, a100) == "float32"
-    assert lstm.keras_policy(True, CPU) == "mixed_float16"  # asked for on a CPU: as before
-    assert lstm.keras_policy(None, lstm.tensorflow_device()) == "float32"  # this machine has no GPU
-
-
-def test_tensorflow_device_reads_tensorflows_own_view():
-    gpus = [SimpleNamespace(name="/physical_device:GPU:0"), SimpleNamespace(name="/physical_device:GPU:1")]
-    config = SimpleNamespace(
-        list_physical_devices=lambda kind: gpus if kind == "GPU" else [],
-        experimental=SimpleNamespace(
-            get_device_details=lambda gpu: {"compute_capability": (7, 5), "device_name": "Tesla T4"}
-        ),
-    )
-    assert lstm.tensorflow_device(config) == Device("cuda", "Tesla T4", (7, 5), None, 2)
-    assert lstm.tensorflow_device().kind == "cpu"
 
 
 def test_importing_the_rule_loads_neither_framework():

