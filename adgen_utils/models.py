@@ -1,40 +1,18 @@
-"""The one interface every model of the series implements, and how a model is opened.
+"""The one interface every model of the series implements, :class:`AdModel`, and its units.
 
-Notebooks 07-08, ``adgen evaluate``, ``adgen generate`` and the playground use a model only through
-:class:`AdModel`: the word-level LSTMs of notebooks 03-04 (:class:`adgen_utils.lstm.admodel.LSTMAdModel`)
-and the transformers of 05-06, zero-shot, few-shot or fine-tuned
-(:class:`adgen_utils.transformer.admodel.TransformerAdModel`). :func:`load_ad_model` opens either.
-
-* **Scoring** (:meth:`AdModel.score`) reads ads and returns one row per ad in :data:`SCORE_COLUMNS`.
-  Units: a *word* is a token of :func:`adgen_utils.corpus.text.tokenize` (a word or a punctuation
-  mark) and every ad has one more prediction, its *end*, so an ad of ``n`` words has ``n + 1``
-  word-level predictions. Log-probabilities are natural logarithms, summed over an ad.
-* **Writing ads** (:meth:`AdModel.generate`) continues each prompt into one ad, with one
-  :class:`Decoding`: a :class:`WrittenAd`, a ``str`` that also says whether the model ended it. A prompt the model cannot continue (empty, a line break, no word an LSTM
-  knows, no category for a model that needs one) gets a :class:`Refusal` with the reason in its
-  place, never an ad-shaped marker string; :meth:`AdModel.refusal` says so before generating.
-  :func:`ads_only` keeps the ads of a list.
-* **Categories**: only a model whose :attr:`ModelDescription.reads_category` is True reads them
-  (few-shot examples of the same category, a category-conditioned fine-tuned model); the others
-  raise ValueError when given any (:func:`check_reads_category`), so callers pass them through
-  :func:`categories_for`.
-* **Describing itself** (:meth:`AdModel.describe`): a :class:`ModelDescription`.
-
-This module imports neither torch nor TensorFlow; :func:`load_ad_model` imports the family it opens.
-"""
+A *word* is a token of :func:`adgen_utils.corpus.text.tokenize`, plus one *end* prediction per ad;
+log-probabilities are natural logs summed over an ad. Imports neither torch nor TensorFlow."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import pandas as pd
 
-from adgen_utils.layout import LSTM_MODEL_FILE
-from adgen_utils.parameters import DEFAULT_DECODING
+from adgen_utils.settings import DEFAULT_DECODING
 
 # Per ad: predictions (words + the end), characters, the model's own tokens, summed natural-log
 # probability, top-1 and top-5 hits, and words outside a closed vocabulary.
@@ -42,12 +20,8 @@ SCORE_COLUMNS = ["words", "characters", "model_tokens", "log_prob", "top1", "top
 
 
 def summarize_scores(scores: pd.DataFrame) -> dict:
-    """Aggregate per-ad scores (:data:`SCORE_COLUMNS`) into the footing's metrics.
-
-    Returns ads, predictions (words + ends), characters, ``oov_share`` (test words outside the
-    model's vocabulary), ``top1_accuracy``, ``top5_accuracy``, ``per_word_perplexity``,
-    ``bits_per_char`` and ``model_tokens_per_word`` (how many of its own tokens a model predicts per word).
-    """
+    """Per-ad scores (:data:`SCORE_COLUMNS`) to the footing's metrics: ads, predictions, characters,
+    ``oov_share``, ``top1_accuracy``, ``top5_accuracy``, ``per_word_perplexity``, ``bits_per_char``, ``model_tokens_per_word``."""
     predictions = int(scores["words"].sum())
     words = predictions - len(scores)  # the ends are not words
     log_prob = float(scores["log_prob"].sum())
@@ -118,9 +92,8 @@ class Refusal:
 
 
 class WrittenAd(str):
-    """An ad a model wrote: the text (a ``str``, usable as one everywhere) and ``complete``,
-    whether the model ended it itself (False: it stopped at ``max_new_tokens``, perhaps in the
-    middle of a phrase; :class:`adgen_utils.study.selection.AdRules` then cuts its last phrase)."""
+    """An ad a model wrote: a ``str`` with ``complete``, whether the model ended it itself (False:
+    it stopped at ``max_new_tokens``)."""
 
     complete: bool
 
@@ -159,7 +132,7 @@ def few_shot(shots: int) -> str:
 class ModelDescription:
     """What a model is, for tables (one column per field) and model cards."""
 
-    name: str  # the label shown in tables, e.g. "LSTM (03)" or "smollm2-135m 3-shot"
+    name: str  # the label shown in tables, e.g. "one-hot LSTM" or "smollm2-135m 3-shot"
     family: str  # WORD_LSTM or TRANSFORMER
     setting: str  # FROM_SCRATCH, ZERO_SHOT, few_shot(k) or FINE_TUNED: stable, unlike the name
     unknown_words_charged: str  # how a word outside the vocabulary is charged when scoring
@@ -183,9 +156,7 @@ class Writing:
 
 @runtime_checkable
 class AdModel(Protocol):
-    """What every model of the series does; see the module's docstring for the units. The two
-    families subclass it and inherit :meth:`generate`, which refusals and ordering make the same for
-    every model."""
+    """What every model of the series does; the families subclass it and inherit :meth:`generate`."""
 
     name: str
 
@@ -201,9 +172,7 @@ class AdModel(Protocol):
     def write_ads(
         self, prompts: Sequence[str], indices: list[int], categories: Categories, how: Writing
     ) -> list[WrittenAd]:
-        """One ad for each of ``prompts[i]`` for ``i`` in ``indices`` (prompts :meth:`refusal`
-        accepted, ascending), with ``categories[i]`` for a model that reads them; each family's own
-        generation, called by :meth:`generate`."""
+        """One ad for each accepted ``prompts[i]``, ``i`` in ``indices`` (ascending); the family's own generation."""
         ...
 
     def generate(
@@ -215,11 +184,8 @@ class AdModel(Protocol):
         categories: Categories = None,
         progress: bool = False,
     ) -> list[Ad]:
-        """One ad (or, where :meth:`refusal` gives one, that :class:`Refusal`: the model is never run
-        for a refused prompt) per prompt, in order; ``batch_size`` prompts share each forward pass.
-        Prompt ``i`` uses ``categories[i]``; ``categories`` given to a model that reads none (see
-        :attr:`ModelDescription.reads_category`) raise ValueError. Written once, here, for every model
-        that subclasses :class:`AdModel`: the family writes the accepted prompts' ads (:meth:`write_ads`)."""
+        """One ad (or :class:`Refusal`, without running the model) per prompt, in order. ``categories``
+        to a model that reads none raise ValueError."""
         check_reads_category(self, categories)
         how = Writing(decoding, seed, batch_size, progress)
         return with_refusals(
@@ -253,9 +219,8 @@ def with_refusals(
     refusal: Callable[[str, str | None], Refusal | None],
     write: Callable[[list[int]], list[str]],
 ) -> list[Ad]:
-    """What :meth:`AdModel.generate` returns: ``refusal(prompt, category)`` for each prompt, and for
-    the prompts it accepts ``write(indices)``, which gets their indices (ascending) into ``prompts``
-    and returns one ad for each, in that order. ``write`` is not called when every prompt is refused."""
+    """:meth:`AdModel.generate`'s result: ``refusal(prompt, category)`` per prompt, and ``write(indices)``'s
+    ads for the accepted ones (not called when every prompt is refused)."""
     given = categories if categories is not None else [None] * len(prompts)
     if len(given) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(given)} categories")
@@ -267,33 +232,3 @@ def with_refusals(
     for i, ad in zip(accepted, ads):
         results[i] = ad
     return results
-
-
-def is_lstm_folder(path) -> bool:
-    """True for a folder saved by notebook 03/04 (``model.keras``)."""
-    return Path(str(path)).expanduser().joinpath(LSTM_MODEL_FILE).is_file()
-
-
-def load_ad_model(
-    name_or_path,
-    name: str | None = None,
-    shots: int = 0,
-    examples: pd.DataFrame | None = None,
-    seed: int = 0,
-    models_dir=None,
-    training_texts=None,
-) -> AdModel:
-    """An LSTM folder (``model.keras``) or any model :func:`adgen_utils.transformer.pretrained.resolve_model`
-    takes (a transformers folder, ``"smollm2-135m"``, ``"tiny"``, a Hub id), as an :class:`AdModel`.
-    Only the family opened is imported: opening an LSTM never loads torch, nor a transformer Keras."""
-    if is_lstm_folder(name_or_path):
-        if shots:
-            raise ValueError("few-shot prompts are for transformers; a word-level LSTM reads one ad at a time")
-        from adgen_utils.lstm.admodel import LSTMAdModel
-
-        return LSTMAdModel(Path(str(name_or_path)).expanduser(), name)
-    from adgen_utils.transformer.admodel import TransformerAdModel
-
-    return TransformerAdModel(
-        name_or_path, name, shots, examples, seed, models_dir=models_dir, training_texts=training_texts
-    )

@@ -1,3 +1,1 @@
-"""The applications: the ``adgen`` command (cli), ads for a seller's catalog (catalog) and the
-benchmarks that print JSON (bench).
-"""
+"""The applications: the ``adgen`` command (cli) and ads for a seller's catalog (catalog)."""

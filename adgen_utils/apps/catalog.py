@@ -1,17 +1,8 @@
 """Ads for a seller's catalog: read a products CSV, write ``per_product`` ads per product, resumably.
 
-:func:`read_products` reads ``brand, product[, category]`` rows with the data layer's robust CSV
-helpers and sets aside the rows it cannot use (one report per row, never a crash).
-:func:`generate_catalog` writes, per product, the most likely of several candidates that pass the
-rules a seller would set (:mod:`adgen_utils.study.selection`), batch by batch to a CSV, each batch
-appended with one write and fsync'd, so a killed run loses at most the batch in flight; run it
-again and it writes only the missing products. A sidecar ``<output>.json`` records the settings, so
-a resume never mixes ads of two settings in one file; ``<output>.candidates.csv`` says which rule
-rejected which candidate. Every cell written is spreadsheet-safe (:mod:`adgen_utils.spreadsheet`).
-
-Units: lengths are characters; ``row`` is a line number of the products file (1-based, the
-header is line 1); times are seconds; likelihoods are natural-log probabilities per word.
-"""
+Batches are appended with one fsync'd write, so a killed run loses at most the batch in flight and a
+rerun writes only the missing products; ``<output>.json`` records the settings so a resume never mixes
+two. Units: ``row`` is a 1-based line number of the products file (header = line 1); seconds."""
 
 from __future__ import annotations
 
@@ -34,7 +25,7 @@ from adgen_utils.errors import CorpusFormatError
 from adgen_utils.hardware import launch, wait_for_processes
 from adgen_utils.logs import say
 from adgen_utils.models import DECODINGS, AdModel, Decoding
-from adgen_utils.parameters import catalog_default
+from adgen_utils.settings import Catalog
 from adgen_utils.spreadsheet import csv_text, formula_cells, restore
 from adgen_utils.study.selection import RULES, AdRules, ProductAds, write_for_products
 
@@ -110,25 +101,11 @@ def _row_problem(fields: dict[str, str]) -> str | None:
 
 
 def read_products(path) -> tuple[pd.DataFrame, list[dict]]:
-    """Read a products CSV: columns ``brand``, ``product`` and optionally ``category``.
+    """Read a products CSV (``brand``, ``product``, optional ``category``; headers matched loosely).
 
-    Header names are matched case-insensitively after stripping spaces and quotes; other columns
-    are ignored. Returns ``(products, bad_rows)``:
-
-    - ``products``: one row per usable data row, in file order, with ``row`` (its line number,
-      1-based, the header being line 1), ``brand``, ``product``, ``category`` (None when empty or
-      absent), all normalised (NFKC, invisible characters removed, whitespace collapsed), and
-      ``prompt`` = ``"brand product"`` (the brand once when the product already starts with it).
-      Duplicate products are kept: a seller may list one product twice on purpose. Its ``attrs``
-      hold ``source`` (the path), ``sha256`` (of the file's bytes) and ``bad_rows``.
-    - ``bad_rows``: ``{"row": line, "reason": ...}`` per row set aside: malformed quoting, a wrong
-      number of fields, invalid UTF-8 bytes, empty brand and product, a field longer than
-      ``MAX_FIELD_CHARS`` characters, a line break inside a field (a quoted field over several
-      lines). Only brand, product and category are checked. Blank lines are not rows.
-
-    Raises :class:`CorpusFormatError` (a ``ValueError``) when the whole file is unusable: empty,
-    no header, or no ``brand`` / ``product`` column.
-    """
+    Returns ``(products, bad_rows)``: products has ``row``, ``brand``, ``product``, ``category`` (None when
+    empty), ``prompt`` (normalised; duplicates kept) and ``attrs`` ``source``, ``sha256``, ``bad_rows``;
+    bad_rows is ``{"row", "reason"}`` per row set aside. Raises :class:`CorpusFormatError` for an unusable file."""
     path = Path(path)
     lines = decode_lines(path.read_bytes())
     if not lines or not lines[0].strip():
@@ -176,8 +153,7 @@ def read_products(path) -> tuple[pd.DataFrame, list[dict]]:
     return frame, bad_rows
 
 
-# ---------------------------------------------------------------------------------------
-# Writing ads
+# Writing ads ---
 
 
 def _refusal(model: AdModel, product) -> str | None:
@@ -330,57 +306,22 @@ def generate_catalog(
     products,
     output,
     rules: AdRules,
-    per_product: int = catalog_default("per_product"),
-    candidates: int = catalog_default("candidates"),
-    decoding: Decoding = DECODINGS[catalog_default("decoding")],
-    batch_size: int = catalog_default("batch_size"),
+    per_product: int = Catalog.per_product,
+    candidates: int = Catalog.candidates,
+    decoding: Decoding = DECODINGS[Catalog.decoding],
+    batch_size: int = Catalog.batch_size,
     seed: int = 0,
     progress: bool = True,
     log=say,
     overwrite: bool = False,
     rules_source: str | None = None,
 ) -> dict:
-    """Write ``per_product`` ads per product to the CSV ``output``, chosen from ``candidates`` each
-    by ``rules`` (:func:`adgen_utils.study.selection.write_for_products`); resume it if it exists.
+    """Write ``per_product`` ads per product to ``output``, each the most likely of ``candidates`` that
+    pass ``rules`` (empty where none did), with ``<output>.candidates.csv`` and ``<output>.skipped.csv``.
 
-    ``model`` is an :class:`adgen_utils.models.AdModel` (:func:`adgen_utils.models.load_ad_model`);
-    ``products`` is a products CSV path or the DataFrame :func:`read_products` returns. The output
-    has the columns ``COLUMNS``: per product, ``per_product`` rows (``ad_number`` 1 the most likely
-    ad), with ``ad`` empty where fewer candidates passed every rule, ``likelihood`` (the model's mean
-    natural-log probability per word of the ad) and ``rejected`` (how many candidates each rule
-    rejected). Every cell is spreadsheet-safe (:mod:`adgen_utils.spreadsheet`). ``output +
-    ".candidates.csv"`` lists every candidate: as written, as cut, the rules that rejected it and why.
-
-    Products go through the model ``batch_size // candidates`` at a time (at least one), so about
-    ``batch_size`` prompts share each forward pass; each batch's rows are appended with one write,
-    flushed and fsync'd, so a kill loses at most that batch. A batch's seed is ``seed + first_row *
-    1000``: with the same ``batch_size`` a resumed run writes the same ads as an uninterrupted one.
-
-    Resume: an existing ``output`` loses a torn last line and any product not written whole, and only
-    the missing products are generated. The settings (model name and source, ``per_product``,
-    ``candidates``, the rules' character limit and source, ``decoding``, ``seed``, the input's path
-    and sha256) are kept in ``output + ".json"``; resuming with other settings (or the input changed)
-    raises ``FileExistsError``, unless ``overwrite`` (the old files are then replaced). ``batch_size``
-    is recorded but may change on resume.
-
-    Under ``torchrun`` / ``accelerate launch`` (:func:`adgen_utils.hardware.launch`), process ``r`` of
-    ``N`` writes every batch ``i`` with ``i % N == r`` into ``<output>.parts/ads-r.csv`` (and its
-    candidates beside it); when all are done the main process gathers them into the output, every
-    product once, in the products file's order: the same file one process writes. A run killed in any
-    process resumes on any number of processes.
-
-    Rows that could not be read and prompts the model refuses (``model.refusal``) are skipped, not
-    fatal, and listed in ``output + ".skipped.csv"`` (``row, reason``); input cells that a spreadsheet
-    would run as formulas are reported (``formula_cells``) and written neutralised. ``log`` gets
-    one-line notes (None: silent); a tqdm bar counts products unless ``progress`` is False.
-
-    Returns ``products`` (usable products), ``bad_rows`` (count), ``problems`` (the first
-    ``SHOWN_PROBLEMS`` bad rows), ``formula_cells``, ``products_done`` (this run), ``resumed_from``
-    (products already there), ``seconds`` (this call), ``ads_per_second`` (this run's written ads
-    over ``seconds``), the whole file's totals (``products_written``, ``products_with_ad``,
-    ``passing_share``, ``rejected_candidates`` per rule) and ``output``.
-    """
-
+    Resumable: batches of ``batch_size // candidates`` products, seeded by their first row, so a rerun
+    writes the same ads as an uninterrupted run; other settings raise FileExistsError unless ``overwrite``.
+    Under torchrun, process ``r`` of ``N`` writes batches ``i % N == r``. Returns counts, timings and totals."""
     started = time.perf_counter()
     log = log or (lambda line: None)
     if per_product < 1 or batch_size < 1 or candidates < per_product:
@@ -529,9 +470,8 @@ def _complete_products(files: OutputFiles, per_product: int) -> set[int]:
 
 
 def _prepare_output(files: OutputFiles, settings, batch_size, per_product, batches, overwrite, log) -> None:
-    """Make the output ready to write (the main process, before the others start): a new run's
-    files, or a resumed one's checked and cleaned: the settings compared, a torn last line cut from
-    every file, and the products of a batch not written whole removed from every file."""
+    """Make the output ready (main process): a new run's files, or a resumed one's settings checked,
+    torn last lines cut and half-written batches removed."""
     output, sidecar, parts = files.ads, files.sidecar, files.parts
     if overwrite:
         for path in (output, sidecar, files.candidates, files.skipped):

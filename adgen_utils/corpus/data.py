@@ -1,16 +1,7 @@
-"""Stage 1: load, clean and split the Amazon ads corpus, accounting for every row.
+"""Load, clean and split the Amazon ads corpus, accounting for every row.
 
-The corpus is a folder of CSV files (one folder per category, header ``ad``) or a
-single CSV file. Real files are messy: stray or unterminated quotes, titles wrapped
-over two lines, invalid UTF-8, header variants (``a``, ``\\tad``), giant fields and
-many repeated rows. :func:`load_ads` reads them line by line, keeps what it can and
-counts every row it drops or repairs in a :class:`LoadReport`; it never crashes on
-a bad row and never drops one silently.
-
-:func:`split_ads` then assigns each ad to train / validation / test by a hash of
-its :func:`product_key`, so exact duplicates and colour/size/pack variants of one
-product always share a split, whatever else is loaded alongside them.
-"""
+:func:`load_ads` never crashes on a messy row and never drops one silently (:class:`LoadReport`);
+:func:`split_ads` splits by a hash of :func:`product_key`, so variants of one product share a split."""
 
 from __future__ import annotations
 
@@ -32,7 +23,7 @@ from tqdm.auto import tqdm
 
 from adgen_utils.errors import CorpusFormatError, CorpusUnavailable
 from adgen_utils.layout import DATA_FOLDER, DATASET_FILE, REPORT_FILE, repository_root
-from adgen_utils.parameters import default
+from adgen_utils.settings import Corpus
 
 TEXT_COLUMN = "ad"
 CATEGORY_COLUMN = "category"
@@ -60,8 +51,8 @@ INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-
 class CleanConfig:
     """How rows are cleaned. Lengths are in characters after normalisation."""
 
-    min_chars: int = default("01_eda", "min_chars")
-    max_chars: int = default("01_eda", "max_chars")
+    min_chars: int = Corpus.min_chars
+    max_chars: int = Corpus.max_chars
     deduplicate: bool = True
 
 
@@ -69,9 +60,9 @@ class CleanConfig:
 class SplitConfig:
     """Fractions of products held out, and the salt of the split hash."""
 
-    validation: float = default("01_eda", "validation_fraction")
-    test: float = default("01_eda", "test_fraction")
-    seed: int = default("01_eda", "seed")
+    validation: float = Corpus.validation_fraction
+    test: float = Corpus.test_fraction
+    seed: int = Corpus.seed
 
     def __post_init__(self):
         if not (0 <= self.validation < 1 and 0 <= self.test < 1 and self.validation + self.test < 1):
@@ -113,8 +104,7 @@ class LoadReport:
             raise AssertionError(f"rows_read={self.rows_read} but kept {self.rows_kept} + dropped {dropped}")
 
 
-# ---------------------------------------------------------------------------------------
-# Finding the corpus
+# Finding the corpus ---
 
 
 def embedded_data_path() -> Path:
@@ -184,8 +174,7 @@ def corpus_files(root: Path) -> list[tuple[Path, str]]:
     return [(p, category_of(p, root)) for p in files]
 
 
-# ---------------------------------------------------------------------------------------
-# Reading one file
+# Reading one file ---
 
 
 def decode_lines(raw: bytes) -> list[str]:
@@ -216,15 +205,10 @@ def _parse_csv_text(text: str) -> tuple[str, list[str]]:
 
 
 def csv_records(lines: Sequence[str], start: int, n_fields: int) -> Iterator[tuple[int, list[str] | None, str]]:
-    """Yield ``(line_number, fields or None, note)`` for each record from ``lines[start:]``.
+    """Yield ``(line_number, fields or None, note)`` per record from ``lines[start:]``.
 
-    A quoted field may run over up to MAX_RECORD_LINES physical lines (a wrapped title).
-    A quote still open after that, or one that closes into the wrong number of fields, is
-    a runaway: its first line is read alone and parsing resumes on the next line, so one
-    stray quote costs at most one row instead of swallowing the rest of the file.
-    ``note`` is "" (clean), "joined_lines", "unterminated_quote" (repaired) or
-    "malformed_quoting" (fields is None: drop).
-    """
+    A quoted field may span MAX_RECORD_LINES lines; a runaway quote costs one row, not the rest of the file.
+    ``note``: "", "joined_lines", "unterminated_quote" (repaired) or "malformed_quoting" (fields None)."""
     i = start
     while i < len(lines):
         line = lines[i]
@@ -262,13 +246,9 @@ def header_columns(header_line: str, path: Path) -> list[str]:
 def read_ads_file(
     path: Path, category: str, text_column: str = TEXT_COLUMN
 ) -> tuple[str, list[tuple[str | None, str, int, str]]]:
-    """Read one CSV file: its header line and ``(raw_text, category, line_number, note)`` per record.
-
-    ``raw_text`` is None for a record that could not be parsed (``note`` says why). A
-    one-column file takes its single column as the ad whatever the header's name
-    (``a``, ``\tad``); a wider file needs a column named ``text_column`` and may carry
-    a ``category`` column. Raises :class:`CorpusFormatError` for a file with no usable header.
-    """
+    """Read one CSV file: its header and ``(raw_text, category, line_number, note)`` per record
+    (``raw_text`` None: unparseable). A one-column file's column is the ad whatever its name; a wider one
+    needs ``text_column``. Raises :class:`CorpusFormatError` without a usable header."""
     lines = decode_lines(Path(path).read_bytes())
     if not lines or not lines[0].strip():
         raise CorpusFormatError(f"{path}: the file is empty or starts with a blank line, not a header")
@@ -300,8 +280,7 @@ def read_ads_file(
     return lines[0], records
 
 
-# ---------------------------------------------------------------------------------------
-# Cleaning
+# Cleaning ---
 
 
 def normalize_ad(text: str) -> str:
@@ -312,11 +291,8 @@ def normalize_ad(text: str) -> str:
 
 
 def drop_reason(raw: str | None, note: str, clean: str, config: CleanConfig, header: str) -> str | None:
-    """Why a record is left out of the corpus (None: kept), the key it is counted under in
-    :attr:`LoadReport.dropped`: ``note`` for a record that could not be parsed (``raw`` None), else
-    "invalid_utf8", "empty", "replacement_character", "repeated_header" (``clean`` is the header
-    ``header`` again), "too_short" or "too_long" (``config``'s limits, in characters of ``clean``,
-    the :func:`normalize_ad` of ``raw``). De-duplication is a separate step."""
+    """Why a record is left out (None: kept), the key of :attr:`LoadReport.dropped` it counts under.
+    De-duplication is a separate step."""
     if raw is None:
         return note
     if UNDECODABLE.search(raw):
@@ -344,14 +320,10 @@ def load_ads(
     text_column: str = TEXT_COLUMN,
     progress: bool = False,
 ) -> tuple[pd.DataFrame, LoadReport]:
-    """Load, clean, de-duplicate, optionally sample, and split a corpus.
+    """Load, clean, de-duplicate, optionally sample and split a corpus: ``(ads, report)``.
 
-    Returns the ads and the load report. The DataFrame has one row per kept ad: ``ad``
-    (cleaned text), ``category``, ``file`` (path relative to the source), ``line``
-    (1-based line in that file), ``product_key`` and ``split`` (train / validation /
-    test). With ``sample_size``, a seeded random subset is kept and the rest is counted
-    as dropped ``sampled_out``; an ad's split never depends on the sample.
-    """
+    Columns: ``ad``, ``category``, ``file``, ``line`` (1-based), ``product_key``, ``split``. Ads left out
+    by ``sample_size`` count as ``sampled_out``; an ad's split never depends on the sample."""
     clean = clean or CleanConfig()
     if sample_size is not None and sample_size <= 0:
         raise ValueError(f"sample_size must be positive or None, got {sample_size}")
@@ -421,14 +393,10 @@ def load_ads(
 
 
 def _progress(items: list, enabled: bool, description: str):
-    if not enabled:
-        return items
-
-    return tqdm(items, desc=description, unit="file")
+    return tqdm(items, desc=description, unit="file") if enabled else items
 
 
-# ---------------------------------------------------------------------------------------
-# Splitting
+# Splitting ---
 
 _COLOURS = """
 black white red blue green yellow orange purple pink brown grey gray silver gold beige
@@ -466,11 +434,8 @@ def _is_variant(segment: str) -> bool:
 
 
 def product_key(ad: str) -> str:
-    """Lower-cased ad without trailing colour/size/pack variants: the unit of the split.
-
-    "Nike Sport Band (Black)", "nike sport band - Blue, Large" and "Nike Sport Band,
-    2 Pack" all map to "nike sport band".
-    """
+    """Lower-cased ad without trailing colour/size/pack variants, the unit of the split:
+    "Nike Sport Band (Black)" and "nike sport band - Blue, Large" both give "nike sport band"."""
     text = ad.lower().strip()
     while True:
         match = _TRAILING_BRACKET.search(text) or _TRAILING_SEGMENT.search(text)
@@ -511,8 +476,7 @@ def _sample(ads: pd.DataFrame, sample_size: int | None, seed: int) -> pd.DataFra
     return ads.sample(n=sample_size, random_state=seed).sort_index().reset_index(drop=True)
 
 
-# ---------------------------------------------------------------------------------------
-# Saving the split for every later notebook
+# Saving the split for every later notebook ---
 
 
 def save_dataset(ads: pd.DataFrame, report: LoadReport, folder: str | Path) -> Path:
@@ -530,8 +494,7 @@ def load_dataset(folder: str | Path, split: str | None = None) -> pd.DataFrame:
     path = Path(folder) / DATASET_FILE
     if not path.exists():
         raise FileNotFoundError(
-            f"{path} does not exist. Run notebook 01_eda first (adgen run --only 01), "
-            f"or `adgen data prepare SOURCE --out {folder}`."
+            f"{path} does not exist. Run the corpus lesson (01) first, or `adgen data prepare SOURCE --out {folder}`."
         )
     ads = pd.read_parquet(path)
     missing = {"ad", "category", "split"} - set(ads.columns)
@@ -545,10 +508,8 @@ def load_dataset(folder: str | Path, split: str | None = None) -> pd.DataFrame:
 
 
 def validation_ads(run_dir: str | Path, count: int | None, seed: int = 0) -> pd.DataFrame:
-    """``count`` validation ads of a run's dataset drawn at random with ``seed`` (None: all of them),
-    with their categories: the ads every quality curve of the series scores (notebooks 03, 04 and
-    06, ``adgen bench compute``), so that their curves compare. Drawn, not the first ones: the saved
-    order groups similar products, and the first ads of the embedded corpus are easier than most."""
+    """``count`` validation ads (and categories) drawn with ``seed`` (None: all): the ads every quality
+    curve scores. Drawn, not the first ones: the saved order groups similar products."""
     ads = load_dataset(Path(run_dir) / DATA_FOLDER, split="validation")
     if count is None or count >= len(ads):
         return ads

@@ -1,9 +1,5 @@
-"""Stage 2: word-level tokens and the vocabulary, the units every model in the series is measured in.
-
-A token is either a word that may carry inner punctuation, so model numbers, sizes and
-possessives stay whole ('MQL12LL/A', '42mm', '4/3/2/1', "Women's", 'Wi-Fi', '3.0'),
-or a single punctuation mark ('(', ',', '"'). Case is kept: 'ZAGG' and 'Zagg' differ.
-"""
+"""Word-level tokens, brands and the vocabulary: the units every model of the series is measured in.
+A token is a word that may carry inner punctuation ('42mm', "Women's", 'Wi-Fi') or one punctuation mark."""
 
 from __future__ import annotations
 
@@ -29,8 +25,20 @@ def is_word(token: str) -> bool:
     return any(ch.isalnum() for ch in token)
 
 
-# ---------------------------------------------------------------------------------------
-# Vocabulary: built on the training split only, reused for every other split and for generation.
+# Openers that sellers put before the brand ("New Sony ...", "Replacement Remote for ...").
+GENERIC_OPENERS = frozenset(
+    "new compatible replacement for with the a an original genuine universal premium upgraded upgrade brand oem "  # noqa: SIM905
+    "authentic official certified hot sale latest pack set pcs replaced".split()
+)
+
+
+def brand_of(words: Sequence[str]) -> str | None:
+    """The brand of an ad from its words (punctuation tokens left out): the first word that is not a
+    number or a generic opener ("New", "Compatible", "Replacement"); Amazon titles start with it."""
+    return next((w for w in words if w.lower() not in GENERIC_OPENERS and not w[0].isdigit()), None)
+
+
+# Vocabulary: built on the training split only, reused for every other split and for generation. ---
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIAL_TOKENS = (PAD, UNK, BOS, EOS)
@@ -130,7 +138,7 @@ class Vocabulary:
         """Read a vocabulary written by :meth:`save`."""
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"No vocabulary at {path}; run notebook 02_sequences first.")
+            raise FileNotFoundError(f"No vocabulary at {path}: build one (Vocabulary.build) and save it there first.")
         payload = json.loads(path.read_text())
         if payload.get("format") != VOCABULARY_FORMAT:
             raise ValueError(f"{path} is not an adgen vocabulary (format {payload.get('format')!r})")

@@ -1,17 +1,7 @@
-"""Quality against training compute: when does fine-tuning a pretrained transformer overtake the
-LSTMs trained from scratch?
+"""Quality against training compute: when does fine-tuning overtake the LSTMs trained from scratch?
 
-Notebooks 03, 04 and 06 (and ``adgen bench compute``) score the same first validation ads with
-notebook 07's footing at every checkpoint and write ``quality_curve.csv`` beside each model
-(:data:`adgen_utils.models.CURVE_COLUMNS`): bits per character, per-word perplexity and top-5 next-word
-accuracy against the budget spent so far, in pure training seconds on the machine that trained it
-and in training FLOPs (which carry to other hardware). A few-shot model has no training budget: it is
-a flat line. :func:`overtaking` finds the budget at which the fine-tuned model's bits per character
-first falls below the best any LSTM reached; pretraining, which the fine-tuned model starts from, is
-not counted.
-
-Units: seconds, FLOPs (floating-point operations, multiply + add = 2), bits per character.
-"""
+Reads each model's ``quality_curve.csv`` (:data:`adgen_utils.models.CURVE_COLUMNS`). Units: seconds,
+FLOPs (multiply + add = 2), bits per character; pretraining is not counted."""
 
 from __future__ import annotations
 
@@ -24,20 +14,19 @@ import seaborn as sns
 from matplotlib.ticker import NullFormatter
 
 from adgen_utils.figures import save_figure, subplots
-from adgen_utils.layout import QUALITY_CURVE_FILE, model_dir
+from adgen_utils.layout import EMBEDDING_LSTM, FINETUNED, ONE_HOT_LSTM, QUALITY_CURVE_FILE, model_dir
 
-CONTENDERS = {"03_lstm": "one-hot LSTM (03)", "04_embedding_lstm": "Embedding LSTM (04)"}
-CHALLENGER = {"06_fine_tuning": "fine-tuned transformer (06)"}
+# Model folder (layout) -> the label its curve gets.
+CONTENDERS = {ONE_HOT_LSTM: "one-hot LSTM", EMBEDDING_LSTM: "Embedding LSTM"}
+CHALLENGER = {FINETUNED: "fine-tuned transformer"}
 BUDGETS = {"train_seconds": "training seconds", "train_flops": "training FLOPs"}
 
 
 def run_curves(run_dir: str | Path) -> pd.DataFrame:
-    """The quality curves the run's trained models left (``quality_curve.csv`` in each model
-    folder), one frame with a ``model`` column (``CONTENDERS`` and ``CHALLENGER`` labels); empty
-    when none was trained with one."""
+    """The run's quality curves in one frame with a ``model`` column (empty when none was written)."""
     frames = []
-    for notebook, label in {**CONTENDERS, **CHALLENGER}.items():
-        path = model_dir(run_dir, notebook) / QUALITY_CURVE_FILE
+    for folder, label in {**CONTENDERS, **CHALLENGER}.items():
+        path = model_dir(run_dir, folder) / QUALITY_CURVE_FILE
         if path.is_file():
             frames.append(pd.read_csv(path).assign(model=label))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["model"])
@@ -69,11 +58,8 @@ def _crossing(budgets: np.ndarray, values: np.ndarray, target: float) -> float |
 
 
 def overtaking(curves: pd.DataFrame) -> dict:
-    """When the fine-tuned model overtakes the best LSTM: ``best_lstm`` (:func:`best_contender`),
-    ``at_seconds`` and ``at_flops`` (the fine-tuning budget where its bits per character first fall
-    below the best LSTM's; None if they never do), ``finetuned_bits_per_char`` (its last point),
-    ``margin`` (1 - fine-tuned / best LSTM at the last point: 0.1 means 10% fewer bits) and
-    ``finetuned_budget`` (seconds and FLOPs of its last point)."""
+    """When the fine-tuned model's bits per character first fall below the best LSTM's: ``best_lstm``,
+    ``at_seconds``, ``at_flops`` (None: never), ``finetuned_bits_per_char``, ``margin``, ``finetuned_budget``."""
     best = best_contender(curves)
     tuned = curves[curves["model"].isin(CHALLENGER.values())].sort_values("step")
     if best is None or tuned.empty:
@@ -90,13 +76,9 @@ def overtaking(curves: pd.DataFrame) -> dict:
     }
 
 
-def plot_quality_vs_compute(
-    curves: pd.DataFrame, flat: dict[str, float] | None = None, figures_dir=None, name: str = "07_quality_vs_compute"
-):
-    """Bits per character on the validation ads against training seconds (left) and training FLOPs
-    (right), log scale, one line per model with a marker per checkpoint; ``flat`` (label -> bits per
-    character) adds a dashed line per model that needs no training (few-shot). Points before any
-    training (budget 0) are left out of the log axes."""
+def plot_quality_vs_compute(curves: pd.DataFrame, flat: dict[str, float] | None, figures_dir, name: str):
+    """Validation bits per character against training seconds and FLOPs (log axes), one line per model;
+    ``flat`` (label -> bits per character) adds a dashed line per untrained model."""
     fig, axes = subplots(1, 2, figsize=(13, 4.2), sharey=True)
     trained = curves[(curves["train_seconds"] > 0) & (curves["train_flops"] > 0)]
     for axis, (budget, label) in zip(axes, BUDGETS.items()):
@@ -111,38 +93,3 @@ def plot_quality_vs_compute(
     fig.tight_layout()
     save_figure(fig, figures_dir, name)
     return fig
-
-
-def _budget_words(seconds: float) -> str:
-    return f"{seconds:,.0f} s" if seconds < 120 else f"{seconds / 60:,.1f} min"
-
-
-def reading(curves: pd.DataFrame, flat: dict[str, float] | None = None) -> str:
-    """What the curves say, from their numbers (Markdown bullets)."""
-    found = overtaking(curves)
-    best = found["best_lstm"]
-    if best is None or "margin" not in found:
-        return "* Fewer than the two curves needed: train notebook 04 (or 03) and 06 to compare them."
-    lines = [
-        f"* Best LSTM: **{best['model']}**, {best['bits_per_char']:.3f} bits per character after "
-        f"{_budget_words(best['train_seconds'])} ({best['train_flops']:.2g} FLOPs) of training.",
-    ]
-    tuned = found["finetuned_budget"]
-    last = (
-        f"{found['finetuned_bits_per_char']:.3f} bits per character after {_budget_words(tuned['train_seconds'])} "
-        f"({tuned['train_flops']:.2g} FLOPs)"
-    )
-    if found["at_seconds"] is None:
-        lines.append(
-            f"* The fine-tuned transformer does not overtake it within this run: {last}, "
-            f"{-found['margin']:.0%} more bits than the best LSTM."
-        )
-    else:
-        lines.append(
-            f"* The fine-tuned transformer overtakes it after about {_budget_words(found['at_seconds'])} "
-            f"({found['at_flops']:.2g} FLOPs) of fine-tuning and ends at {last}: "
-            f"{found['margin']:.0%} fewer bits than the best LSTM."
-        )
-    for label, value in (flat or {}).items():
-        lines.append(f"* {label}, with no training: {value:.3f} bits per character.")
-    return "\n".join(lines)

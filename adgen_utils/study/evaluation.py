@@ -1,105 +1,29 @@
-"""Stage 7: every model of the series on one footing (notebook 07, ``adgen evaluate``).
+"""Generation quality: every model of the series writing ads for the same products.
 
-*Scoring*: each model reads the same test ads and is measured in the same units, from its own
-log-probabilities (see :mod:`adgen_utils.models`): next-word top-1 / top-5 accuracy, per-word
-perplexity ``exp(-log P(ads) / predictions)`` (a prediction is a word or punctuation mark, plus
-each ad's end) and bits per character ``-log2 P(ads) / characters``. A closed-vocabulary model is
-charged for its unknown words (never a hit, P(<unk>) × P(spelling)) and its out-of-vocabulary share
-is reported.
-
-*Generation quality*: ads written from a fixed set of test prompts (brand + product type):
-distinct-1/2, self-BLEU (sacrebleu), novelty against the training split, repetition, length
-against real ads, and brand consistency (a generated ad naming a brand that the prompt's brand is
-never named with in the training ads).
-
-Every model is used through :class:`adgen_utils.models.AdModel`: a prompt a model refuses is a
-:class:`adgen_utils.models.Refusal` in its cell (shown as ``(no ad: reason)``), left out of the
-measures and counted as ``refused``. :func:`ads_side_by_side` is the one table of every model's ads
-for the same prompts (notebook 07's tables, the playground).
-"""
+Distinct-n, self-BLEU, novelty, repetition, length and brand consistency, and what a seller gets with
+and without the rules of :mod:`adgen_utils.study.selection`. A prompt a model refuses is a
+:class:`adgen_utils.models.Refusal` in its cell, left out of the measures and counted as ``refused``."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, replace
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from adgen_utils.corpus.data import TEXT_COLUMN, CleanConfig, drop_reason, normalize_ad, read_ads_file
 from adgen_utils.corpus.text import repeated_word_share
-from adgen_utils.errors import CorpusFormatError
 from adgen_utils.figures import save_figure, subplots
-from adgen_utils.models import DECODINGS, AdModel, Decoding, Refusal, ads_only, categories_for, summarize_scores
-from adgen_utils.parameters import DEFAULT_DECODING
+from adgen_utils.models import DECODINGS, AdModel, Decoding, Refusal, ads_only, categories_for
+from adgen_utils.settings import DEFAULT_DECODING
 from adgen_utils.study.products import BrandLexicon
 from adgen_utils.study.selection import RULES, AdRules, ProductAds, normal, write_for_products
 
-# ---------------------------------------------------------------------------------------------
-# Scoring
-# ---------------------------------------------------------------------------------------------
 
-
-def evaluate_ad_model(
-    model: AdModel, ads: Sequence[str], categories: Sequence[str | None] | None = None, progress: bool = False
-) -> dict:
-    """The footing's metrics of one model on ad texts (see :func:`summarize_scores`), after its
-    description (:class:`adgen_utils.models.ModelDescription`: ``model`` its name, then ``family``,
-    ``setting``, ``unknown_words_charged``, ``source``, ``reads_category``) and before ``seconds``
-    (the time scoring took). ``categories`` (one per ad) go to the model only if it reads them."""
-    started = time.perf_counter()
-    description = asdict(model.describe())
-    scores = model.score(list(ads), categories_for(model, categories), progress=progress)
-    return {
-        "model": description.pop("name"),
-        **description,
-        **summarize_scores(scores),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-
-
-def read_test_csv(path) -> tuple[pd.DataFrame, dict]:
-    """Ads to score from any CSV with an ``ad`` column (and optionally ``category``), read and
-    cleaned by notebook 01's own rules (:func:`adgen_utils.corpus.data.read_ads_file`,
-    :func:`~adgen_utils.corpus.data.normalize_ad`, :func:`~adgen_utils.corpus.data.drop_reason` with
-    the default :class:`~adgen_utils.corpus.data.CleanConfig`), duplicates kept. Returns the ads
-    (columns ad, category: None where the file has none) and the count of each kind of row left out
-    (the keys of ``LoadReport.dropped``: malformed_quoting, invalid_utf8, empty, too_short,
-    too_long, ...) — counted, never silent."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No test CSV at {path}")
-    _, records = read_ads_file(path, category=None)
-    rows, skipped, config = [], Counter(), CleanConfig()
-    for raw, category, _line, note in records:
-        cleaned = normalize_ad(raw) if raw is not None else ""
-        reason = drop_reason(raw, note, cleaned, config, TEXT_COLUMN)
-        if reason is None:
-            rows.append({"ad": cleaned, "category": category})
-        else:
-            skipped[reason] += 1
-    if not rows:
-        raise CorpusFormatError(f"{path}: no ad to score ({dict(skipped) or 'the file has no rows'})")
-    return pd.DataFrame(rows), dict(skipped)
-
-
-def comparison_table(models: Sequence[AdModel], test: pd.DataFrame, progress: bool = False) -> pd.DataFrame:
-    """One row per model (index: its name): :func:`evaluate_ad_model` on the same test ads (``test``
-    has ``ad`` and optionally ``category``). ``setting`` and ``source`` identify a row for other
-    tools (publishing finds the fine-tuned model's by its setting), never the display name."""
-    categories = test["category"].tolist() if "category" in test else None
-    rows = [evaluate_ad_model(m, test["ad"].tolist(), categories, progress) for m in models]
-    return pd.DataFrame(rows).set_index("model")
-
-
-def plot_comparison(table: pd.DataFrame, figures_dir=None, name: str = "07_comparison"):
-    """Three panels, one bar per model (rows of :func:`comparison_table`): per-word perplexity (log
-    scale), bits per character, and top-1 / top-5 next-word accuracy (seaborn)."""
-
+def plot_comparison(table: pd.DataFrame, figures_dir, name: str):
+    """Per model (rows of the footing): per-word perplexity (log), bits per character, top-1 / top-5 accuracy."""
     rows = table.reset_index()
     accuracy = rows.melt(
         id_vars="model", value_vars=["top1_accuracy", "top5_accuracy"], var_name="next word", value_name="accuracy"
@@ -118,9 +42,7 @@ def plot_comparison(table: pd.DataFrame, figures_dir=None, name: str = "07_compa
     return fig
 
 
-# ---------------------------------------------------------------------------------------------
-# Generation quality
-# ---------------------------------------------------------------------------------------------
+# Generation quality ---
 
 
 def distinct_n(ads: Sequence[str], n: int) -> float:
@@ -136,7 +58,7 @@ def self_bleu(ads: Sequence[str]) -> float:
         from sacrebleu.metrics import BLEU
     except ModuleNotFoundError:
         raise ModuleNotFoundError(
-            "self-BLEU needs sacrebleu: pip install -e '.[evaluation]' (notebook 07's setup cell installs it on Colab)"
+            "self-BLEU needs sacrebleu: pip install -e '.[evaluation]' (the evaluation lesson's setup cell installs it on Colab)"
         ) from None
 
     if len(ads) < 2:
@@ -150,12 +72,8 @@ def self_bleu(ads: Sequence[str]) -> float:
 def generation_quality(
     generated: dict[str, Sequence[str]], prompts: pd.DataFrame, training_ads: Sequence[str], lexicon: BrandLexicon
 ) -> pd.DataFrame:
-    """One row per model (``generated``: model -> one ad or :class:`Refusal` per row of ``prompts``),
-    plus the real test ads the prompts came from as a reference row. Columns: ads, refused (prompts
-    the model refused: left out of the rest), distinct_1, distinct_2, self_bleu,
-    novelty (share not found verbatim, case- and space-insensitive, in the training split),
-    repetition (mean share of repeated words), mean_words, brand_conflicts (share of the checked ads
-    naming a conflicting brand), brand_checked (ads whose prompt brand is in the lexicon)."""
+    """One row per model (and the real ads): ads, refused, distinct_1, distinct_2, self_bleu, novelty,
+    repetition, mean_words, brand_conflicts, brand_checked."""
     seen = {normal(ad) for ad in training_ads}
     rows = {}
     for name, cells in {**generated, "real test ads": prompts["ad"].tolist()}.items():
@@ -164,8 +82,7 @@ def generation_quality(
         if not ads:
             rows[name] = {"ads": 0, "refused": len(cells)}
             continue
-        checks = [lexicon.conflicts(brand, ad) for brand, ad in kept]
-        checked = [c for c in checks if c is not None]
+        conflicts, checked = brand_conflicts(kept, lexicon)
         rows[name] = {
             "ads": len(ads),
             "refused": len(cells) - len(ads),
@@ -175,35 +92,36 @@ def generation_quality(
             "novelty": float(np.mean([normal(a) not in seen for a in ads])),
             "repetition": float(np.mean([repeated_word_share(a) for a in ads])),
             "mean_words": float(np.mean([len(a.split()) for a in ads])),
-            "brand_conflicts": float(np.mean([bool(c) for c in checked])) if checked else float("nan"),
-            "brand_checked": len(checked),
+            "brand_conflicts": conflicts,
+            "brand_checked": checked,
         }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
+
+
+def brand_conflicts(written: Sequence[tuple[str, str]], lexicon: BrandLexicon) -> tuple[float, int]:
+    """Of the (brand, ad) pairs whose brand the lexicon knows, the share of ads naming a brand their
+    own brand's training ads never name (NaN when none is known), and how many were checked."""
+    checks = [lexicon.conflicts(brand, ad) for brand, ad in written]
+    checked = [c for c in checks if c is not None]
+    return (float(np.mean([bool(c) for c in checked])) if checked else float("nan")), len(checked)
 
 
 def _quality_row(ads: list[str | None], passed: list[bool], brands: Sequence[str], lexicon: BrandLexicon) -> dict:
     """One row of :func:`seller_quality`: ``ads`` (None where there is none) and whether each passed."""
     written = [(brand, ad) for brand, ad in zip(brands, ads) if ad]
-    checks = [lexicon.conflicts(brand, ad) for brand, ad in written]
-    checked = [c for c in checks if c is not None]
     texts = [ad for _, ad in written]
     return {
         "products": len(ads),
         "with_passing_ad": float(np.mean(passed)) if passed else float("nan"),
-        "brand_conflicts": float(np.mean([bool(c) for c in checked])) if checked else float("nan"),
+        "brand_conflicts": brand_conflicts(written, lexicon)[0],
         "distinct_2": distinct_n(texts, 2),
         "mean_characters": float(np.mean([len(a) for a in texts])) if texts else float("nan"),
     }
 
 
 def seller_quality(written: dict[str, list[ProductAds]], products: pd.DataFrame, rules: AdRules) -> pd.DataFrame:
-    """What a seller would get from each model (``written``: model -> :func:`write_for_products`'s
-    results for ``products``), without and with the rules: for the first candidate as the model
-    wrote it (judged as written, :meth:`AdRules.judge` with ``cut`` False) and for the ad kept from
-    every candidate. Columns: products, with_passing_ad (share of products), brand_conflicts (share
-    of the ads naming a brand their product's brand is never named with in training; of those whose
-    brand the training ads know), distinct_2 and mean_characters; the real ads the products come from
-    are the reference row. Index: (model, ads)."""
+    """What a seller gets from each model, the first candidate as written and the ad kept by the rules:
+    products, with_passing_ad, brand_conflicts, distinct_2, mean_characters. Index: (model, ads)."""
     brands = products["brand"].tolist()
     rows = {}
     for name, results in written.items():
@@ -249,11 +167,8 @@ def ads_side_by_side(
     categories: Sequence[str | None] | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
-    """Every model's ad for the same prompts: one row per prompt (index: the prompt), one column per
-    model (its name), each cell an ad or the model's :class:`Refusal` (shown as ``(no ad: reason)``;
-    :func:`adgen_utils.models.ads_only` keeps the ads). ``categories`` (one per prompt) go to the
-    models that read them. For one LSTM under several decodings, see
-    :func:`adgen_utils.lstm.generation.decoding_settings_table`."""
+    """Every model's ad (or :class:`Refusal`) for the same prompts: one row per prompt, one column per
+    model. ``categories`` go to the models that read them."""
     prompts = list(prompts)
     table = {
         model.name: model.generate(
@@ -268,13 +183,11 @@ def plot_generation_quality(
     quality: pd.DataFrame,
     generated: pd.DataFrame,
     real_ads: Sequence[str],
-    figures_dir=None,
-    name: str = "07_generation_quality",
+    figures_dir,
+    name: str,
 ):
-    """Left: words per ad, each model's generated ads (``generated``: :func:`ads_side_by_side`,
-    refusals left out) against the real test ads (box plots). Right: diversity and faithfulness per
-    model (rows of :func:`generation_quality`: distinct-2, novelty, repetition, brand conflicts)."""
-
+    """Words per ad of each model against the real ads (box plots), and per-model diversity and
+    faithfulness (rows of :func:`generation_quality`)."""
     cells = {"real test ads": list(real_ads), **{m: ads_only(generated[m].tolist()) for m in generated.columns}}
     lengths = pd.DataFrame(
         [(model, len(ad.split())) for model, ads in cells.items() for ad in ads], columns=["model", "words per ad"]
@@ -294,10 +207,9 @@ def plot_generation_quality(
     return fig
 
 
-def plot_seller_ads(seller: pd.DataFrame, figures_dir=None, name: str = "07_seller_ads"):
-    """Per model (rows of :func:`seller_quality`), the first candidate as written beside the ad kept
-    after the rules: the share of products with an ad that passes every rule (left) and the share of
-    ads with a brand conflict (right)."""
+def plot_seller_ads(seller: pd.DataFrame, figures_dir, name: str):
+    """Per model (rows of :func:`seller_quality`), first candidate against kept ad: products with a
+    passing ad (left) and ads with a brand conflict (right)."""
     rows = seller.reset_index()
     fig, (left, right) = subplots(1, 2, figsize=(13, 0.45 * len(rows) + 1.8), sharey=True)
     sns.barplot(rows, x="with_passing_ad", y="model", hue="ads", ax=left)
@@ -310,80 +222,11 @@ def plot_seller_ads(seller: pd.DataFrame, figures_dir=None, name: str = "07_sell
     return fig
 
 
-def _seller_lines(seller: pd.DataFrame) -> list[str]:
-    """The reading of :func:`seller_quality`'s table, from its numbers."""
-    lines = []
-    for model in seller.index.get_level_values("model").unique():
-        if model == "real ads":
-            continue
-        rows = seller.loc[model]
-        if len(rows) < 2:
-            continue
-        first, best = rows.iloc[0], rows.iloc[1]
-        lines.append(
-            f"* {model}: {best['with_passing_ad']:.0%} of the products get an ad that passes every rule when the "
-            f"rules choose ({rows.index[1]}), against {first['with_passing_ad']:.0%} for one sample as written; "
-            f"brand conflicts {first['brand_conflicts']:.0%} → {best['brand_conflicts']:.0%}."
-        )
-    if ("real ads", "as written") in seller.index:
-        real = seller.loc[("real ads", "as written")]
-        lines.append(
-            f"* The real ads the products come from pass the same rules for {real['with_passing_ad']:.0%} of them."
-        )
-    return lines
-
-
-def reading(table: pd.DataFrame, quality: pd.DataFrame, seller: pd.DataFrame | None = None) -> str:
-    """A few sentences saying what the tables show, from their numbers (Markdown)."""
-    best = table["per_word_perplexity"].idxmin()
-    worst = table["per_word_perplexity"].idxmax()
-    accurate = table["top5_accuracy"].idxmax()
-    lines = [
-        f"* Lowest per-word perplexity: **{best}** ({table.loc[best, 'per_word_perplexity']:.1f}, "
-        f"{table.loc[best, 'bits_per_char']:.2f} bits per character); highest: {worst} "
-        f"({table.loc[worst, 'per_word_perplexity']:.1f}).",
-        f"* Best next-word top-5 accuracy: **{accurate}** ({table.loc[accurate, 'top5_accuracy']:.1%}).",
-    ]
-    closed = table[table["oov_share"] > 0]
-    if len(closed):
-        lines.append(
-            f"* The word-level LSTMs do not know {closed['oov_share'].max():.1%} of the test words; "
-            "each costs them P(<unk>) × P(spelling), so their perplexity is not flattered by <unk>."
-        )
-    models = quality.drop(index="real test ads", errors="ignore")
-    if len(models):
-        diverse = models["distinct_2"].idxmax()
-        lines.append(
-            f"* Most varied generations (distinct-2): **{diverse}** ({models.loc[diverse, 'distinct_2']:.2f}"
-            f"; real ads {quality.loc['real test ads', 'distinct_2']:.2f})."
-        )
-        conflicts = models["brand_conflicts"].dropna()
-        if len(conflicts):
-            lines.append(
-                f"* Brand conflicts (an ad naming a brand its prompt's brand never appears with) range "
-                f"from {conflicts.min():.0%} ({conflicts.idxmin()}) to {conflicts.max():.0%} "
-                f"({conflicts.idxmax()})."
-            )
-        copied = models["novelty"].idxmin()
-        if models.loc[copied, "novelty"] < 1:
-            lines.append(
-                f"* Least novel: {copied} (only {models.loc[copied, 'novelty']:.0%} of its ads are not "
-                "copies of a training ad)."
-            )
-        else:
-            lines.append("* No model copied a training ad verbatim (novelty 100% for every model).")
-    if seller is not None:
-        lines += _seller_lines(seller)
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# Playground
-# ---------------------------------------------------------------------------------------------
+# Playground ---
 
 
 def playground_decoding(max_new_tokens: int = 32) -> Decoding:
-    """The playground's starting decoding: the series' default (``parameters.DEFAULT_DECODING``),
+    """The playground's starting decoding: the series' default (``settings.DEFAULT_DECODING``),
     ``max_new_tokens`` long."""
     return replace(DECODINGS[DEFAULT_DECODING], max_new_tokens=max_new_tokens)
 
@@ -406,12 +249,8 @@ def playground_table(
     rules: AdRules | None = None,
     candidates: int = 1,
 ) -> pd.DataFrame:
-    """What the playground shows for one prompt: one column per chosen model (``models`` maps a
-    name to a loaded model, :func:`adgen_utils.models.load_ad_model`), ``samples`` rows. Without
-    ``rules``, ``samples`` ads as written (:func:`ads_side_by_side`); with them, the prompt is a
-    product (first word the brand) and each model writes ``candidates`` ads, of which the
-    ``samples`` most likely that pass every rule are shown, best first, and a missing one says
-    which rules rejected the candidates (:func:`adgen_utils.study.selection.write_for_products`)."""
+    """One column per model, ``samples`` rows: ads as written, or with ``rules`` the most likely that
+    pass (a missing one says which rules rejected the candidates)."""
     if not chosen:
         raise ValueError("choose at least one model")
     unknown = [name for name in chosen if name not in models]
@@ -434,9 +273,7 @@ def playground_table(
 
 
 def playground(models: dict, prompt: str = "Apple Watch Band", seed: int = 0, rules: AdRules | None = None):
-    """An ipywidgets panel: choose models, type a prompt, set the decoding (and, with ``rules``, how
-    many candidates the seller's rules choose from), press Generate; the ads appear side by side
-    (:func:`playground_table`). Returns the panel (display it in a notebook)."""
+    """An ipywidgets panel: choose models, type a prompt, set the decoding, Generate; the ads side by side."""
     import ipywidgets as widgets
     from IPython.display import display
 

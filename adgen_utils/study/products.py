@@ -1,25 +1,15 @@
-"""What an ad is about: its brand, its product words and its product type; the brands and product
-types of the training ads; products to write ads for, taken from held-out ads.
-
-Amazon titles open with the brand and name the product before the first "for", "with", comma,
-bracket or dash: in "Fintie Band for Apple Watch 44mm" the *head segment* is "Fintie Band", the
-brand "Fintie", the *product words* "Band" and the *product type* "Band" (the head segment's last
-word). :class:`BrandLexicon` and :class:`ProductTypes` learn from the training ads which words are
-brands and product types and which go together; notebook 07's generation quality and the rules of
-:mod:`adgen_utils.study.selection` use them. Words are compared lower-cased.
-"""
+"""What an ad is about: its brand, product words and product type ("Fintie Band for Apple Watch": head
+segment "Fintie Band", brand "Fintie", type "Band"), learned from the training ads. Compared lower-cased."""
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 import pandas as pd
 
-from adgen_utils.corpus.eda import GENERIC_OPENERS, brand_of
-from adgen_utils.corpus.text import is_word, tokenize
+from adgen_utils.corpus.text import GENERIC_OPENERS, brand_of, is_word, tokenize
 
 # Where an ad's head segment ends: before "for", "with", "compatible", "fits", "by", "and", a comma,
 # a bracket, a pipe or a dash between spaces.
@@ -45,7 +35,7 @@ def head_segment(ad: str) -> str:
 
 
 def brand_and_product(ad: str) -> tuple[str, str] | None:
-    """``(brand, product type)`` of an ad: the brand as in notebook 01 (:func:`eda.brand_of`), the
+    """``(brand, product type)`` of an ad: the brand as the corpus lesson finds it (:func:`adgen_utils.corpus.text.brand_of`), the
     product type the last word of the head segment, e.g. "Fintie Band for Apple Watch 44mm" ->
     ("Fintie", "Band"). None when either is missing or they are the same word."""
     brand = brand_of(words_of(ad))
@@ -58,10 +48,8 @@ def brand_and_product(ad: str) -> tuple[str, str] | None:
 
 
 def product_of(ad: str) -> tuple[str, str] | None:
-    """``(brand, product words)`` a seller would type for the product of ``ad``: its brand and the
-    rest of its head segment, e.g. "Samsung 55-inch Crystal UHD Smart TV, 2021" -> ("Samsung",
-    "55-inch Crystal UHD Smart TV"). None when :func:`brand_and_product` finds none, or when the
-    product words are more than :data:`MAX_PRODUCT_WORDS` (the head segment is then the whole ad)."""
+    """``(brand, product words)`` a seller would type for ``ad``'s product ("Samsung", "55-inch Crystal
+    UHD Smart TV"); None when there is none or the product words exceed :data:`MAX_PRODUCT_WORDS`."""
     parts = brand_and_product(ad)
     if parts is None:
         return None
@@ -100,12 +88,8 @@ def product_set(ads: pd.DataFrame, size: int, seed: int = 0) -> pd.DataFrame:
 
 
 class BrandLexicon:
-    """Brands of the training ads, and which brands each one's ads name.
-
-    A word is a brand when it starts at least ``min_ads`` ads (as :func:`eda.brand_of` finds it) and
-    is brand-like: at least 20% of its uses open an ad, or at least 20% follow "for", "with",
-    "compatible" or "fits" ("Band for Fitbit"). Product words ("Remote", "TV", "Smart") fail both.
-    """
+    """Brands of the training ads (words opening at least ``min_ads`` ads and brand-like), and which
+    brands each one's ads name."""
 
     def __init__(self, training_ads: Sequence[str], min_ads: int = 3):
         opening, after, total = Counter(), Counter(), Counter()
@@ -148,15 +132,8 @@ class BrandLexicon:
 
 
 class ProductTypes:
-    """Product types of the training ads and which of them name the same product.
-
-    A product type is the last word of a training ad's head segment ("Band", "Mount", "Remote"),
-    plurals folded into the singular, seen in at least ``min_ads`` ads, and neither a brand nor a
-    word of :data:`NOT_TYPES`. Two types name the same product (:meth:`same_product`) when the ads of
-    each name the other in their head segments in at least ``share`` of cases: "Strap" and "Band"
-    ("Watch Band Replacement Strap"), "Bracket" and "Mount", "Remote" and "Control"; not "Stand" and
-    "TV" (stand ads name the TV, TV ads never the stand) nor "Protector" and "Mount".
-    """
+    """Product types of the training ads (a head segment's last word, in the singular) and which name the
+    same product ("Strap" and "Band": each one's ads name the other in at least ``share`` of cases)."""
 
     def __init__(self, training_ads: Sequence[str], brands: set[str] = frozenset(), min_ads: int = 3, share=0.02):
         segments = [[w.lower() for w in words_of(head_segment(ad)) if w.isalpha()] for ad in training_ads]
@@ -207,33 +184,3 @@ class ProductTypes:
             return self.named[kind][word] / self.ads_of[kind] if self.ads_of[kind] else 0.0
 
         return names(one, other) >= self.share and names(other, one) >= self.share
-
-
-class CategoryClassifier:
-    """The category an ad most likely belongs to, from the words of each category's training ads
-    (multinomial naive Bayes on lower-cased words, add-one smoothing). ``training`` has ``ad`` and
-    ``category`` columns. What tells whether generated ads stay in the category they were asked for."""
-
-    def __init__(self, training: pd.DataFrame):
-        counts: dict[str, Counter] = defaultdict(Counter)
-        for ad, category in zip(training["ad"], training["category"]):
-            counts[category].update(w.lower() for w in words_of(ad))
-        self.categories = sorted(counts)
-        vocabulary = set().union(*counts.values()) if counts else set()
-        size = len(vocabulary) + 1  # + one slot for words never seen
-        ads = Counter(training["category"])
-        self._prior = {c: math.log(ads[c] / len(training)) for c in self.categories}
-        self._totals = {c: sum(counts[c].values()) + size for c in self.categories}
-        self._counts = counts
-
-    def predict(self, ads: Sequence[str]) -> list[str]:
-        """The most likely category of each ad."""
-        chosen = []
-        for ad in ads:
-            words = [w.lower() for w in words_of(ad)]
-            best = max(
-                self.categories,
-                key=lambda c: self._prior[c] + sum(math.log((self._counts[c][w] + 1) / self._totals[c]) for w in words),
-            )
-            chosen.append(best)
-        return chosen

@@ -1,17 +1,7 @@
-"""Stage 8: publish a fine-tuned model on the Hugging Face Hub, with a model card.
+"""Publish a fine-tuned model on the Hugging Face Hub, with a model card built from its ``finetune.json``.
 
-:func:`build_model_card` writes the card (YAML metadata for the Hub: licence, base model, widget
-prompts, inference parameters; a body with intended use, data, training, evaluation, usage and
-limitations) from the ``finetune.json`` that :func:`adgen_utils.finetune.finetune` saved beside the
-model. :func:`check_reload` proves the folder reloads as a Hub user would load it, with
-``from_pretrained`` and with ``pipeline("text-generation")``. :func:`publish` writes the card as
-``README.md`` and uploads the model's files (:func:`staged_files`; never checkpoints or adapters),
-or, without a token or without ``push``, reports what it would upload (a dry run).
-
-The Hub token comes from :func:`find_token` (``HF_TOKEN``, ``HUGGING_FACE_HUB_TOKEN`` or a Colab
-secret). It is never printed, logged or written to a file, and Hub errors are re-raised as
-:class:`PublishError` with the token scrubbed from the message.
-"""
+The Hub token (:func:`find_token`) is never printed, logged or written; Hub errors are re-raised as
+:class:`PublishError` with the token scrubbed. Without a token or ``push``, :func:`publish` is a dry run."""
 
 from __future__ import annotations
 
@@ -21,7 +11,6 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -32,13 +21,8 @@ from adgen_utils.corpus.data import EMBEDDED_FILE, KAGGLE_DATASET
 from adgen_utils.errors import PublishError
 from adgen_utils.layout import FINETUNE_RESULT_FILE, HISTORY_FILE, REPORT_FILE, SOURCE_FILE
 from adgen_utils.models import DECODINGS, FINE_TUNED
-from adgen_utils.parameters import DEFAULT_DECODING
-from adgen_utils.transformer.pretrained import CATEGORY_SEPARATOR, ORIGINAL_PROMPTS
-
-# Not imported from .finetune, which loads transformers: the adgen command imports this module for PublishError.
-
-if TYPE_CHECKING:
-    from huggingface_hub import ModelCard
+from adgen_utils.settings import DEFAULT_DECODING, ORIGINAL_PROMPTS
+from adgen_utils.transformer.pretrained import CATEGORY_SEPARATOR
 
 CARD_FILE = "README.md"
 TAGS = ["text-generation", "advertising", "product-titles", "adgen"]
@@ -46,39 +30,26 @@ TAGS = ["text-generation", "advertising", "product-titles", "adgen"]
 INFERENCE_PARAMETERS = DECODINGS[DEFAULT_DECODING].generate_arguments()
 # Files a Hub user needs to load the model; weights are added by pattern (*.safetensors).
 MODEL_FILES = ["config.json", "generation_config.json", "model.safetensors.index.json"]
-TOKENIZER_FILES = [
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-    "tokenizer.model",
-    "chat_template.jinja",
-]
+TOKENIZER_FILES = (
+    "tokenizer.json tokenizer_config.json special_tokens_map.json vocab.json merges.txt added_tokens.json "  # noqa: SIM905
+    "tokenizer.model chat_template.jinja".split()
+)
 RECORD_FILES = [FINETUNE_RESULT_FILE, HISTORY_FILE, CARD_FILE]
 # Licences of the study's Hub models (their model cards), for bases without an adgen_source.json.
-KNOWN_LICENSES = {
-    "gpt2": "mit",
-    "openai-community/gpt2": "mit",
-    "EleutherAI/gpt-neo-125M": "mit",
-    "EleutherAI/gpt-neo-1.3B": "mit",
-}
+KNOWN_LICENSES = dict.fromkeys(
+    ["gpt2", "openai-community/gpt2", "EleutherAI/gpt-neo-125M", "EleutherAI/gpt-neo-1.3B"], "mit"
+)
 ORIGINAL_STUDY = "nirajsaran2/AdTextGeneration"
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 NO_TOKEN = "no token (HF_TOKEN unset, no Colab secret): dry run"
 
 
-# ---------------------------------------------------------------------------------------------
-# Token and repository id
-# ---------------------------------------------------------------------------------------------
+# Token and repository id ---
 
 
 def find_token() -> tuple[str | None, str]:
-    """The Hub token and where it came from: ``(token, description)``, e.g.
-    ``(token, "environment variable HF_TOKEN")``. Looks at ``HF_TOKEN``, then
-    ``HUGGING_FACE_HUB_TOKEN``, then the Colab secret ``HF_TOKEN``; ``(None, reason)`` when none is
-    set. The description never contains the token; print it, never the token."""
+    """``(token, description)`` from ``HF_TOKEN``, ``HUGGING_FACE_HUB_TOKEN`` or the Colab secret, else
+    ``(None, reason)``. The description never contains the token."""
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
         value = os.environ.get(name, "").strip()
         if value:
@@ -115,9 +86,7 @@ def _scrub(text: str, token: str | None) -> str:
     return text.replace(token, "***") if token else text
 
 
-# ---------------------------------------------------------------------------------------------
-# What the folder holds
-# ---------------------------------------------------------------------------------------------
+# What the folder holds ---
 
 
 def _require_model(model_dir: str | Path) -> Path:
@@ -154,10 +123,8 @@ def _contains(path: Path, needle: bytes) -> bool:
 
 
 def staged_files(model_dir: str | Path, token: str | None = None) -> list[Path]:
-    """The files :func:`publish` uploads, sorted: safetensors weights, config.json,
-    generation_config.json, the tokenizer's files, finetune.json, history.csv and README.md, where
-    present, directly in ``model_dir``. Sub-folders (``checkpoints/``, ``adapter/``) and any other
-    file are left out. With ``token``, a file whose bytes contain it raises :class:`PublishError`."""
+    """The files :func:`publish` uploads, sorted: weights, configs, tokenizer files, finetune.json,
+    history.csv, README.md (no sub-folders). A file that contains ``token`` raises :class:`PublishError`."""
     model_dir = _require_model(model_dir)
     names = {*MODEL_FILES, *TOKENIZER_FILES, *RECORD_FILES}
     files = sorted(
@@ -172,9 +139,7 @@ def staged_files(model_dir: str | Path, token: str | None = None) -> list[Path]:
     return files
 
 
-# ---------------------------------------------------------------------------------------------
-# The model card
-# ---------------------------------------------------------------------------------------------
+# The model card ---
 
 
 def _base_model(summary: dict) -> dict:
@@ -202,8 +167,8 @@ def _training_data(model_dir: Path, summary: dict) -> str:
     settings = summary.get("settings", {})
     source = str(_read_json(model_dir.parent.parent / "data" / REPORT_FILE).get("source", ""))
     counted = (
-        f"{settings['train_texts']:,} training ads and {settings['validation_texts']:,} validation ads"
-        if "train_texts" in settings
+        f"{settings['train_texts']:,} training ads and {summary['validation_ads']:,} validation ads"
+        if "train_texts" in settings and "validation_ads" in summary
         else "the training and validation ads"
     )
     embedded = (
@@ -249,9 +214,7 @@ def _training_rows(summary: dict, base: dict) -> list[tuple[str, object]]:
     config = summary.get("settings", {}).get("config", {})
     method = summary.get("method")
     if method in {"lora", "qlora"}:
-        method += (
-            f" (rank {config.get('lora_rank')}, alpha {config.get('lora_alpha')}; adapters merged into the weights)"
-        )
+        method += " (adapters merged into the weights)"
     batch = config.get("batch_size")
     if batch and config.get("gradient_accumulation", 1) > 1:
         batch = f"{batch} × {config['gradient_accumulation']} (gradient accumulation)"
@@ -264,11 +227,9 @@ def _training_rows(summary: dict, base: dict) -> list[tuple[str, object]]:
         ("block size (model tokens)", config.get("block_size")),
         ("blocks per step", batch),
         ("learning rate", config.get("learning_rate")),
-        ("warm-up (share of steps)", config.get("warmup_ratio")),
         ("optimizer steps", summary.get("steps")),
         ("epochs", summary.get("epochs")),
         ("category prefix", config.get("category_prefix")),
-        ("precision", config.get("precision")),
         ("training time (seconds)", summary.get("train_seconds")),
         ("peak GPU memory (GiB)", summary.get("peak_gpu_memory_gib")),
         ("seed", config.get("seed")),
@@ -294,18 +255,8 @@ def build_model_card(
     inference_parameters: dict | None = None,
     license: str | None = None,
 ) -> ModelCard:
-    """The model card of the fine-tuned model in ``model_dir`` (its ``finetune.json`` gives the
-    training settings), to be published as ``repo_id``. Returns a ``huggingface_hub.ModelCard``;
-    ``card.save(path)`` writes it, ``card.data.to_dict()`` is its metadata.
-
-    ``metrics``: held-out results, ``{name: value}`` (e.g. ``{"per-word perplexity": 41.2,
-    "top-1 accuracy": 0.21}``), shown in the Evaluation table beside the validation perplexity
-    (per model token) before and after fine-tuning. ``widget_prompts``: the first words of ads,
-    for the Hub's widget. ``inference_parameters`` override :data:`INFERENCE_PARAMETERS`.
-    ``license``: a Hub licence id; by default the base model's (from its ``adgen_source.json``), else
-    ``"other"``.
-    """
-
+    """The ``huggingface_hub.ModelCard`` of the model in ``model_dir`` (from its ``finetune.json``) as
+    ``repo_id``: ``metrics`` shown in its Evaluation table; ``license`` by default the base model's."""
     model_dir = _require_model(model_dir)
     check_repo_id(repo_id)
     prompts = [p.strip() for p in widget_prompts if p and p.strip()]
@@ -429,7 +380,7 @@ Hub widget feeds the prompt without the end-of-text token, so its ads can differ
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
 
-# Column names of notebook 07's comparison table, as the card shows them.
+# Column names of the evaluation's comparison table, as the card shows them.
 METRIC_NAMES = {
     "per_word_perplexity": "per-word perplexity",
     "bits_per_char": "bits per character",
@@ -439,17 +390,13 @@ METRIC_NAMES = {
 
 
 def read_metrics(path: str | Path, missing_ok: bool = False) -> dict | None:
-    """Metrics for :func:`build_model_card` from a JSON file (``{name: value}``) or from notebook 07's
-    comparison CSV (``evaluation/07_comparison.csv``: the first row whose ``setting`` is
-    :data:`adgen_utils.models.FINE_TUNED`, its numeric columns; the ``model`` column is a display
-    name and is not read). None when the CSV has no such row, or, with ``missing_ok``, when the file
-    does not exist. A CSV without a ``setting`` column (not notebook 07's table, or one written
-    before the column existed) raises ValueError."""
+    """Metrics for :func:`build_model_card` from a JSON file or the evaluation's comparison CSV (its
+    fine-tuned row's numeric columns). None when absent (or, with ``missing_ok``, no file)."""
     path = Path(path)
     if not path.is_file():
         if missing_ok:
             return None
-        raise FileNotFoundError(f"No metrics file at {path} (give a JSON dict or notebook 07's comparison CSV)")
+        raise FileNotFoundError(f"No metrics file at {path} (give a JSON dict or the evaluation's comparison CSV)")
     if path.suffix.lower() == ".json":
         metrics = json.loads(path.read_text())
         if not isinstance(metrics, dict):
@@ -458,8 +405,8 @@ def read_metrics(path: str | Path, missing_ok: bool = False) -> dict | None:
     table = pd.read_csv(path)
     if "setting" not in table:
         raise ValueError(
-            f"{path} has no 'setting' column: not notebook 07's comparison table "
-            "(or an older one: run notebook 07 again)"
+            f"{path} has no 'setting' column: not the evaluation's comparison table "
+            "(or an older one: run the evaluation again)"
         )
     rows = table[table["setting"] == FINE_TUNED]
     if rows.empty:
@@ -472,18 +419,12 @@ def read_metrics(path: str | Path, missing_ok: bool = False) -> dict | None:
     }
 
 
-# ---------------------------------------------------------------------------------------------
-# Reload check
-# ---------------------------------------------------------------------------------------------
+# Reload check ---
 
 
 def check_reload(model_dir: str | Path, prompts: Sequence[str], max_new_tokens: int = 24) -> pd.DataFrame:
-    """Load ``model_dir`` twice, as a Hub user would: ``AutoModelForCausalLM.from_pretrained`` (safetensors
-    only) with ``AutoTokenizer``, and ``pipeline("text-generation")``; generate greedily (up to
-    ``max_new_tokens`` model tokens) from ``eos_token + prompt`` both ways. Returns one row per prompt:
-    ``prompt``, ``from_pretrained``, ``pipeline`` (the ads: end-of-text token removed, first line)
-    and ``same`` (both ads equal). FileNotFoundError if the folder lacks config.json or weights."""
-
+    """Load ``model_dir`` as a Hub user would (``from_pretrained`` and ``pipeline``) and generate greedily
+    both ways: one row per prompt (``prompt``, ``from_pretrained``, ``pipeline``, ``same``)."""
     model_dir = _require_model(model_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
@@ -514,9 +455,7 @@ def check_reload(model_dir: str | Path, prompts: Sequence[str], max_new_tokens: 
     return pd.DataFrame(rows, columns=["prompt", "from_pretrained", "pipeline", "same"])
 
 
-# ---------------------------------------------------------------------------------------------
-# Publishing
-# ---------------------------------------------------------------------------------------------
+# Publishing ---
 
 
 def publish(
@@ -528,14 +467,8 @@ def publish(
     private: bool = False,
     commit_message: str = "Upload fine-tuned ad-title model (adgen)",
 ) -> dict:
-    """Write ``card`` as ``model_dir/README.md`` and upload :func:`staged_files` to the Hub model
-    repository ``repo_id`` (created if missing; ``private`` for a new one).
-
-    Without ``push`` or without ``token`` nothing leaves the machine (a dry run). Returns
-    ``{"pushed", "repo_id", "files": [{"path", "mib"}], "total_mib", ...}`` with ``"reason"`` for a
-    dry run and ``"url"``, ``"commit_url"`` after a push (sizes in MiB). Hub failures raise
-    :class:`PublishError` with the token replaced by ``***``.
-    """
+    """Write ``card`` as ``README.md`` and upload :func:`staged_files` to ``repo_id`` (a dry run without
+    ``push`` or ``token``). Returns what was (or would be) uploaded, in MiB; Hub failures raise :class:`PublishError`."""
     model_dir = _require_model(model_dir)
     check_repo_id(repo_id)
     card.save(model_dir / CARD_FILE)

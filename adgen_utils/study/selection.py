@@ -1,26 +1,5 @@
-"""Ads a seller can paste: several candidates per product, the rules each must pass, and the most
-likely of those that pass.
-
-For each product (brand, product words, category) a model writes ``candidates`` ads. Each is first
-cut to its last complete phrase (:meth:`AdRules.cut`: a trailing "for", comma or open bracket goes,
-and an ad the model did not end itself loses its unfinished last phrase), then judged by
-:class:`AdRules`, fitted on the training ads. The rules, in :data:`RULES` order:
-
-* ``refused``: the model cannot continue the product's prompt at all;
-* ``unfinished``: nothing complete is left after the product words;
-* ``off product``: the product words are not kept as typed, or the ad's head segment (its words
-  before the first "for", "with", comma or bracket) names another product type
-  ("... TV Wall Mount Screen Protector");
-* ``other brand``: the ad names a brand other than the product's own that the input does not name;
-* ``too long``: no complete phrase fits in ``max_chars`` characters (200: Amazon's title limit);
-* ``training copy``: the ad is a training ad, word for word (case and spaces aside);
-* ``repeat``: the same ad as a more likely candidate of the same product.
-
-Of the candidates that pass, the most likely by the model's own length-normalised likelihood (mean
-natural-log probability per word-level prediction, from :meth:`adgen_utils.models.AdModel.score`,
-the same footing as notebook 07) are kept, ``per_product`` of them, best first. Each candidate keeps
-its verdict, so a report can say which rule rejected which candidate.
-"""
+"""Ads a seller can paste: several candidates per product, cut to their last complete phrase, judged
+by the rules of :data:`RULES`, and the most likely that pass (mean log-probability per prediction)."""
 
 from __future__ import annotations
 
@@ -37,7 +16,7 @@ from adgen_utils.corpus.data import INVISIBLE, load_ads, load_dataset
 from adgen_utils.corpus.text import tokenize
 from adgen_utils.layout import DATA_FOLDER, DATASET_FILE
 from adgen_utils.models import AdModel, Decoding, Refusal, categories_for
-from adgen_utils.parameters import AMAZON_TITLE_CHARS
+from adgen_utils.settings import AMAZON_TITLE_CHARS
 from adgen_utils.study.products import BrandLexicon, ProductTypes, words_of
 
 RULES = {
@@ -122,10 +101,8 @@ class AdRules:
         return sorted(set(ends))
 
     def cut(self, ad: str, prompt: str, complete: bool = True) -> str:
-        """``ad`` cut to its last complete phrase: its first line, invisible characters and repeated
-        spaces removed; without its last phrase when the model did not end the ad itself
-        (``complete`` False), without a dangling ending, and at a phrase end within ``max_chars``
-        characters when it is longer (unchanged if no phrase end fits)."""
+        """``ad`` cut to its last complete phrase: first line, cleaned, without an unfinished last phrase
+        (``complete`` False) or a dangling ending, within ``max_chars`` where a phrase end fits."""
         text = " ".join(INVISIBLE.sub("", (ad.splitlines() or [""])[0]).split())  # one line: the first
         keep = len(" ".join(prompt.split()))
         if not complete:
@@ -139,11 +116,8 @@ class AdRules:
         return text
 
     def judge(self, ad: str, product, complete: bool = True, cut: bool = True) -> Verdict:
-        """The verdict of every rule but ``repeat`` on one candidate for ``product`` (a row with
-        brand, product, category and prompt, as :func:`adgen_utils.apps.catalog.read_products` or
-        :func:`adgen_utils.study.products.product_set` give). ``complete``: whether the model ended
-        the ad itself. With ``cut`` False the ad is judged as written: an unfinished or dangling ad
-        fails ``unfinished`` and a long one ``too long``."""
+        """The verdict of every rule but ``repeat`` on one candidate for ``product`` (brand, product,
+        category, prompt). With ``cut`` False the ad is judged as written."""
         prompt = product.prompt
         text = self.cut(ad, prompt, complete) if cut else " ".join(ad.split())
         failed: list[tuple[str, str]] = []
@@ -176,10 +150,8 @@ class AdRules:
 
 @dataclass
 class Candidate:
-    """One ad a model wrote for a product: its number (1.., in the order written), the text as
-    written (a :class:`adgen_utils.models.Refusal` when the model refused the prompt), its verdict, its likelihood (mean natural-log probability per word-level prediction, by
-    the model's own score; None when it failed a rule, so was not scored) and the ad number it got
-    when kept (None otherwise)."""
+    """One ad a model wrote for a product: its number, text (or :class:`Refusal`), verdict, likelihood
+    (mean log-probability per prediction; None if it failed a rule) and ``chosen`` ad number."""
 
     number: int
     written: str | Refusal
@@ -218,10 +190,8 @@ def _rule_order(item: tuple[str, int]) -> int:
 
 
 def choose(candidates: list[Candidate], likelihood, per_product: int) -> list[str]:
-    """Give each passing candidate its likelihood (``likelihood(ad)``: the model's score), mark later
-    copies of a kept text ``repeat``, and keep the ``per_product`` most likely distinct ones (their
-    ``chosen`` ad numbers set, 1 the most likely). Returns the kept ads, best first. Ties keep the
-    order written."""
+    """Score the passing candidates, mark later copies ``repeat`` and keep the ``per_product`` most
+    likely distinct ones (ties: order written). Returns them, best first."""
     passing = [c for c in candidates if c.verdict.passed]
     for c in passing:
         c.likelihood = likelihood(c.verdict.ad)
@@ -250,10 +220,8 @@ def write_for_products(
     batch_size: int = 16,
     progress: bool = False,
 ) -> list[ProductAds]:
-    """For each product (rows with brand, product, category, prompt), ``candidates`` ads from
-    ``model`` (``batch_size`` prompts per forward pass), each cut and judged by ``rules``, the
-    passing ones scored by the model and the ``per_product`` most likely distinct ones kept. One
-    :class:`ProductAds` per product, in order."""
+    """For each product, ``candidates`` ads from ``model``, cut, judged, scored, and the ``per_product``
+    most likely distinct ones kept: one :class:`ProductAds` per product, in order."""
     if candidates < 1 or per_product < 1:
         raise ValueError(f"candidates ({candidates}) and per_product ({per_product}) must be at least 1")
     rows = list(products.itertuples(index=False))
@@ -301,12 +269,8 @@ def write_for_products(
 
 
 def training_ads_for(source: str | Path | None = None, model_source: str | None = None) -> tuple[list[str], str]:
-    """The training ads to fit :class:`AdRules` on, and a line saying where they came from.
-
-    ``source``: a run folder (its training split, ``run_dir/data/ads.parquet``), a dataset folder
-    (``ads.parquet``), or a CSV file or corpus folder (every ad, read and cleaned as notebook 01
-    does). None: the training split of the run folder the model was saved in (``model_source`` is
-    ``run_dir/models/NAME``), else the embedded corpus's training split."""
+    """The training ads to fit :class:`AdRules` on, and where they came from: ``source`` (a run folder,
+    a dataset folder, a CSV or corpus folder), else the model's run folder, else the embedded corpus."""
     candidates = []
     if source is not None:
         candidates = [Path(source) / DATA_FOLDER, Path(source)]

@@ -11,14 +11,21 @@ import time
 import pytest
 
 from adgen_utils.apps.catalog import generate_catalog, read_products
-from adgen_utils.apps.cli import main
 from adgen_utils.errors import CorpusFormatError
-from adgen_utils.models import Decoding, Refusal, load_ad_model
+from adgen_utils.models import Decoding, Refusal
 from adgen_utils.spreadsheet import restore
+from adgen_utils.study.footing import load_ad_model
 from adgen_utils.study.selection import AdRules
 
 # The default sampling preset with short ads, to keep the tests fast.
 FAST = Decoding(do_sample=True, temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.2, max_new_tokens=8)
+
+
+def main(argv):
+    """The adgen command (imported when a test runs it)."""
+    from adgen_utils.apps.cli import main as adgen
+
+    return adgen(argv)
 
 
 @pytest.fixture(scope="module")

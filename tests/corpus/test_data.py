@@ -226,7 +226,7 @@ def test_saved_dataset_round_trips_and_a_missing_one_says_how_to_make_it(write_f
     assert saved_report["rows_kept"] == 3
     train = data.load_dataset(tmp_path / "run" / "data", split="train")
     assert set(train["split"]) <= {"train"}
-    with pytest.raises(FileNotFoundError, match="Run notebook 01_eda first"):
+    with pytest.raises(FileNotFoundError, match=r"Run the corpus lesson \(01\) first"):
         data.load_dataset(tmp_path / "elsewhere")
 
 

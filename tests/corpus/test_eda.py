@@ -1,4 +1,3 @@
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -15,18 +14,11 @@ ADS = [
 
 def test_profile_counts_tokens_words_and_brands():
     profile = eda.profile_corpus(ADS, growth_points=5)
-    stats = eda.corpus_statistics(profile)
-    assert stats["ads"] == 5
-    assert stats["characters"] == sum(map(len, ADS))
-    assert stats["tokens"] == 28  # 25 words and three punctuation marks: "," "(" ")"
-    assert stats["words"] == 25
-    assert stats["distinct words (case-folded)"] == len(
-        {w.lower() for a in ADS for w in a.replace(",", " ").replace("(", " ").replace(")", " ").split()}
-    )
-    assert eda.top_brands(profile, 3).set_index("brand")["ads"].to_dict() == {"Sony": 2, "Apple": 2, "Fitbit": 1}
-    top = eda.top_words(profile, 50).set_index("word")["count"]
-    assert top["sony"] == 2 and top["black"] == 2 and "2" not in top.index
-    assert eda.ad_lengths(profile)["words"].tolist() == [5, 5, 5, 5, 5]
+    assert profile.characters.tolist() == [len(ad) for ad in ADS]
+    assert profile.tokens.sum() == 28  # 25 words and three punctuation marks: "," "(" ")"
+    assert profile.words.tolist() == [5, 5, 5, 5, 5]
+    assert profile.token_counts["Sony"] == 2 and profile.token_counts[","] == 1
+    assert dict(profile.brands.most_common(3)) == {"Sony": 2, "Apple": 2, "Fitbit": 1}
 
 
 def test_growth_curve_is_monotone_and_ends_at_the_whole_corpus():
@@ -44,11 +36,11 @@ def test_one_hot_size_matches_the_original_windows():
     assert eda.one_hot_gib(1000, 2**18) == pytest.approx(1000 * 5 * 2**18 * 4 / 2**30)
 
 
-def test_heaps_fit_recovers_a_known_law():
-    ads = np.array([100, 300, 1000, 3000, 10000])
-    growth = pd.DataFrame({"ads": ads, "distinct_tokens": 20 * ads**0.7})
-    k, beta = eda.heaps_fit(growth)
-    assert k == pytest.approx(20, rel=1e-6) and beta == pytest.approx(0.7, rel=1e-6)
+def test_one_hot_projection_follows_heaps_law():
+    table = eda.one_hot_projection([1000, 100_000], k=20, beta=0.5, tokens_per_ad=13)
+    assert table["vocabulary (Heaps fit)"].tolist() == [600, 6300]  # 20 * sqrt(n), rounded to 100 tokens
+    windows = eda.window_count(1000 * 13)
+    assert table["one-hot GiB"].iloc[0] == pytest.approx(eda.one_hot_gib(windows, 600))
 
 
 def test_plots_write_png_files(tmp_path):
@@ -60,10 +52,13 @@ def test_plots_write_png_files(tmp_path):
     ads = split_ads(pd.DataFrame({"ad": ADS * 40, "category": ["tv"] * 200}), SplitConfig())
     report = {"rows_kept": 200, "rows_read": 210, "dropped": {"duplicate": 10}}
     profile = eda.profile_corpus(ads["ad"].tolist())
-    eda.plot_load_report(ads, report, tmp_path)
-    eda.plot_ad_lengths(eda.ad_lengths(profile), tmp_path)
-    eda.plot_top_words(eda.top_words(profile), eda.top_brands(profile), tmp_path)
-    eda.plot_vocabulary_growth(profile.growth, tmp_path, memory_gib=24)
+    eda.plot_load_report(ads, report, tmp_path, "01_ads_per_category")
+    lengths = pd.DataFrame({"characters": profile.characters, "words": profile.words})
+    eda.plot_ad_lengths(lengths, tmp_path, "01_ad_lengths")
+    words = pd.DataFrame(profile.token_counts.most_common(10), columns=["word", "count"])
+    brands = pd.DataFrame(profile.brands.most_common(3), columns=["brand", "ads"])
+    eda.plot_top_words(words, brands, tmp_path, "01_top_words_brands")
+    eda.plot_vocabulary_growth(profile.growth, 20.0, 0.7, tmp_path, "01_vocabulary_growth", memory_gib=24)
     written = sorted(p.name for p in tmp_path.glob("*.png"))
     assert written == [
         "01_ad_lengths.png",
@@ -72,20 +67,3 @@ def test_plots_write_png_files(tmp_path):
         "01_vocabulary_growth.png",
     ]
     assert all(p.stat().st_size > 5000 for p in tmp_path.glob("*.png"))
-
-
-def test_findings_are_computed_from_the_run():
-    from adgen_utils.corpus.data import SplitConfig, split_ads
-
-    ads = split_ads(pd.DataFrame({"ad": ADS * 40, "category": ["tv"] * 200}), SplitConfig())
-    profile = eda.profile_corpus(ads["ad"].tolist())
-    report = {"rows_kept": 200, "rows_read": 210, "dropped": {"duplicate": 10}}
-    text = eda.findings(report, ads, profile, memory_gib=24)
-    assert "every one of the 210 rows read (200 kept, 10 dropped with a reason)" in text
-    assert "no product has ads in more than one split" in text and eda.leaking_products(ads) == 0
-    assert "a median of 5 words" in text and "against 24 GiB of memory on this machine" in text
-    first = ads.index[ads["product_key"] == ads["product_key"].iloc[0]][0]
-    ads.loc[first, "split"] = "test" if ads.loc[first, "split"] != "test" else "train"
-    assert eda.leaking_products(ads) == 1
-    assert "products with ads in more than one split: 1" in eda.findings(report | {"rows_read": 211}, ads, profile)
-    assert "does not add up: 211 rows read" in eda.findings(report | {"rows_read": 211}, ads, profile)

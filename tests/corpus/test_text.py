@@ -1,4 +1,4 @@
-from adgen_utils.corpus.text import is_word, tokenize
+from adgen_utils.corpus.text import brand_of, is_word, tokenize
 
 
 def test_model_numbers_units_and_case_stay_whole():
@@ -61,7 +61,7 @@ def test_vocabulary_round_trips_as_json_and_refuses_other_files(tmp_path):
     (tmp_path / "other.json").write_text('{"tokens": []}')
     with pytest.raises(ValueError, match="not an adgen vocabulary"):
         Vocabulary.load(tmp_path / "other.json")
-    with pytest.raises(FileNotFoundError, match="02_sequences"):
+    with pytest.raises(FileNotFoundError, match="build one"):
         Vocabulary.load(tmp_path / "missing.json")
 
 
@@ -83,3 +83,9 @@ def test_unigram_log_probabilities_sum_to_one():
 )
 def test_detokenize_restores_ordinary_ads(ad):
     assert detokenize(tokenize(ad)) == ad
+
+
+def test_the_brand_is_the_first_word_after_generic_openers():
+    assert brand_of(["New", "Compatible", "Sony", "TV"]) == "Sony"
+    assert brand_of(["2", "Pack", "Fitbit", "Bands"]) == "Fitbit"
+    assert brand_of(["Replacement", "for"]) is None

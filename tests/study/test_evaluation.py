@@ -1,7 +1,6 @@
 """Notebook 07's footing on real models: word-level scores from each model's own log-probabilities,
 fair charges for unknown words, generation-quality measures, adgen evaluate, the playground."""
 
-import json
 import math
 
 import numpy as np
@@ -10,12 +9,12 @@ import pytest
 from helpers import LSTM_ADS
 
 from adgen_utils import models as admodel
-from adgen_utils.apps import cli
 from adgen_utils.corpus import sequences
 from adgen_utils.corpus.text import UNK_ID, tokenize
 from adgen_utils.lstm import admodel as lstm_admodel
 from adgen_utils.lstm import model as lstm
 from adgen_utils.study import evaluation, products
+from adgen_utils.study.footing import evaluate_ad_model, load_ad_model
 from adgen_utils.transformer import admodel as transformer_admodel
 from adgen_utils.transformer import pretrained
 
@@ -34,7 +33,7 @@ def test_spelling_model_is_a_probability_and_charges_unseen_characters():
 
 
 def test_lstm_scores_match_its_own_metrics_and_charge_unknown_words(lstm_folder):
-    model = admodel.load_ad_model(lstm_folder, name="lstm")
+    model = load_ad_model(lstm_folder, name="lstm")
     assert isinstance(model, lstm_admodel.LSTMAdModel)
     known = ["Sony TV Remote Black", "Garmin Watch Band White", "Apple Charger Cable Blue"]
     scores = model.score(known)
@@ -63,7 +62,7 @@ def test_lstm_scores_match_its_own_metrics_and_charge_unknown_words(lstm_folder)
 
 
 def test_lstm_scores_are_the_same_in_chunks_of_any_size(lstm_folder):
-    model = admodel.load_ad_model(lstm_folder, name="lstm")
+    model = load_ad_model(lstm_folder, name="lstm")
     ads = [
         "Sony TV Remote Black",
         "Garmin Watch Band White",
@@ -104,7 +103,7 @@ def test_word_hits_follow_the_models_greedy_word_completions():
 def test_transformer_scores_are_its_own_log_probabilities(tiny_folder, embedded_ads):
     import torch
 
-    model = admodel.load_ad_model(tiny_folder, name="tiny")
+    model = load_ad_model(tiny_folder, name="tiny")
     ads = ["Apple Watch Band 42mm, Black", "Sony 55 inch 4K TV"]
     scores = model.score(ads)
     tokenizer, net = model.tokenizer, model.model
@@ -117,18 +116,14 @@ def test_transformer_scores_are_its_own_log_probabilities(tiny_folder, embedded_
     summary = admodel.summarize_scores(scores)
     assert summary["oov_share"] == 0 and 0 <= summary["top1_accuracy"] <= summary["top5_accuracy"] <= 1
     assert summary["bits_per_char"] == pytest.approx(-scores["log_prob"].sum() / math.log(2) / sum(map(len, ads)))
-    # prompted_perplexity (notebook 05) is the same computation, per model token.
-    assert pretrained.prompted_perplexity(net, tokenizer, ads) == pytest.approx(
-        math.exp(-scores["log_prob"].sum() / scores["model_tokens"].sum()), rel=1e-4
-    )
 
     train = embedded_ads[embedded_ads["split"] == "train"][["ad", "category"]]
-    few = admodel.load_ad_model(tiny_folder, name="tiny 2-shot", shots=2, examples=train)
+    few = load_ad_model(tiny_folder, name="tiny 2-shot", shots=2, examples=train)
     contexts = few.contexts(ads)
     assert all(c.count("\n") == 3 and c.startswith("Amazon product ad titles:") for c in contexts)
     assert not any(ad in c for ad, c in zip(ads, contexts))
     with pytest.raises(ValueError, match="examples"):
-        admodel.load_ad_model(tiny_folder, shots=2)
+        load_ad_model(tiny_folder, shots=2)
 
     # The few-shot view of the zero-shot model loaded above: the same module, not a second copy.
     view = transformer_admodel.with_shots(model, 2, train, name="tiny 2-shot view")
@@ -190,44 +185,8 @@ def test_generation_measures_on_known_cases():
     assert "real test ads" in quality.index
 
 
-def test_read_test_csv_counts_every_row_left_out(write_file):
-    path = write_file(
-        "test.csv",
-        b'ad,category\nSony TV Remote,tv\n"broken, quote\n\xff\xfe bad bytes,tv\n   ,tv\n'
-        b"Apple Watch Band,wear\n" + b"x" * 5000 + b",tv\n",
-    )
-    ads, skipped = evaluation.read_test_csv(path)
-    assert ads["ad"].tolist() == ["Sony TV Remote", "Apple Watch Band"]
-    assert ads["category"].tolist() == ["tv", "wear"]
-    assert skipped == {"malformed_quoting": 1, "invalid_utf8": 1, "empty": 1, "too_long": 1}
-    with pytest.raises(FileNotFoundError):
-        evaluation.read_test_csv(path.parent / "missing.csv")
-    with pytest.raises(ValueError, match="no ad"):
-        evaluation.read_test_csv(write_file("empty.csv", "ad\n"))
-
-
-def test_adgen_evaluate_prints_the_footing_for_lstm_and_transformer_folders(
-    lstm_folder, tiny_folder, write_file, capsys
-):
-    test = write_file("test.csv", "ad\nSony TV Remote Black\nGarmin Watch Band Zqxwv\nApple Charger Cable Blue\n")
-    for folder, family in [(lstm_folder, admodel.WORD_LSTM), (tiny_folder, admodel.TRANSFORMER)]:
-        assert cli.main(["evaluate", "--model", str(folder), "--test", str(test)]) == 0
-        result = json.loads(capsys.readouterr().out)
-        assert result["family"] == family and result["ads"] == 3 and result["predictions"] == 15
-        assert result["setting"] in {admodel.FROM_SCRATCH, admodel.ZERO_SHOT}
-        assert result["source"] == str(folder.resolve())
-        assert result["per_word_perplexity"] > 1 and result["bits_per_char"] > 0
-        assert result["oov_share"] == (pytest.approx(1 / 12) if family == admodel.WORD_LSTM else 0)
-    assert cli.main(["evaluate", "--model", str(tiny_folder), "--test", str(test), "--shots", "2"]) == 2
-    assert "--examples" in capsys.readouterr().err
-    assert cli.main(["evaluate", "--model", str(test.parent / "nowhere"), "--test", str(test)]) == 2
-
-
 def test_side_by_side_generation_and_the_playground(lstm_folder, tiny_folder):
-    models = {
-        m.name: m
-        for m in [admodel.load_ad_model(lstm_folder, name="lstm"), admodel.load_ad_model(tiny_folder, name="tiny")]
-    }
+    models = {m.name: m for m in [load_ad_model(lstm_folder, name="lstm"), load_ad_model(tiny_folder, name="tiny")]}
     decoding = admodel.Decoding(max_new_tokens=6)
     table = evaluation.ads_side_by_side(list(models.values()), ["Sony TV", "Qwzx Vbnm"], decoding)
     assert table.loc["Sony TV", "lstm"].startswith("Sony TV")
@@ -267,8 +226,8 @@ def test_self_bleu_without_sacrebleu_says_which_extra_to_install(monkeypatch):
 
 
 def test_refusals_are_values_in_generate_output_and_the_model_never_sees_them(lstm_folder, tiny_folder):
-    lstm_model = admodel.load_ad_model(lstm_folder, name="lstm")
-    tiny = admodel.load_ad_model(tiny_folder, name="tiny")
+    lstm_model = load_ad_model(lstm_folder, name="lstm")
+    tiny = load_ad_model(tiny_folder, name="tiny")
     short = admodel.Decoding(max_new_tokens=4)
     lstm_ads = lstm_model.generate(["Sony TV", "Qwzx Vbnm", "  ", "Apple Zqxw"], short)
     assert lstm_ads[0].startswith("Sony TV") and lstm_ads[3].startswith("Apple Zqxw")  # one known word suffices
@@ -292,7 +251,7 @@ def test_refusals_are_values_in_generate_output_and_the_model_never_sees_them(ls
 
 
 def test_an_lstm_writes_the_same_greedy_ads_batched_and_one_at_a_time(lstm_folder):
-    model = admodel.load_ad_model(lstm_folder, name="lstm")
+    model = load_ad_model(lstm_folder, name="lstm")
     prompts = ["Sony", "Garmin Watch", "Apple Charger Cable", "Fitbit", "Qwzx", "Sony TV Remote"]  # 3 to 5 words
     greedy = admodel.Decoding(max_new_tokens=6)
     one_at_a_time = model.generate(prompts, greedy, batch_size=1)
@@ -307,8 +266,8 @@ def test_an_lstm_writes_the_same_greedy_ads_batched_and_one_at_a_time(lstm_folde
 
 
 def test_a_model_that_reads_no_category_refuses_categories(lstm_folder, tiny_folder, embedded_ads):
-    lstm_model = admodel.load_ad_model(lstm_folder, name="lstm")
-    zero_shot = admodel.load_ad_model(tiny_folder, name="tiny")
+    lstm_model = load_ad_model(lstm_folder, name="lstm")
+    zero_shot = load_ad_model(tiny_folder, name="tiny")
     train = embedded_ads[embedded_ads["split"] == "train"][["ad", "category"]]
     few_shot = transformer_admodel.with_shots(zero_shot, 1, train)
     category = str(train["category"].iloc[0])
@@ -326,7 +285,6 @@ def test_a_model_that_reads_no_category_refuses_categories(lstm_folder, tiny_fol
         [lstm_model, zero_shot, few_shot], ["Sony TV"], admodel.Decoding(max_new_tokens=3), categories=[category]
     )
     assert table.shape == (1, 3)
-    scored = evaluation.comparison_table(
-        [lstm_model, few_shot], pd.DataFrame({"ad": ["Sony TV Remote"], "category": [category]})
-    )
-    assert scored["reads_category"].tolist() == [False, True] and scored["setting"].tolist()[0] == admodel.FROM_SCRATCH
+    test = pd.DataFrame({"ad": ["Sony TV Remote"], "category": [category]})
+    scored = [evaluate_ad_model(model, test) for model in (lstm_model, few_shot)]
+    assert [row["reads_category"] for row in scored] == [False, True] and scored[0]["setting"] == admodel.FROM_SCRATCH

@@ -13,7 +13,6 @@ import pytest
 from huggingface_hub import ModelCard
 
 from adgen_utils import errors
-from adgen_utils.apps.cli import main
 from adgen_utils.study import publishing
 from adgen_utils.transformer import finetune
 
@@ -22,14 +21,28 @@ PROMPTS = ["Sony TV", "Apple Watch", "Labor Day discounts for"]
 METRICS = {"per-word perplexity": 41.2, "bits per character": 1.9, "top-1 accuracy": 0.21, "top-5 accuracy": 0.38}
 
 
+def main(argv):
+    """The adgen command (imported when a test runs it)."""
+    from adgen_utils.apps.cli import main as adgen
+
+    return adgen(argv)
+
+
 @pytest.fixture(scope="module")
 def tuned(embedded_ads, tiny_folder, tmp_path_factory):
     """The tiny model really fine-tuned (one epoch on 200 ads, a few seconds) in run_dir/models/finetuned."""
-    train = embedded_ads[embedded_ads["split"] == "train"]["ad"].head(200).tolist()
-    validation = embedded_ads[embedded_ads["split"] == "validation"]["ad"].head(30).tolist()
-    config = finetune.FinetuneConfig(block_size=64, batch_size=8, epochs=1, max_steps=-1, learning_rate=3e-3)
-    output = tmp_path_factory.mktemp("run") / "models" / "finetuned"
-    return finetune.finetune(tiny_folder, train, validation, config, output, progress=False)
+    from adgen_utils.corpus.data import LoadReport, save_dataset, validation_ads
+    from adgen_utils.settings import Finetune
+    from adgen_utils.transformer.admodel import footing_score
+
+    run_dir = tmp_path_factory.mktemp("run")
+    save_dataset(embedded_ads, LoadReport(source="embedded"), run_dir / "data")
+    settings = Finetune(
+        base_model=str(tiny_folder), max_train_ads=200, validation_ads=30, block_size=64, batch_size=8,
+        epochs=1.0, max_steps=-1, learning_rate=3e-3, eval_steps=None,
+    )  # fmt: skip
+    score = footing_score(validation_ads(run_dir, settings.validation_ads), category_prefix=False)
+    return finetune.finetune(settings, run_dir, score, progress=False)
 
 
 @pytest.fixture
@@ -268,13 +281,14 @@ def test_a_folder_without_weights_is_refused_clearly(folder, capsys):
 
 
 def test_metrics_come_from_the_fine_tuned_row_whatever_its_label(folder, tiny_folder, tmp_path):
-    """Notebook 07's real comparison table, written by evaluation.comparison_table: the fine-tuned
-    model's row is found by its setting, not by the name notebook 07 shows."""
-    from adgen_utils.models import FINE_TUNED, load_ad_model
-    from adgen_utils.study import evaluation
+    """The evaluation's real comparison table, rows of the footing: the fine-tuned model's row is
+    found by its setting, not by the name the table shows."""
+    from adgen_utils.models import FINE_TUNED
+    from adgen_utils.study.footing import evaluate_ad_model, load_ad_model
 
     models = [load_ad_model(tiny_folder, name="fine-tuned? no: zero-shot"), load_ad_model(folder, name="ours")]
-    table = evaluation.comparison_table(models, pd.DataFrame({"ad": ["Sony TV Remote Black", "Apple Watch Band"]}))
+    test = pd.DataFrame({"ad": ["Sony TV Remote Black", "Apple Watch Band"]})
+    table = pd.DataFrame([evaluate_ad_model(model, test) for model in models]).set_index("model")
     table.to_csv(tmp_path / "07_comparison.csv")
     assert table.loc["ours", "setting"] == FINE_TUNED and table.loc["ours", "source"] == str(folder.resolve())
     metrics = publishing.read_metrics(tmp_path / "07_comparison.csv")

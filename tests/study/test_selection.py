@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 from helpers import LSTM_ADS
 
-from adgen_utils.models import Decoding, WrittenAd, load_ad_model
+from adgen_utils.models import Decoding, WrittenAd
 from adgen_utils.study import products, selection
+from adgen_utils.study.footing import load_ad_model
 from adgen_utils.study.selection import AdRules, Candidate, Verdict
 
 TRAINING = [
