@@ -1,10 +1,5 @@
-"""The ``adgen`` command: run the notebook series, prepare and inspect the data, benchmark, evaluate,
-write ads for a catalog, publish.
-
-Each command imports what it runs when it runs (the series runner needs papermill, evaluation and
-publishing load torch), so that ``adgen data report`` or ``adgen sync`` start in a second and work
-without the optional extras.
-"""
+"""The ``adgen`` command. Each command imports what it runs when it runs, so ``adgen data report``
+starts in a second and works without the optional extras."""
 
 from __future__ import annotations
 
@@ -15,15 +10,22 @@ import sys
 from pathlib import Path
 
 from adgen_utils.apps.catalog import generate_catalog
-from adgen_utils.apps.results import save_run, with_provenance
 from adgen_utils.corpus import data
 from adgen_utils.errors import USAGE, AdgenError
 from adgen_utils.hardware import join_processes
-from adgen_utils.layout import comparison_path
+from adgen_utils.layout import (
+    DATA_FOLDER,
+    DATASET_FILE,
+    FINETUNED,
+    RUNS_FOLDER,
+    comparison_path,
+    model_dir,
+    repository_root,
+)
 from adgen_utils.logs import say, show_messages
-from adgen_utils.models import DECODINGS, load_ad_model
-from adgen_utils.parameters import DEFAULT_PROFILE, ORIGINAL_PROMPTS, catalog_default
-from adgen_utils.series.profiles import PROFILES
+from adgen_utils.models import DECODINGS
+from adgen_utils.settings import ORIGINAL_PROMPTS, PROFILES, Catalog, Corpus, Finetune, profile_values
+from adgen_utils.study.footing import load_ad_model
 from adgen_utils.study.selection import AdRules, training_ads_for
 
 
@@ -59,38 +61,24 @@ def _load_options(args) -> dict:
 
 
 def command_run(args) -> int:
-    from adgen_utils.series.runner import run_series
+    from adgen_utils.lessons import run_series, save_executed_copies
 
+    if args.save_executed and (args.alone or args.only):
+        raise ValueError("--save-executed needs the whole series in one run folder (no --only, no --alone)")
     runs = run_series(
         args.profile,
         only=args.only,
         run_dir=args.run_dir,
         overrides=_parameters(args.param),
         progress=not args.no_progress,
-        log=say,
         alone=args.alone,
     )
     total = sum(r.seconds for r in runs)
     where = runs[0].output.parent.parent.parent if args.alone else runs[0].output.parent
     print(f"{len(runs)} notebook(s) ran in {total:.0f} s; executed copies under {where}")
-    return 0
-
-
-def command_sync(args) -> int:
-    from adgen_utils.series.sync import set_repository_url, sync
-
-    if args.repository:
-        set_repository_url(args.repository)
-    differing = sync(check=args.check)
-    if args.check:
-        if differing:
-            print(
-                "adgen: out of date with the declarations (run `adgen sync`): " + ", ".join(differing), file=sys.stderr
-            )
-            return 1
-        print("notebooks and README agree with pyproject.toml, adgen_utils/parameters.py and results/")
-        return 0
-    print(f"rewrote {', '.join(differing)}" if differing else "nothing to change")
+    if args.save_executed:
+        copies = save_executed_copies(runs[0].output.parent.parent)
+        print(f"saved {len(copies)} executed copies for reading under {copies[0].parent}")
     return 0
 
 
@@ -105,37 +93,6 @@ def command_data_prepare(args) -> int:
     path = data.save_dataset(ads, report, args.out)
     print(json.dumps(report.to_dict(), indent=2))
     say(f"wrote {len(ads):,} ads to {path}")
-    return 0
-
-
-def command_bench_data(args) -> int:
-    from adgen_utils.apps.bench import bench_data, print_json
-
-    result = bench_data(args.path, **({"repeats": args.repeats} if args.repeats else {}))
-    print_json(with_provenance(result, ["adgen", *sys.argv[1:]]))
-    return 0
-
-
-def _bench_options(args) -> dict:
-    """The options given on the command line; the rest keep the bench function's own defaults."""
-    given = {k: v for k, v in vars(args).items() if k not in {"command", "bench_command", "handler", "no_lora"}}
-    if getattr(args, "no_lora", False):
-        given["lora"] = False
-    return given
-
-
-def command_bench(args) -> int:
-    from adgen_utils.apps import bench
-
-    result = getattr(bench, f"bench_{args.bench_command}")(**_bench_options(args), log=say)
-    bench.print_json(with_provenance(result, ["adgen", *sys.argv[1:]]))
-    return 0
-
-
-def command_results_save(args) -> int:
-
-    path = save_run(args.run_dir, ["adgen", *sys.argv[1:]], profile=args.profile, folder=args.results_dir)
-    print(path)
     return 0
 
 
@@ -171,58 +128,66 @@ def command_publish(args) -> int:
 
 
 def command_evaluate(args) -> int:
-    from adgen_utils.apps.bench import print_json
-    from adgen_utils.study import evaluation
+    from adgen_utils.study.footing import evaluate_ad_model, read_test_csv
 
-    test, skipped = evaluation.read_test_csv(args.test)
+    test, skipped = read_test_csv(args.test)
     if args.max_ads is not None and len(test) > args.max_ads:
         test = test.sample(n=args.max_ads, random_state=args.seed)
     examples = None
     if args.shots:
         if not args.examples:
             raise ValueError("--shots needs --examples: a CSV of training ads to draw the examples from")
-        examples, _ = evaluation.read_test_csv(args.examples)
+        examples, _ = read_test_csv(args.examples)
         examples["category"] = examples["category"].fillna("")
         test = test.assign(category=test["category"].fillna(""))
     model = load_ad_model(args.model, shots=args.shots, examples=examples, seed=args.seed, models_dir=args.models_dir)
-    categories = test["category"].tolist() if test["category"].notna().all() else None  # read only by models that do
-    result = evaluation.evaluate_ad_model(model, test["ad"].tolist(), categories, progress=sys.stderr.isatty())
-    print_json({**result, "test": str(args.test), "skipped_rows": skipped})
+    if not test["category"].notna().all():  # categories are read only where every ad has one
+        test = test.drop(columns="category")
+    result = evaluate_ad_model(model, test, progress=sys.stderr.isatty())
+    print(json.dumps({**result, "test": str(args.test), "skipped_rows": skipped}, indent=2, default=str))
     return 0
 
 
-def command_finetune(args) -> int:
-    """Notebook 06's fine-tuning with its parameters and profiles, into the same model folder; under
-    ``torchrun`` / ``accelerate launch`` data-parallel, the main process preparing the data first."""
-    from adgen_utils.hardware import wait_for_processes
-    from adgen_utils.layout import model_dir
-    from adgen_utils.series.session import default_run_dir, resolve
-    from adgen_utils.series.stages import ensure_earlier_stages
-    from adgen_utils.transformer import finetune
-
-    values, _ = resolve("06_fine_tuning", {"profile": args.profile, **_parameters(args.param)})
-    run_dir = Path(args.run_dir or default_run_dir(args.profile)).expanduser().resolve()
-    here = join_processes()
-    # The main process makes what the others would otherwise make at once: the split, the base model's folder.
-    if here.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        ensure_earlier_stages("06_fine_tuning", run_dir, args.profile, log=say)
-        inputs = finetune.prepare_finetune(values, run_dir, log=say)
-    wait_for_processes()
-    if not here.main:
-        inputs = finetune.prepare_finetune(values, run_dir, log=lambda *_: None)
-    config = dataclasses.replace(finetune.config_from_parameters(values), fsdp=args.fsdp)
-    output = model_dir(run_dir, "06_fine_tuning")
-    progress = not args.no_progress and here.main
-    result = finetune.finetune(
-        inputs.model_path, inputs.train_texts, inputs.validation_texts, config, output, progress=progress
+def prepare_corpus(profile: str, run_dir: Path) -> None:
+    """The profile's cleaned, split ads in ``run_dir/data``, as the corpus lesson saves them."""
+    corpus = Corpus(**profile_values(profile, Corpus))
+    say(f"{run_dir / DATA_FOLDER} has no split ads: preparing the {profile} profile's corpus ({corpus.data_source})")
+    ads, report = data.load_ads(
+        corpus.data_source,
+        corpus.categories,
+        clean=data.CleanConfig(min_chars=corpus.min_chars, max_chars=corpus.max_chars),
+        split=data.SplitConfig(validation=corpus.validation_fraction, test=corpus.test_fraction, seed=corpus.seed),
+        sample_size=corpus.sample_size,
+        seed=corpus.seed,
+        progress=sys.stderr.isatty(),
     )
+    data.save_dataset(ads, report, run_dir / DATA_FOLDER)
+
+
+def command_finetune(args) -> int:
+    """Notebook 06's training steps as a command, with its settings and profiles, into the run
+    folder's models/finetuned; under ``torchrun`` / ``accelerate launch``, data-parallel."""
+    from adgen_utils.hardware import wait_for_processes
+    from adgen_utils.transformer import finetune
+    from adgen_utils.transformer.admodel import footing_score
+
+    values = {**profile_values(args.profile, Finetune), **_parameters(args.param)}
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(Finetune)})
+    if unknown:
+        raise ValueError(f"adgen finetune has no parameter {', '.join(unknown)}; see docs/parameters.md (Finetune)")
+    settings = Finetune(**values)
+    run_dir = Path(args.run_dir or repository_root() / RUNS_FOLDER / args.profile).expanduser().resolve()
+    here = join_processes()
+    if here.main and not (run_dir / DATA_FOLDER / DATASET_FILE).is_file():
+        prepare_corpus(args.profile, run_dir)
+    wait_for_processes()  # the other processes read the split the main process made
+    _, validation = finetune.read_training_ads(settings, run_dir)
+    score = footing_score(validation, settings.category_prefix)
+    progress = not args.no_progress and here.main
+    result = finetune.finetune(settings, run_dir, score, progress=progress, fsdp=args.fsdp)
     if here.main:
-        print(
-            json.dumps(
-                {"model_dir": str(output), **{k: v for k, v in result.summary.items() if k != "settings"}}, indent=2
-            )
-        )
+        summary = {k: v for k, v in result.summary.items() if k != "settings"}
+        print(json.dumps({"model_dir": str(model_dir(run_dir, FINETUNED)), **summary}, indent=2, default=str))
     return 0
 
 
@@ -278,8 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--profile",
         choices=list(PROFILES),
-        default=DEFAULT_PROFILE,
-        help="; ".join(f"{name}: {p.description}" for name, p in PROFILES.items()),
+        default="quick",
+        help="quick: real settings for a 2-core CPU; ci: tiny, for tests; full, large: the 3.2M-ad corpus on a GPU",
     )
     run.add_argument(
         "--only", action="append", metavar="NN", help="run only this notebook (number like 01, or name); repeatable"
@@ -295,25 +260,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="no per-cell progress bars")
     run.add_argument(
+        "--save-executed",
+        action="store_true",
+        help="after the run, refresh notebooks/executed/ (the copies GitHub and the Colab badges show) from it",
+    )
+    run.add_argument(
         "--alone",
         action="store_true",
-        help="run each notebook on its own, in a fresh run folder (RUN_DIR/NN_name), as from a Colab "
-        "badge: each rebuilds what it needs from earlier notebooks",
+        help="run each notebook on its own, in a fresh run folder (RUN_DIR-alone/NN_name), as from a Colab "
+        "badge: each runs the earlier notebooks it needs first",
     )
     run.set_defaults(handler=command_run)
-
-    sync_parser = commands.add_parser(
-        "sync",
-        help="write the notebooks' badges, setup and parameters cells and the README's tables from the "
-        "declarations (pyproject.toml, adgen_utils/parameters.py) and the saved results (results/)",
-    )
-    sync_parser.add_argument("--check", action="store_true", help="only list what differs (exit 1 if anything does)")
-    sync_parser.add_argument(
-        "--repository",
-        metavar="URL",
-        help="declare a new repository address first (a fork: https://github.com/OWNER/NAME)",
-    )
-    sync_parser.set_defaults(handler=command_sync)
 
     data_parser = commands.add_parser("data", help="inspect or prepare a corpus")
     data_commands = data_parser.add_subparsers(dest="data_command", required=True)
@@ -350,108 +307,6 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the sample and of the examples drawn")
     evaluate.add_argument("--models-dir", help="where the 'tiny' model is built (default: none)")
     evaluate.set_defaults(handler=command_evaluate)
-    bench = commands.add_parser("bench", help="benchmarks that print JSON")
-    bench_commands = bench.add_subparsers(dest="bench_command", required=True)
-    bench_data = bench_commands.add_parser(
-        "data", help="load time and peak RSS of the data layer against plain pandas.read_csv"
-    )
-    bench_data.add_argument("path", help="'embedded', a CSV file or a corpus folder")
-    bench_data.add_argument("--repeats", type=int, help="runs of each way, alternated (default 3)")
-    bench_data.set_defaults(handler=command_bench_data)
-
-    def bench_parser(name: str, text: str, repeats: str | None = "runs of each way, alternated"):
-        # Absent options keep the bench function's own defaults (its signature is their one home).
-        sub = bench_commands.add_parser(name, help=text, argument_default=argparse.SUPPRESS)
-        if repeats:
-            sub.add_argument("--repeats", type=int, help=repeats)
-        sub.set_defaults(handler=command_bench)
-        return sub
-
-    bench_lstm = bench_parser(
-        "lstm",
-        "the original one-hot window pipeline against ours, and a scale run on a corpus",
-        repeats="runs of each way in (a), alternated",
-    )
-    bench_lstm.add_argument("--corpus", help="a corpus for the scale run, e.g. ../shared/data/amazon_ads_sample10")
-    bench_lstm.add_argument("--original-steps", type=int, help="timed batches of 4,096 windows for the original")
-    bench_lstm.add_argument("--steps", type=int, help="timed batches of 64 ads for ours")
-    bench_lstm.add_argument(
-        "--full-epoch", action="store_true", help="(b) also train one whole epoch (sampled softmax)"
-    )
-    model_help = "'smollm2-135m' (offline default), 'tiny', a model folder or a Hub id"
-    bench_finetune = bench_parser(
-        "finetune", "training tokens/s with packed blocks against one ad per padded row (and LoRA), with peak RSS"
-    )
-    bench_finetune.add_argument("--model", help=model_help)
-    bench_finetune.add_argument("--steps", type=int, help="timed optimizer steps per run (after 2 untimed)")
-    bench_finetune.add_argument("--batch-size", type=int, help="rows per step")
-    bench_finetune.add_argument("--block-size", type=int, help="tokens per row")
-    bench_finetune.add_argument("--no-lora", action="store_true", help="skip the LoRA run")
-    bench_generate = bench_parser("generate", "ads/s generating the same prompts batched against one prompt at a time")
-    bench_generate.add_argument("--model", help=model_help)
-    bench_generate.add_argument("--prompts", type=int, help="prompts (first words of validation ads)")
-    bench_generate.add_argument("--batch-size", type=int, help="prompts per generate() call when batched")
-    bench_generate.add_argument("--max-new-tokens", type=int)
-    bench_catalog = bench_parser(
-        "catalog", "adgen generate batched on test-split products: killed, resumed, every row checked", repeats=None
-    )
-    bench_catalog.add_argument("--model", help="'smollm2-135m' (offline default), a model folder or a Hub id")
-    bench_catalog.add_argument("--products", type=int, help="products of the embedded test split (one ad each)")
-    bench_catalog.add_argument("--kill-after", type=float, help="seconds after which the first run is killed")
-    bench_catalog.add_argument("--batch-size", type=int, help="prompts per generate() call")
-    bench_catalog.add_argument("--max-new-tokens", type=int)
-    bench_compute = bench_parser(
-        "compute",
-        "quality against training compute: every model family on the same ads, bits per char against seconds and FLOPs",
-        repeats=None,
-    )
-    bench_compute.add_argument("--profile", choices=list(PROFILES), help="the settings and data (default quick)")
-    bench_compute.add_argument("--corpus", help="a corpus in place of the profile's data source")
-    bench_compute.add_argument("--epochs-scale", type=float, help="LSTM epochs, times the profile's (default 2)")
-    bench_compute.add_argument(
-        "--fractions", type=float, nargs="+", help="fine-tuning budgets, as fractions of notebook 06's steps"
-    )
-    bench_compute.add_argument("--figure", help="where the figure goes (default figures/bench_compute.png)")
-    bench_category = bench_parser(
-        "category",
-        "fine-tuning with and without the category prefix on a 40-category corpus: bits per char, ads in category",
-        repeats=None,
-    )
-    bench_category.add_argument(
-        "--corpus", help="a corpus with categories (default ../shared/data/amazon_ads_sample10)"
-    )
-    bench_category.add_argument("--sample-size", type=int, help="ads drawn from it (default 30,000)")
-    bench_category.add_argument("--steps", type=int, help="fine-tuning steps of each run (default notebook 06's)")
-    bench_category.add_argument("--products", type=int, help="validation products asked for one ad each")
-    bench_category.add_argument("--base-model", help="in place of notebook 06's base model")
-    bench_distributed = bench_parser(
-        "distributed",
-        "adgen finetune under torchrun on 1 and 2 processes: tokens/s, peak RSS per process, the same result",
-        repeats=None,
-    )
-    bench_distributed.add_argument("--model", help=model_help)
-    bench_distributed.add_argument("--processes", type=int, nargs="+", help="process counts (default 1 2)")
-    bench_distributed.add_argument("--steps", type=int, help="optimizer steps of each run")
-    bench_distributed.add_argument("--batch-size", type=int, help="blocks per step, shared by the processes")
-    bench_distributed.add_argument("--block-size", type=int, help="tokens per block")
-    bench_tokens = bench_parser(
-        "tokens",
-        "peak RSS of preparing the fine-tuning data in memory against streamed to a token file; the full corpus projected",
-        repeats=None,
-    )
-    bench_tokens.add_argument("--corpus", help="a corpus (default ../shared/data/amazon_ads_sample10)")
-    bench_tokens.add_argument("--model", help="whose tokenizer (default notebook 06's base model)")
-    bench_tokens.add_argument("--block-size", type=int, help="tokens per block")
-    results = commands.add_parser("results", help="save results for the README's measured section (results/)")
-    results_commands = results.add_subparsers(dest="results_command", required=True)
-    results_save = results_commands.add_parser(
-        "save",
-        help="save a run's notebook 07 comparison, notebook times and training figures as results/run_PROFILE.json",
-    )
-    results_save.add_argument("run_dir", help="a run folder, e.g. runs/quick")
-    results_save.add_argument("--profile", help="the run's profile (default: the one run_summary.json names)")
-    results_save.add_argument("--results-dir", help="where to write (default: the repository's results/)")
-    results_save.set_defaults(handler=command_results_save)
     publish = commands.add_parser(
         "publish",
         help="write the model card and upload a fine-tuned model to the Hugging Face Hub (dry run without --push)",
@@ -469,20 +324,25 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument(
         "--metrics",
         help="a JSON file {metric: value} or notebook 07's comparison CSV "
-        "(default: evaluation/07_comparison.csv of the model's run folder, if present)",
+        "(default: evaluation/comparison.csv of the model's run folder, if present)",
     )
     publish.set_defaults(handler=command_publish)
 
     tune = commands.add_parser(
         "finetune",
-        help="notebook 06's fine-tuning as a command (same parameters, profiles and model folder); "
+        help="the fine-tuning lesson's training as a command (same parameters, profiles and model folder); "
         "under torchrun or accelerate launch, data-parallel on every process",
     )
-    tune.add_argument("--profile", choices=list(PROFILES), default=DEFAULT_PROFILE)
+    tune.add_argument("--profile", choices=list(PROFILES), default="quick")
     tune.add_argument(
-        "-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="one of notebook 06's parameters"
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a Finetune setting (docs/parameters.md)",
     )
-    tune.add_argument("--run-dir", help="the run folder (default runs/PROFILE); notebook 01's split is made if missing")
+    tune.add_argument("--run-dir", help="the run folder (default runs/PROFILE); the profile's split is made if missing")
     tune.add_argument("--fsdp", action="store_true", help="shard the model over the GPUs (FSDP2, full fine-tuning)")
     tune.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     tune.set_defaults(handler=command_finetune)
@@ -496,34 +356,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--input", required=True, help="products CSV with columns brand, product[, category]")
     generate.add_argument("--output", required=True, help="ads CSV; if it exists, only the missing ads are written")
-    generate.add_argument("--per-product", type=int, default=catalog_default("per_product"), help="ads per product")
+    generate.add_argument("--per-product", type=int, default=Catalog.per_product, help="ads per product")
     generate.add_argument(
         "--candidates",
         type=int,
-        default=catalog_default("candidates"),
+        default=Catalog.candidates,
         help="ads written per product, of which the most likely that pass the seller's rules are kept",
     )
-    generate.add_argument(
-        "--max-chars", type=int, default=catalog_default("max_chars"), help="longest ad, in characters"
-    )
+    generate.add_argument("--max-chars", type=int, default=Catalog.max_chars, help="longest ad, in characters")
     generate.add_argument(
         "--training-ads",
         help="a run folder, dataset folder, CSV or corpus folder of training ads for the rules (brands, product "
         "types, copies); default: the model's run folder, else the embedded corpus",
     )
-    generate.add_argument("--decoding", choices=list(DECODINGS), default=catalog_default("decoding"))
+    generate.add_argument("--decoding", choices=list(DECODINGS), default=Catalog.decoding)
     generate.add_argument("--temperature", type=float, help="override the sampling preset's temperature")
     generate.add_argument("--top-k", type=int, help="override the sampling preset's top-k")
     generate.add_argument("--top-p", type=float, help="override the sampling preset's top-p")
     generate.add_argument(
         "--max-new-tokens",
         type=int,
-        default=catalog_default("max_new_tokens"),
+        default=Catalog.max_new_tokens,
         help="tokens (words for an LSTM) per ad",
     )
-    generate.add_argument(
-        "--batch-size", type=int, default=catalog_default("batch_size"), help="prompts per generate() call"
-    )
+    generate.add_argument("--batch-size", type=int, default=Catalog.batch_size, help="prompts per generate() call")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--overwrite", action="store_true", help="replace an output written with other settings")
     generate.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -533,10 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``adgen`` console command. Returns the exit status: 0 done; for a project
-    error (:mod:`adgen_utils.errors`) its ``exit_code`` (2: the input or request is wrong, 1: the work
-    failed), printed as one line ``adgen: error: ...`` on stderr, never a traceback. Progress
-    messages go to stderr too (:func:`adgen_utils.logs.show_messages`): stdout holds only results."""
+    """Entry point of ``adgen``: the exit status (0 done; an :mod:`adgen_utils.errors` error's ``exit_code``,
+    printed as one line on stderr). Progress goes to stderr, results to stdout."""
     args = build_parser().parse_args(argv)
     show_messages()
     try:
