@@ -178,8 +178,8 @@ def save_executed_copies(run_dir: str | Path, destination: str | Path | None = N
     """Copy the executed notebooks of ``run_dir`` into ``notebooks/executed/``, slimmed for reading.
 
     papermill's injected-parameters cell, stderr streams (TensorFlow's and the progress bars'
-    noise), widget state and per-cell timings are left out; figures wider than FIGURE_WIDTH are
-    scaled down. Every source notebook must have its executed copy in ``run_dir``.
+    noise), widgets (they need their kernel) and per-cell timings are left out; figures wider than
+    FIGURE_WIDTH are scaled down. Every source notebook must have its executed copy in ``run_dir``.
     """
     executed_dir = Path(run_dir) / NOTEBOOKS_FOLDER
     destination = Path(destination or notebooks_folder() / EXECUTED_FOLDER)
@@ -210,11 +210,10 @@ def _slim_cell(cell: nbformat.NotebookNode) -> nbformat.NotebookNode:
         if output.output_type == "stream" and output.name == "stderr":
             continue
         data = output.get("data", {})
-        data.pop("application/vnd.jupyter.widget-view+json", None)
+        if "application/vnd.jupyter.widget-view+json" in data:
+            continue  # a progress bar or control: without its kernel it shows only its class name
         if "image/png" in data:
             data["image/png"] = _scaled_png(data["image/png"])
-        if output.output_type in ("display_data", "execute_result") and not data:
-            continue
         outputs.append(output)
     cell.outputs = outputs
     return cell

@@ -11,7 +11,7 @@
 # * Real: Python 3.13 (pyenv) and Colab's package versions (scripts/colab_sim/requirements-base.txt,
 #   from the GUIDE; built once into .venv-colab, rebuilt when that file changes); the notebook
 #   as committed (what an "Open in Colab" badge opens); its setup cell, which really runs
-#   `git clone --depth 1` and `pip install -e /content/adgen[extras]` from PyPI; papermill
+#   `git clone --depth 1 -b v<version>` and `python -m pip install /content/adgen[extras]` from PyPI; papermill
 #   (from .venv) executing it with profile=ci and drive=True, in /content.
 # * Simulated, only the Colab boundary: `google.colab` is a stand-in (scripts/colab_sim/fake,
 #   imported at kernel start as on Colab): drive.mount puts a fresh temporary folder at
@@ -24,7 +24,7 @@
 #   installs land in the overlay and the diff against the base shows what they changed.
 #   The overlay's pip reads no pip config files (like Colab: PyPI only, no local indexes).
 # * Not simulated: a GPU (this runs on the CPU), Colab's RAM limit, Hub downloads (caches under
-#   $HOME are shared with this machine), a 'v<version>' tag missing on GitHub.
+#   $HOME are shared with this machine), a 'v<version>' tag missing on GitHub (HEAD is tagged here).
 # * torch: PyPI's torch 2.11.0 for cp313 is the CUDA 13.0 build (with nvidia-* wheels); Colab's
 #   is 2.11.0+cu128 from download.pytorch.org, which this machine cannot reach. Same version; both
 #   run on the CPU here. TensorFlow is the `tensorflow` 2.20.0 wheel, as on Colab.
@@ -131,6 +131,12 @@ trap cleanup EXIT
 SOURCE=${COLAB_SIM_SOURCE:-$ROOT}
 git clone --quiet --bare "$SOURCE" "$WORK/adgen.git"
 HEAD_SHA=$(git --git-dir="$WORK/adgen.git" rev-parse HEAD)
+# The setup cell clones the tag of its version; a checkout between releases has none yet: tag HEAD.
+VERSION=$(git --git-dir="$WORK/adgen.git" show HEAD:adgen_utils/__init__.py | sed -n 's/^__version__ = "\(.*\)"/\1/p')
+if ! git --git-dir="$WORK/adgen.git" rev-parse --verify --quiet "v$VERSION" >/dev/null; then
+    git --git-dir="$WORK/adgen.git" tag "v$VERSION" HEAD
+    say "no tag v$VERSION in $SOURCE: the simulated GitHub tags HEAD (the real repository needs the release tag)"
+fi
 URL=$(git --git-dir="$WORK/adgen.git" show HEAD:pyproject.toml | "$BASE/bin/python" -c \
     'import sys, tomllib; print(tomllib.load(sys.stdin.buffer).get("project", {}).get("urls", {}).get("Repository", ""))')
 [[ -n $URL ]] || die "the committed pyproject.toml has no [project.urls] Repository: the setup cell has nothing to clone"
