@@ -49,7 +49,7 @@ COMPARISON_FILE = "comparison.csv"  # every model on one footing (notebook 07, a
 SUMMARY_FILE = "run_summary.json"  # adgen run: each notebook's status and time
 
 # The results folder
-RUN_RESULT_FILE = "run_{profile}.json"  # adgen results save: a run's figures for the README
+RUN_RESULT_FILE = "run_{profile}.json"  # python -m benchmarks.results save: a run's figures for the README
 
 
 COLAB_CLONE = Path("/content/adgen")  # where a notebook's setup cell clones the repository on Colab

@@ -1,28 +1,28 @@
-"""Benchmarks that print JSON. Every measured run is a fresh child process
-(``python -m adgen_utils.apps.bench WORKLOAD ARGS``), so its wall time and peak RSS (the OS's
-own ``ru_maxrss`` from ``wait4``) are its own; two ways of doing the same work alternate
-in one run, and the report gives medians and ratios. ``bench_catalog`` runs the ``adgen generate``
-command itself as the child, kills it and resumes it. The ``adgen bench`` command adds when,
-where and by which command (:func:`adgen_utils.apps.results.with_provenance`); saved in
-``results/``, the README's measured section is written from them (``adgen sync``).
-``bench_compute`` and ``bench_category`` are the study's own measurements: quality against
-training compute for every model family, and what the category prefix does on 40 categories."""
+"""Benchmarks that print JSON: ``python -m benchmarks.bench NAME [options]`` from the repository root
+(``--help`` lists them). Two ways of doing the same work alternate in one run, each run a fresh
+child process (:mod:`benchmarks.measure`, :mod:`benchmarks.workloads`), and the report gives medians
+and ratios, under a ``measured`` block that says when, where and by which command
+(:func:`benchmarks.results.with_provenance`). Saved as ``results/bench_NAME.json``, they are rendered
+into docs/ by ``benchmarks/render_results.py``.
+
+``compute`` and ``category`` are the study's own measurements: quality against training compute for
+every model family, and what the category prefix does on 40 categories. They train the lessons'
+models by running the lessons themselves (the notebooks, with papermill) and ``adgen finetune``,
+never a copy of their code.
+"""
 
 from __future__ import annotations
 
+import argparse
 import csv
-import hashlib
 import io
 import json
-import math
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -32,477 +32,108 @@ from adgen_utils.hardware import cpu_computes_bf16
 from adgen_utils.layout import (
     DATA_FOLDER,
     DATASET_FILE,
+    EMBEDDING_LSTM,
+    FIGURES_FOLDER,
+    FINETUNED,
     HISTORY_FILE,
-    MODELS_FOLDER,
+    NOTEBOOKS_FOLDER,
+    ONE_HOT_LSTM,
     QUALITY_CURVE_FILE,
-    TOKENS_FOLDER,
     model_dir,
 )
 from adgen_utils.logs import say
-from adgen_utils.parameters import DEFAULT_PROFILE, catalog_default, default
-from adgen_utils.series.estimates import FULL_CORPUS_DISTINCT_ADS
+from adgen_utils.settings import (
+    PROFILES,
+    Catalog,
+    Corpus,
+    EmbeddingLSTM,
+    Evaluation,
+    Finetune,
+    OneHotLSTM,
+    Prompting,
+    Sequences,
+    profile_values,
+)
+from benchmarks.category_classifier import CategoryClassifier
+from benchmarks.measure import measure, printed_json, ratio, run_child, summary
+from benchmarks.results import with_provenance
+
+FULL_CORPUS_DISTINCT_ADS = 2_500_000  # the Kaggle corpus's ads after cleaning and removing duplicates
+LESSONS = {  # the lessons the benchmarks run, and whose settings each takes
+    "01_eda": Corpus,
+    "02_sequences": Sequences,
+    "03_lstm": OneHotLSTM,
+    "04_embedding_lstm": EmbeddingLSTM,
+}
+LSTM_LESSONS = {ONE_HOT_LSTM: "03_lstm", EMBEDDING_LSTM: "04_embedding_lstm"}  # model folder -> its lesson
+ADGEN = ["-m", "adgen_utils.apps.cli"]  # the adgen command, run by this Python
 
 # ---------------------------------------------------------------------------------------
-# Workloads (run inside the child process)
+# Running the lessons and adgen finetune
 
 
-def _load_ads(source: str) -> dict:
-    from adgen_utils.corpus.data import load_ads
+def run_lesson(notebook: str, run_dir: Path, profile: str, **changes) -> None:
+    """Execute ``notebooks/NOTEBOOK.ipynb`` into ``run_dir`` with ``profile``'s values and ``changes``.
 
-    _, report = load_ads(source)
-    return {"rows_read": report.rows_read, "rows_kept": report.rows_kept}
+    Every parameter is written out under the quick profile: a lesson keeps each value that differs
+    from quick's and takes quick's for the others, so it runs with exactly these values. Figures go
+    to ``run_dir/figures``, the executed copy to ``run_dir/notebooks``."""
+    from adgen_utils.lessons import execute, notebooks_folder
 
-
-def _pandas_read_csv(source: str) -> dict:
-    import pandas as pd
-
-    from adgen_utils.corpus.data import corpus_files, resolve_source
-
-    frames = [
-        pd.read_csv(path, on_bad_lines="skip", encoding_errors="replace", dtype=str)
-        for path, _ in corpus_files(resolve_source(source))
-    ]
-    rows = sum(len(f) for f in frames)
-    return {"rows_read": rows, "rows_kept": rows}
+    values = {**profile_values(profile, LESSONS[notebook]), **changes, "profile": "quick"}
+    values.update(run_dir=str(run_dir), figures_dir=str(run_dir / FIGURES_FOLDER))
+    source = notebooks_folder() / f"{notebook}.ipynb"
+    execute(source, run_dir / NOTEBOOKS_FOLDER / source.name, values, progress=False)
 
 
-def _prepare(source: str, folder: str, min_count: int, max_vocabulary: int | None) -> dict:
-    from adgen_utils.corpus.data import load_ads
-    from adgen_utils.corpus.sequences import prepare_sequences
-
-    started = time.perf_counter()
-    ads, report = load_ads(source)
-    info = prepare_sequences(ads, folder, min_count=min_count, max_vocabulary=max_vocabulary)
-    return {
-        "seconds": time.perf_counter() - started,
-        "rows_read": report.rows_read,
-        "ads": len(ads),
-        "vocabulary_size": info["vocabulary_size"],
-        "train_predictions": info["splits"]["train"]["predictions"],
-        "train_ads": info["splits"]["train"]["ads"],
-    }
-
-
-def _original_pipeline(folder: str, steps: int, batch_size: int = 4096) -> dict:
-    """The original: one-hot windows built in Python per batch, LSTM(128), Dense softmax, Adam(0.01)."""
-    import keras
-
-    from adgen_utils.corpus.sequences import load_sequences, one_hot_batch, original_stream, original_windows
-
-    vocabulary, splits = load_sequences(folder)
-    size = len(vocabulary)
-    inputs, targets = original_windows(original_stream(splits["train"]))
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((4, size)),
-            keras.layers.LSTM(128),
-            keras.layers.Dropout(0.3),
-            keras.layers.Dense(size, activation="softmax"),
-        ]
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(0.01),
-        loss="categorical_crossentropy",
-        metrics=["categorical_accuracy", "top_k_categorical_accuracy"],
-    )
-    batches = (len(targets) + batch_size - 1) // batch_size
-
-    def step(i):
-        part = slice((i % batches) * batch_size, (i % batches + 1) * batch_size)
-        x, y = one_hot_batch(inputs[part], targets[part], size)  # the original's Sequence.__getitem__
-        model.train_on_batch(x, y)
-        return len(y)
-
-    step(0)  # compile
-    started = time.perf_counter()
-    predictions = sum(step(i) for i in range(1, steps + 1))
-    seconds = time.perf_counter() - started
-    return {
-        "vocabulary_size": size,
-        "predictions": predictions,
-        "train_seconds": seconds,
-        "predictions_per_second": predictions / seconds,
-        "windows_per_epoch": int(len(targets)),
-    }
-
-
-def _many_to_many(
-    folder: str, model_input: str, loss: str, steps: int, batch_size: int = 64, sampled: int = 512, units: int = 128
-) -> dict:
-    """Ours: many-to-many batches with sparse targets; ``steps`` timed training steps."""
-    import keras
-
-    from adgen_utils.corpus.sequences import load_sequences
-    from adgen_utils.lstm.model import LSTMConfig, build_model, many_to_many_dataset
-    from adgen_utils.lstm.training import LanguageModelTrainer
-
-    vocabulary, splits = load_sequences(folder)
-    config = LSTMConfig(
-        input=model_input,
-        loss=loss,
-        sampled=sampled,
-        units=units,
-        embedding_dim=units,
-        batch_size=batch_size,
-        mixed_precision=False,
-    )
-    keras.utils.set_random_seed(0)
-    trainer = LanguageModelTrainer(build_model(config, len(vocabulary)), loss=loss, sampled=sampled)
-    trainer.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
-    batches = iter(many_to_many_dataset(splits["train"], batch_size, shuffle=True).repeat())
-    ids, targets, weights = next(batches)
-    trainer.train_on_batch(ids, targets, weights)  # compile
-    predictions = 0
-    started = time.perf_counter()
-    for _ in range(steps):
-        ids, targets, weights = next(batches)
-        trainer.train_on_batch(ids, targets, weights)
-        predictions += int(weights.numpy().sum())
-    seconds = time.perf_counter() - started
-    return {
-        "vocabulary_size": len(vocabulary),
-        "predictions": predictions,
-        "train_seconds": seconds,
-        "predictions_per_second": predictions / seconds,
-    }
-
-
-def _train_epoch(folder: str, loss: str, batch_size: int = 64, sampled: int = 512) -> dict:
-    """One full epoch of the Embedding LSTM over the prepared training split."""
-    from adgen_utils.corpus.sequences import load_sequences
-    from adgen_utils.lstm.model import LSTMConfig, evaluate_token_arrays
-    from adgen_utils.lstm.training import train_language_model
-
-    vocabulary, splits = load_sequences(folder)
-    config = LSTMConfig(
-        input="embedding", loss=loss, sampled=sampled, batch_size=batch_size, epochs=1, mixed_precision=False
-    )
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as model_dir:
-        result = train_language_model(
-            config, vocabulary, splits["train"], splits["validation"], model_dir, progress=False, log=lambda line: None
-        )
-        seconds = time.perf_counter() - started
-        metrics = evaluate_token_arrays(result.model, splits["validation"])
-    return {
-        "epoch_seconds_with_validation": seconds,
-        "train_predictions": splits["train"].predictions,
-        "validation_cross_entropy": metrics["cross_entropy"],
-        "validation_perplexity": metrics["perplexity"],
-    }
-
-
-def _embedded_ads(split: str, count: int) -> list[str]:
-    """The first ``count`` ads of a split of the embedded corpus (the same ones in every child)."""
-    from adgen_utils.corpus.data import load_ads
-
-    ads, _ = load_ads("embedded", progress=False)
-    return ads.loc[ads["split"] == split, "ad"].head(count).tolist()
-
-
-def _causal_lm(model: str, folder: str):
-    from adgen_utils.transformer.pretrained import load_causal_lm, resolve_model
-
-    path = resolve_model(model, models_dir=folder, training_texts=_embedded_ads("train", 2000))
-    return load_causal_lm(path, device="cpu")
-
-
-def _finetune_steps(
-    model: str,
-    layout: str,
-    steps: int,
-    batch_size: int,
-    block_size: int,
-    method: str = "full",
-    warmup_steps: int = 2,
-    bf16: bool = False,
-) -> dict:
-    """Optimizer steps on the same ads laid out as packed blocks, or one ad per row padded to
-    ``block_size`` ("padded") or to the longest ad of its batch ("padded_longest"), in float32 or
-    (``bf16``) in bfloat16 autocast on the CPU, as the Trainer runs it. Counts trained (non-padding)
-    tokens; the first ``warmup_steps`` are not timed."""
-    import contextlib
-
-    import torch
-
-    from adgen_utils.transformer.finetune import lora_config, pack_blocks, padded_rows
-
-    torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as folder:
-        net, tokenizer = _causal_lm(model, folder)
-    if method == "lora":
-        from peft import get_peft_model
-
-        net = get_peft_model(net, lora_config(net))
-    texts = _embedded_ads("train", (steps + warmup_steps) * batch_size * 8)
-    rows = (
-        pack_blocks(texts, tokenizer, block_size) if layout == "packed" else padded_rows(texts, tokenizer, block_size)
-    )
-    if len(rows) < (steps + warmup_steps) * batch_size:
-        raise ValueError("not enough ads for the steps asked for")
-    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-5)
-    net.train()
-    tokens = 0
-    for step in range(steps + warmup_steps):
-        if step == warmup_steps:
-            started = time.perf_counter()
-        batch = slice(step * batch_size, (step + 1) * batch_size)
-        mask = torch.from_numpy(rows.attention_mask[batch])
-        width = int(mask.sum(1).max()) if layout == "padded_longest" else block_size
-        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
-            loss = net(
-                input_ids=torch.from_numpy(rows.input_ids[batch, :width]),
-                attention_mask=mask[:, :width],
-                labels=torch.from_numpy(rows.labels[batch, :width]),
-            ).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        if step >= warmup_steps:
-            tokens += int(mask.sum())
-    seconds = time.perf_counter() - started
-    return {
-        "trained_tokens": tokens,
-        "timed_steps": steps,
-        "tokens_per_second": tokens / seconds,
-        "ads_truncated": rows.truncated,
-        "final_loss": float(loss),
-    }
-
-
-def _generate(model: str, prompts: int, batch_size: int, max_new_tokens: int) -> dict:
-    """Greedy ads for the same prompts (the first three words of validation ads), ``batch_size``
-    prompts per ``generate`` call. A first batch warms up untimed."""
-    from adgen_utils.models import Decoding
-    from adgen_utils.transformer.pretrained import generate_ads
-
-    with tempfile.TemporaryDirectory() as folder:
-        net, tokenizer = _causal_lm(model, folder)
-    texts = [" ".join(ad.split()[:3]) for ad in _embedded_ads("validation", prompts)]
-    decoding = Decoding(max_new_tokens=max_new_tokens)
-    generate_ads(net, tokenizer, texts[:batch_size], decoding, batch_size=batch_size)
-    started = time.perf_counter()
-    ads = generate_ads(net, tokenizer, texts, decoding, batch_size=batch_size)
-    seconds = time.perf_counter() - started
-    return {
-        "ads": len(ads),
-        "ads_per_second": len(ads) / seconds,
-        "mean_ad_words": sum(len(a.split()) for a in ads) / len(ads),
-        "ads_sha256": hashlib.sha256("\n".join(ads).encode()).hexdigest(),  # the same ads either way?
-    }
-
-
-def _build_run(run_dir: str, profile: str, corpus: str | None, sample_size: int | None) -> dict:
-    """Notebooks 01 and 02 of ``profile`` (``corpus`` and ``sample_size``, when given, replace its
-    data source and sample) into ``run_dir``: what the study benchmarks train on. Returns the split sizes."""
-    from adgen_utils.series import stages
-    from adgen_utils.series.profiles import profile_values
-
-    values = profile_values(profile, "01_eda")
-    values.update({k: v for k, v in {"data_source": corpus, "sample_size": sample_size}.items() if v is not None})
-    stages.build_dataset("01_eda", values, run_dir, progress=False)
-    stages.build_sequences("02_sequences", profile_values(profile, "02_sequences"), run_dir, progress=False)
-    ads = pd.read_parquet(Path(run_dir) / DATA_FOLDER / DATASET_FILE, columns=["split", "category"])
+def prepare_run(run_dir: Path, profile: str, sequences: bool = True, **corpus) -> dict:
+    """Lesson 01 of ``profile`` (``corpus`` changes its settings, e.g. ``data_source``), then 02 with
+    ``sequences``, into ``run_dir``: what the benchmarks train on. Returns the split sizes and the
+    number of categories."""
+    run_lesson("01_eda", run_dir, profile, **corpus)
+    if sequences:
+        run_lesson("02_sequences", run_dir, profile)
+    ads = pd.read_parquet(run_dir / DATA_FOLDER / DATASET_FILE, columns=["split", "category"])
     return {"splits": ads["split"].value_counts().to_dict(), "categories": int(ads["category"].nunique())}
 
 
-def _compute_lstm(run_dir: str, profile: str, notebook: str, epochs: int) -> dict:
-    """Notebook ``notebook`` (03 or 04) of ``profile``, on every training ad for ``epochs`` epochs
-    without early stopping; its quality curve (a row per epoch)."""
-    from adgen_utils.lstm import training
-    from adgen_utils.series.profiles import profile_values
-
-    values = {**profile_values(profile, notebook), "epochs": epochs, "patience": epochs, "max_train_ads": None}
-    training.train_for_notebook(notebook, values, run_dir, progress=False)
-    return {"curve": pd.read_csv(model_dir(run_dir, notebook) / QUALITY_CURVE_FILE).to_dict("records")}
+def lstm_curve(run_dir: Path, profile: str, model: str, epochs: int) -> list[dict]:
+    """The lesson that trains ``model`` (ONE_HOT_LSTM or EMBEDDING_LSTM) run on every training ad
+    for ``epochs`` epochs; its quality curve, a row per epoch."""
+    run_lesson(LSTM_LESSONS[model], run_dir, profile, epochs=epochs, max_train_ads=None)
+    return pd.read_csv(model_dir(run_dir, model) / QUALITY_CURVE_FILE).to_dict("records")
 
 
-def _compute_finetune(
-    run_dir: str, profile: str, fraction: float, base_model: str | None = None, steps: int | None = None, **changes
-) -> dict:
-    """Notebook 06 of ``profile`` fine-tuned for ``fraction`` of its own optimizer steps (``max_steps``,
-    or what its ``epochs`` over its training blocks come to), or for exactly ``steps``, with its
-    learning-rate schedule over those steps; its quality curve (before training, after the last step)."""
-    from adgen_utils.series.profiles import profile_values
-    from adgen_utils.transformer import finetune
-
-    values = {**profile_values(profile, "06_fine_tuning"), **changes}
-    if base_model:
-        values["base_model"] = base_model
-    inputs = finetune.prepare_finetune(values, run_dir, log=lambda *_: None)
-    if steps is None:
-        total = values["max_steps"]
-        if total <= 0:
-            blocks = len(finetune.pack_blocks(inputs.train_texts, inputs.tokenizer, values["block_size"]))
-            total = math.ceil(blocks * values["epochs"] / (values["batch_size"] * values["gradient_accumulation"]))
-        steps = max(1, round(total * fraction))
-    values.update(max_steps=steps, eval_steps=None)
-    folder = Path(run_dir) / "bench" / f"finetuned_{steps}_{values['category_prefix']}"
-    config = finetune.config_from_parameters(values)
-    result = finetune.finetune(inputs.model_path, inputs.train_texts, inputs.validation_texts, config, folder, False)
-    curve = pd.read_csv(folder / QUALITY_CURVE_FILE)
-    return {"curve": curve.to_dict("records"), "folder": str(folder), "steps": result.summary["steps"]}
+def finetune(run_dir: Path, profile: str, **settings) -> dict:
+    """``adgen finetune --profile PROFILE`` with ``settings`` (``-p NAME=VALUE``) in ``run_dir``, as a
+    child process. Returns the command's summary, its ``quality_curve`` (before training, then each
+    evaluation) and wall ``seconds``; the model folder is left for the caller, who removes it with
+    :func:`remove_finetuned` before the next run (or that run would resume it)."""
+    command = [*ADGEN, "finetune", "--profile", profile, "--run-dir", str(run_dir), "--no-progress"]
+    command += [part for name, value in settings.items() for part in ("-p", f"{name}={json.dumps(value)}")]
+    child = run_child(command)
+    result = printed_json(child, "adgen finetune")
+    curve = pd.read_csv(model_dir(run_dir, FINETUNED) / QUALITY_CURVE_FILE).to_dict("records")
+    return {**result, "quality_curve": curve, "seconds": child["seconds"]}
 
 
-def _compute_few_shot(run_dir: str, model: str, shots: int, validation_ads: int | None, seed: int = 0) -> dict:
-    """The footing of ``model`` with ``shots`` same-category training ads before each of the
-    quality curves' validation ads: the line a model with no training budget draws."""
-    from adgen_utils.corpus.data import load_dataset
-    from adgen_utils.corpus.data import validation_ads as drawn
-    from adgen_utils.models import load_ad_model
-    from adgen_utils.study.evaluation import evaluate_ad_model
-
-    train = load_dataset(Path(run_dir) / DATA_FOLDER, split="train")
-    ads = drawn(run_dir, validation_ads)
-    scored = load_ad_model(model, shots=shots, examples=train, seed=seed, models_dir=Path(run_dir) / MODELS_FOLDER)
-    return evaluate_ad_model(scored, ads["ad"].tolist(), ads["category"].tolist())
-
-
-def _category_finetune(
-    run_dir: str, profile: str, steps: int, prefix: bool, products: int, base_model: str | None
-) -> dict:
-    """Notebook 06 fine-tuned ``steps`` steps with or without the category prefix, then scored on
-    the quality curves' validation ads (with their categories when it reads them) and asked for one
-    ad per product of ``products`` validation products (their category given when it reads one).
-    Returns the footing, the products and their ads."""
-    from adgen_utils.corpus.data import validation_ads as drawn
-    from adgen_utils.models import DECODINGS, categories_for, load_ad_model
-    from adgen_utils.parameters import DEFAULT_DECODING
-    from adgen_utils.series.profiles import profile_values
-    from adgen_utils.study.evaluation import evaluate_ad_model
-    from adgen_utils.study.products import product_set
-
-    trained = _compute_finetune(run_dir, profile, 1.0, base_model, steps=steps, category_prefix=prefix)
-    model = load_ad_model(trained["folder"])
-    values = profile_values(profile, "06_fine_tuning")
-    scored = drawn(run_dir, values["validation_ads"])
-    footing = evaluate_ad_model(model, scored["ad"].tolist(), scored["category"].tolist())
-    chosen = product_set(drawn(run_dir, None), products, seed=0)
-    decoding = DECODINGS[DEFAULT_DECODING]
-    ads = model.generate(
-        chosen["prompt"].tolist(), decoding, categories=categories_for(model, chosen["category"].tolist())
-    )
-    return {"footing": footing, "products": chosen.to_dict("records"), "ads": [str(a) for a in ads]}
-
-
-def _prepare_tokens(run_dir: str, model: str, way: str, block_size: int) -> dict:
-    """Notebook 06's training data from every training ad of ``run_dir``, as fine-tuning reads it
-    (the saved dataset, then its training texts): tokenized in memory and packed (``way``
-    "in_memory", :func:`adgen_utils.transformer.finetune.pack_blocks`) or streamed a chunk at a time
-    into a token file on disk ("token_file", what fine-tuning does)."""
-    from transformers import AutoTokenizer
-
-    from adgen_utils.corpus.data import load_dataset
-    from adgen_utils.transformer import finetune, pretrained, stream
-
-    texts = load_dataset(Path(run_dir) / DATA_FOLDER, split="train")["ad"].tolist()
-    folder = pretrained.resolve_model(model, Path(run_dir) / MODELS_FOLDER, training_texts=texts)
-    tokenizer = pretrained.prepare_tokenizer(AutoTokenizer.from_pretrained(folder))
-    started = time.perf_counter()
-    if way == "in_memory":
-        tokens = finetune.pack_blocks(texts, tokenizer, block_size).tokens
-    else:
-        folder = Path(run_dir) / TOKENS_FOLDER
-        tokens = stream.prepare_token_file(stream.in_chunks(texts), tokenizer, folder, {"ads": len(texts)})["tokens"]
-        shutil.rmtree(folder)
-    return {"ads": len(texts), "tokens": tokens, "prepare_seconds": round(time.perf_counter() - started, 2)}
-
-
-WORKLOADS = {
-    f.__name__.lstrip("_"): f
-    for f in (
-        _load_ads,
-        _pandas_read_csv,
-        _prepare,
-        _original_pipeline,
-        _many_to_many,
-        _train_epoch,
-        _finetune_steps,
-        _generate,
-        _build_run,
-        _compute_lstm,
-        _compute_finetune,
-        _compute_few_shot,
-        _category_finetune,
-        _prepare_tokens,
-    )
-}
-
-
-def _child_main() -> None:
-    result = WORKLOADS[sys.argv[1]](**json.loads(sys.argv[2]))
-    print(json.dumps(result))
+def remove_finetuned(run_dir: Path) -> None:
+    shutil.rmtree(model_dir(run_dir, FINETUNED))
 
 
 # ---------------------------------------------------------------------------------------
-# Measuring (in the parent)
+# The benchmarks
 
 
-def _run_child(arguments: list[str], kill_after: float | None = None) -> dict:
-    """Run ``python ARGUMENTS`` as a child process and wait for it, or SIGKILL it once it has run
-    ``kill_after`` seconds. Returns its ``exit_code`` (-9 when killed), ``stdout``, ``stderr``, wall
-    ``seconds`` and ``peak_rss_mib`` (its own ``ru_maxrss`` from ``wait4``, not all children's)."""
-    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
-        started = time.perf_counter()
-        child = subprocess.Popen([sys.executable, *arguments], stdout=stdout, stderr=stderr)
-        while True:
-            pid, status, usage = os.wait4(child.pid, 0 if kill_after is None else os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() - started >= kill_after:
-                child.send_signal(signal.SIGKILL)
-                kill_after = None  # now wait for it to die
-            else:
-                time.sleep(0.05)
-        seconds = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
-        stdout.seek(0)
-        stderr.seek(0)
-        return {
-            "exit_code": child.returncode,
-            "stdout": stdout.read(),
-            "stderr": stderr.read(),
-            "seconds": seconds,
-            "peak_rss_mib": usage.ru_maxrss / 1024,
-        }
-
-
-def _measure(workload: str, **arguments) -> dict:
-    """Run one workload in a child Python; return its result plus wall ``seconds`` and ``peak_rss_mib``."""
-    child = _run_child(["-m", "adgen_utils.apps.bench", workload, json.dumps(arguments)])
-    if child["exit_code"] != 0:
-        raise RuntimeError(f"benchmark workload {workload} failed:\n{child['stderr'][-3000:]}")
-    result = json.loads(child["stdout"].strip().splitlines()[-1])
-    return {**result, "seconds": child["seconds"], "peak_rss_mib": child["peak_rss_mib"]}
-
-
-def _ratio(numerator: float, denominator: float) -> float:
-    """numerator / denominator to 3 significant digits (a fixed number of decimals would turn 0.04 into 0.0)."""
-    return float(f"{numerator / denominator:.3g}")
-
-
-def _summary(measured: list[dict], rate_key: str | None = None) -> dict:
-    out = {
-        "median_seconds": round(statistics.median(m["seconds"] for m in measured), 2),
-        "seconds": [round(m["seconds"], 2) for m in measured],
-        "peak_rss_mib": round(max(m["peak_rss_mib"] for m in measured), 1),
-    }
-    if rate_key:  # 4 significant digits: ratios of small rates (0.8 ads/s) must not come from rounded values
-        out[f"median_{rate_key}"] = float(f"{statistics.median(m[rate_key] for m in measured):.4g}")
-        out[rate_key] = [float(f"{m[rate_key]:.4g}") for m in measured]
-    keep = {k: v for k, v in measured[0].items() if k not in ("seconds", "peak_rss_mib", rate_key)}
-    return {**out, **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in keep.items()}}
-
-
-def bench_data(source: str, repeats: int = 3) -> dict:
+def bench_data(source: str, repeats: int = 3, log=say) -> dict:
     """Time and peak RSS of ``load_ads`` against plain ``pandas.read_csv`` of the same files."""
     runs = {"adgen_load_ads": [], "pandas_read_csv": []}
-    for _ in range(repeats):
-        runs["adgen_load_ads"].append(_measure("load_ads", source=source))
-        runs["pandas_read_csv"].append(_measure("pandas_read_csv", source=source))
-    out = {"source": source, "repeats": repeats, **{name: _summary(m) for name, m in runs.items()}}
-    out["time_ratio_adgen_over_pandas"] = _ratio(
+    for repeat in range(repeats):
+        log(f"run {repeat + 1}/{repeats}")
+        runs["adgen_load_ads"].append(measure("load_ads", source=source))
+        runs["pandas_read_csv"].append(measure("pandas_read_csv", source=source))
+    out = {"source": source, "repeats": repeats, **{name: summary(m) for name, m in runs.items()}}
+    out["time_ratio_adgen_over_pandas"] = ratio(
         out["adgen_load_ads"]["median_seconds"], out["pandas_read_csv"]["median_seconds"]
     )
     return out
@@ -522,14 +153,14 @@ def bench_lstm(
     scale run of ours: preparation, training speed with both losses, projected epoch time."""
     out: dict = {"repeats": repeats}
     with tempfile.TemporaryDirectory() as work:
-        small = Path(work, "ads")
+        small = str(Path(work, "ads"))
         log(f"(a) preparing {ads_source} with every training word in the vocabulary")
-        out["a_prepare"] = _summary(
-            [_measure("prepare", source=ads_source, folder=str(small), min_count=1, max_vocabulary=None)]
+        out["a_prepare"] = summary(
+            [measure("prepare", source=ads_source, folder=small, min_count=1, max_vocabulary=None)]
         )
-        ours = {"folder": str(small), "steps": steps}
+        ours = {"folder": small, "steps": steps}
         ways = {
-            "original_one_hot_windows": ("original_pipeline", {"folder": str(small), "steps": original_steps}),
+            "original_one_hot_windows": ("original_pipeline", {"folder": small, "steps": original_steps}),
             "ours_lstm_one_hot_input": ("many_to_many", {**ours, "model_input": "one_hot", "loss": "full"}),
             "ours_embedding_lstm": ("many_to_many", {**ours, "model_input": "embedding", "loss": "full"}),
             "ours_embedding_lstm_sampled_softmax": (
@@ -541,50 +172,47 @@ def bench_lstm(
         for repeat in range(repeats):
             for name, (workload, arguments) in ways.items():
                 log(f"(a) run {repeat + 1}/{repeats}: {name}")
-                runs[name].append(_measure(workload, **arguments))
-        a = {name: _summary(m, "predictions_per_second") for name, m in runs.items()}
+                runs[name].append(measure(workload, **arguments))
+        a = {name: summary(m, "predictions_per_second") for name, m in runs.items()}
         base = a["original_one_hot_windows"]
         for name in list(ways)[1:]:
-            a[name]["speedup_over_original"] = _ratio(
+            a[name]["speedup_over_original"] = ratio(
                 a[name]["median_predictions_per_second"], base["median_predictions_per_second"]
             )
-            a[name]["peak_rss_over_original"] = _ratio(a[name]["peak_rss_mib"], base["peak_rss_mib"])
+            a[name]["peak_rss_over_original"] = ratio(a[name]["peak_rss_mib"], base["peak_rss_mib"])
         out["a_original_vs_ours"] = a
-
         if corpus:
-            large = Path(work, "corpus")
-            log(f"(b) preparing {corpus}")
-            prepared = _measure("prepare", source=corpus, folder=str(large), min_count=2, max_vocabulary=None)
-            b = {"corpus": corpus, "prepare": _summary([prepared])}
-            scale = FULL_CORPUS_ADS / max(prepared["rows_read"], 1)
-            for loss in ("full", "sampled"):
-                log(f"(b) training speed, {loss} softmax")
-                speed = _measure(
-                    "many_to_many",
-                    folder=str(large),
-                    model_input="embedding",
-                    loss=loss,
-                    steps=steps if loss == "sampled" else max(steps // 6, 5),
-                )
-                per_second = speed["predictions_per_second"]
-                b[f"train_{loss}_softmax"] = {
-                    "predictions_per_second": round(per_second, 1),
-                    "peak_rss_mib": round(speed["peak_rss_mib"], 1),
-                    "epoch_hours_this_corpus": round(prepared["train_predictions"] / per_second / 3600, 2),
-                    "projected_epoch_hours_full_corpus": round(
-                        prepared["train_predictions"] * scale / per_second / 3600, 2
-                    ),
-                }
-            b["full_corpus_scale_factor"] = round(scale, 2)
-            if full_epoch:
-                log("(b) one whole epoch, sampled softmax")
-                b["one_epoch_sampled_softmax"] = _summary([_measure("train_epoch", folder=str(large), loss="sampled")])
-            out["b_scale"] = b
+            out["b_scale"] = _lstm_scale(corpus, str(Path(work, "corpus")), steps, full_epoch, log)
     return out
 
 
+def _lstm_scale(corpus: str, folder: str, steps: int, full_epoch: bool, log) -> dict:
+    """bench_lstm's (b): ``corpus`` prepared, then ours' training speed with the full and the sampled
+    softmax, and the epoch time that gives on this corpus and projected to the full corpus."""
+    log(f"(b) preparing {corpus}")
+    prepared = measure("prepare", source=corpus, folder=folder, min_count=2, max_vocabulary=None)
+    b = {"corpus": corpus, "prepare": summary([prepared])}
+    scale = FULL_CORPUS_ADS / max(prepared["rows_read"], 1)
+    for loss in ("full", "sampled"):
+        log(f"(b) training speed, {loss} softmax")
+        timed = steps if loss == "sampled" else max(steps // 6, 5)
+        speed = measure("many_to_many", folder=folder, model_input="embedding", loss=loss, steps=timed)
+        per_second = speed["predictions_per_second"]
+        b[f"train_{loss}_softmax"] = {
+            "predictions_per_second": round(per_second, 1),
+            "peak_rss_mib": round(speed["peak_rss_mib"], 1),
+            "epoch_hours_this_corpus": round(prepared["train_predictions"] / per_second / 3600, 2),
+            "projected_epoch_hours_full_corpus": round(prepared["train_predictions"] * scale / per_second / 3600, 2),
+        }
+    b["full_corpus_scale_factor"] = round(scale, 2)
+    if full_epoch:
+        log("(b) one whole epoch, sampled softmax")
+        b["one_epoch_sampled_softmax"] = summary([measure("train_epoch", folder=folder, loss="sampled")])
+    return b
+
+
 def bench_finetune(
-    model: str = default("06_fine_tuning", "base_model"),
+    model: str = Finetune.base_model,
     repeats: int = 2,
     steps: int = 3,
     batch_size: int = 4,
@@ -592,9 +220,9 @@ def bench_finetune(
     lora: bool = True,
     log=say,
 ) -> dict:
-    """Training tokens per second with packed blocks against one ad per padded row (same model,
+    """Training tokens per second with packed rows against one ad per padded row (same model,
     same ads, same rows per step), alternating in one run; plus peak RSS of each way, of LoRA and,
-    on a CPU with bfloat16 instructions, of packed blocks in bf16 autocast (what
+    on a CPU with bfloat16 instructions, of packed rows in bf16 autocast (what
     :func:`adgen_utils.hardware.training_precision` picks there)."""
     ways = {
         "packed": {"layout": "packed"},
@@ -607,36 +235,28 @@ def bench_finetune(
         ways["packed_bf16"] = {"layout": "packed", "bf16": True}
     runs = {name: [] for name in ways}
     for repeat in range(repeats):
-        for name, arguments in ways.items():
+        for name, way in ways.items():
             log(f"run {repeat + 1}/{repeats}: {name}")
-            runs[name].append(
-                _measure(
-                    "finetune_steps",
-                    model=model,
-                    steps=steps,
-                    batch_size=batch_size,
-                    block_size=block_size,
-                    **{"method": "full", **arguments},
-                )
-            )
+            sizes = {"steps": steps, "batch_size": batch_size, "block_size": block_size}
+            runs[name].append(measure("finetune_steps", model=model, **sizes, **way))
     out = {
         "model": model,
         "repeats": repeats,
         "timed_steps": steps,
         "batch_size": batch_size,
         "block_size": block_size,
-        **{name: _summary(m, "tokens_per_second") for name, m in runs.items()},
+        **{name: summary(m, "tokens_per_second") for name, m in runs.items()},
     }
     packed = out["packed"]["median_tokens_per_second"]
     for name in ("padded_to_block", "padded_to_longest_in_batch"):
-        out[f"packed_over_{name}"] = _ratio(packed, out[name]["median_tokens_per_second"])
+        out[f"packed_over_{name}"] = ratio(packed, out[name]["median_tokens_per_second"])
     if "packed_bf16" in out:
-        out["bf16_over_fp32"] = _ratio(out["packed_bf16"]["median_tokens_per_second"], packed)
+        out["bf16_over_fp32"] = ratio(out["packed_bf16"]["median_tokens_per_second"], packed)
     return out
 
 
 def bench_generate(
-    model: str = default("05_zero_few_shot", "models")[0],
+    model: str = Prompting().models[0],
     repeats: int = 2,
     prompts: int = 64,
     batch_size: int = 64,
@@ -650,7 +270,7 @@ def bench_generate(
         for name, size in ways.items():
             log(f"run {repeat + 1}/{repeats}: {name}")
             runs[name].append(
-                _measure("generate", model=model, prompts=prompts, batch_size=size, max_new_tokens=max_new_tokens)
+                measure("generate", model=model, prompts=prompts, batch_size=size, max_new_tokens=max_new_tokens)
             )
     out = {
         "model": model,
@@ -658,9 +278,9 @@ def bench_generate(
         "prompts": prompts,
         "batch_size": batch_size,
         "max_new_tokens": max_new_tokens,
-        **{name: _summary(m, "ads_per_second") for name, m in runs.items()},
+        **{name: summary(m, "ads_per_second") for name, m in runs.items()},
     }
-    out["batched_over_one_at_a_time"] = _ratio(
+    out["batched_over_one_at_a_time"] = ratio(
         out["batched"]["median_ads_per_second"], out["one_at_a_time"]["median_ads_per_second"]
     )
     return out
@@ -689,12 +309,12 @@ def _ads_file(path: Path) -> dict:
 
 
 def bench_catalog(
-    model: str = default("05_zero_few_shot", "models")[0],
+    model: str = Prompting().models[0],
     products: int = 200,
     kill_after: float = 30.0,
-    batch_size: int = catalog_default("batch_size"),
-    max_new_tokens: int = catalog_default("max_new_tokens"),
-    candidates: int = catalog_default("candidates"),
+    batch_size: int = Catalog.batch_size,
+    max_new_tokens: int = Catalog.max_new_tokens,
+    candidates: int = Catalog.candidates,
     log=say,
 ) -> dict:
     """``adgen generate`` on ``products`` products of the test split, one ad each chosen from
@@ -710,23 +330,21 @@ def bench_catalog(
         count = _catalog_products(inputs, products, seed=0)
         settings = ["--per-product", "1", "--candidates", str(candidates), "--max-new-tokens", str(max_new_tokens)]
         settings += ["--batch-size", str(batch_size)]
-        command = ["generate", "--model", model, "--input", str(inputs), "--output", str(output), *settings]
+        command = [*ADGEN, "generate", "--model", model, "--input", str(inputs), "--output", str(output), *settings]
         command += ["--no-progress"]
         log(f"adgen generate on {count} products, killed after {kill_after:g} s")
-        killed = _run_child(["-m", "adgen_utils.apps.cli", *command], kill_after=kill_after)
+        killed = run_child(command, kill_after=kill_after)
         on_disk = _ads_file(output)
         log(f"{on_disk['rows']} ads on disk; resuming")
-        resumed = _run_child(["-m", "adgen_utils.apps.cli", *command])
-        if resumed["exit_code"] != 0:
-            raise RuntimeError(f"the resumed adgen generate failed:\n{resumed['stderr'][-3000:]}")
-        summary = json.loads(resumed["stdout"][resumed["stdout"].index("{") :])
+        resumed = run_child(command)
+        done = printed_json(resumed, "the resumed adgen generate")
         final = _ads_file(output)
     return {
         "model": model,
         "generate_command": " ".join(
             ["adgen generate --model", model, "--input products.csv --output ads.csv", *settings]
         ),
-        "decoding": catalog_default("decoding"),
+        "decoding": Catalog.decoding,
         "products": count,
         "kill_after_seconds": kill_after,
         "killed_run": {
@@ -739,13 +357,13 @@ def bench_catalog(
         "resumed_run": {
             "seconds": round(resumed["seconds"], 2),
             "peak_rss_mib": round(resumed["peak_rss_mib"], 1),
-            "resumed_from": summary["resumed_from"],
-            "products_done": summary["products_done"],
-            "generating_seconds": summary["seconds"],
-            "products_per_second": round(summary["products_done"] / summary["seconds"], 3),
+            "resumed_from": done["resumed_from"],
+            "products_done": done["products_done"],
+            "generating_seconds": done["seconds"],
+            "products_per_second": round(done["products_done"] / done["seconds"], 3),
         },
-        "passing_share": summary["passing_share"],
-        "rejected_candidates": summary["rejected_candidates"],
+        "passing_share": done["passing_share"],
+        "rejected_candidates": done["rejected_candidates"],
         "rows": final["rows"],
         "distinct_pairs": final["distinct_pairs"],
         "lost": count - final["distinct_pairs"],
@@ -754,109 +372,120 @@ def bench_catalog(
 
 
 def bench_compute(
-    profile: str = DEFAULT_PROFILE,
+    profile: str = "quick",
     corpus: str | None = None,
     epochs_scale: float = 2.0,
     fractions: tuple = (0.125, 0.25, 0.5, 1.0, 2.0),
-    shots: int = default("07_evaluation", "shots"),
+    shots: int = Evaluation.shots,
     figure: str | None = "figures/bench_compute.png",
     log=say,
 ) -> dict:
     """Quality against training compute, each model family of the series on the same training ads
-    (``profile``'s notebooks 01-02; ``corpus`` replaces its data source) and scored on the same
-    validation ads with notebook 07's footing: the one-hot and the Embedding LSTM for
-    ``epochs_scale`` times their profile's epochs on every training ad, one checkpoint per epoch (a
-    constant learning rate, so a checkpoint is what a run of that length gives); the fine-tuned
-    transformer for ``fractions`` of notebook 06's optimizer steps (its ``max_steps``, or its epochs
-    over its training blocks), each a run of its own with its schedule over its own steps; notebook 07's pretrained model with ``shots`` examples as a flat line.
-    Each in its own process. Reports the curves (bits per character, per-word perplexity, top-5
-    against training seconds on this machine and training FLOPs), the flat line, when the fine-tuned
-    model overtakes the best LSTM (:func:`adgen_utils.study.compute.overtaking`), and writes the
-    figure to ``figure`` (None: none)."""
-    from adgen_utils.series.profiles import profile_values
+    (``profile``'s lessons 01-02; ``corpus`` replaces its data source) and scored on the same
+    validation ads with the footing: lessons 03 and 04 run for ``epochs_scale`` times their
+    profile's epochs on every training ad, one checkpoint per epoch (a constant learning rate, so a
+    checkpoint is what a run of that length gives); ``adgen finetune`` for ``fractions`` of the
+    profile's optimizer steps (its ``max_steps``, or what its epochs come to), each a run of its own
+    with its schedule over its own steps; the profile's pretrained model with ``shots`` examples as
+    a flat line. Reports the curves (bits per character, per-word perplexity, top-5 against
+    training seconds on this machine and training FLOPs), the flat line, when the fine-tuned model
+    overtakes the best LSTM (:func:`adgen_utils.study.compute.overtaking`), and writes the figure
+    to ``figure`` (None: none)."""
     from adgen_utils.study.compute import CHALLENGER, CONTENDERS, overtaking, plot_quality_vs_compute
 
-    tuned_values = profile_values(profile, "06_fine_tuning")
-    with tempfile.TemporaryDirectory() as run_dir:
-        log(f"preparing the {profile} profile's data")
-        sizes = _measure("build_run", run_dir=run_dir, profile=profile, corpus=corpus, sample_size=None)
+    tuned = profile_values(profile, Finetune)
+    with tempfile.TemporaryDirectory() as work:
+        run_dir = Path(work)
+        log(f"preparing the {profile} profile's data (lessons 01, 02)")
+        sizes = prepare_run(run_dir, profile, **({"data_source": corpus} if corpus else {}))
         rows = []
-        for notebook, label in CONTENDERS.items():
-            epochs = max(1, round(profile_values(profile, notebook)["epochs"] * epochs_scale))
-            log(f"{label}: {epochs} epochs")
-            measured = _measure("compute_lstm", run_dir=run_dir, profile=profile, notebook=notebook, epochs=epochs)
-            rows += [{**row, "model": label} for row in measured["curve"]]
-        label, budgets = next(iter(CHALLENGER.values())), []
-        for fraction in sorted(fractions):
-            log(f"{label}: {fraction:g} of notebook 06's steps")
-            measured = _measure("compute_finetune", run_dir=run_dir, profile=profile, fraction=fraction)
-            if measured["steps"] in budgets:
-                continue  # a fraction that rounds to the same steps as the one before
-            budgets.append(measured["steps"])
-            if not any(row["model"] == label for row in rows):
-                rows.append({**measured["curve"][0], "model": label})  # before training, once
-            rows.append({**measured["curve"][-1], "model": label})
-        pretrained = profile_values(profile, "07_evaluation")["pretrained_model"]
+        for model, label in CONTENDERS.items():
+            notebook = LSTM_LESSONS[model]
+            epochs = max(1, round(profile_values(profile, LESSONS[notebook])["epochs"] * epochs_scale))
+            log(f"{label}: lesson {notebook}, {epochs} epochs")
+            rows += [{**row, "model": label} for row in lstm_curve(run_dir, profile, model, epochs)]
+        label = CHALLENGER[FINETUNED]
+        curves = _finetune_curves(run_dir, profile, tuned["max_steps"], fractions, log)
+        rows.append({**next(iter(curves.values()))[0], "model": label})  # before training, once
+        rows += [{**curve[-1], "model": label} for curve in curves.values()]
+        pretrained = profile_values(profile, Evaluation)["pretrained_model"]
         log(f"{pretrained}, {shots}-shot")
-        few = _measure(
-            "compute_few_shot",
-            run_dir=run_dir,
-            model=pretrained,
-            shots=shots,
-            validation_ads=tuned_values["validation_ads"],
-        )
-    curves = pd.DataFrame(rows)
+        arguments = {"model": pretrained, "shots": shots, "validation_ads": tuned["validation_ads"]}
+        few = measure("few_shot_footing", run_dir=str(run_dir), **arguments)
+    table = pd.DataFrame(rows)
     flat = {f"{pretrained} {shots}-shot": few["bits_per_char"]}
     if figure:
-        plot_quality_vs_compute(curves, flat, Path(figure).parent, Path(figure).stem)
+        plot_quality_vs_compute(table, flat, Path(figure).parent, Path(figure).stem)
     return {
         "profile": profile,
-        "corpus": corpus or profile_values(profile, "01_eda")["data_source"],
+        "corpus": corpus or profile_values(profile, Corpus)["data_source"],
         "splits": sizes["splits"],
-        "validation_ads": int(curves["validation_ads"].iloc[0]),
-        "base_model": tuned_values["base_model"],
-        "finetune_steps": budgets,
-        "curves": curves.to_dict("records"),
+        "validation_ads": int(table["validation_ads"].iloc[0]),
+        "base_model": tuned["base_model"],
+        "finetune_steps": list(curves),
+        "curves": table.to_dict("records"),
         "flat": flat,
-        "overtaking": overtaking(curves),
+        "overtaking": overtaking(table),
         "figure": figure,
     }
+
+
+def _finetune_curves(run_dir: Path, profile: str, max_steps: int, fractions, log) -> dict[int, list[dict]]:
+    """``adgen finetune`` for each of ``fractions`` of the profile's optimizer steps, no evaluation
+    but before and after; the quality curve of each, by steps, fewest first. A profile that trains
+    for epochs (``max_steps`` -1) runs its own budget first, which tells how many steps that is."""
+    curves = {}
+    total = max_steps
+    if total <= 0:
+        log(f"fine-tuning: the {profile} profile's own epochs")
+        whole = finetune(run_dir, profile, eval_steps=None)
+        total = whole["steps"]
+        curves[total] = whole["quality_curve"]
+        remove_finetuned(run_dir)
+    for steps in sorted({max(1, round(total * fraction)) for fraction in fractions}):
+        if steps not in curves:
+            log(f"fine-tuning: {steps} of the profile's {total} steps")
+            curves[steps] = finetune(run_dir, profile, max_steps=steps, eval_steps=None)["quality_curve"]
+            remove_finetuned(run_dir)
+    wanted = {max(1, round(total * fraction)) for fraction in fractions}
+    return {steps: curves[steps] for steps in sorted(wanted)}
 
 
 def bench_category(
     corpus: str = "../shared/data/amazon_ads_sample10",
     sample_size: int = 30_000,
-    steps: int = default("06_fine_tuning", "max_steps"),
+    steps: int = Finetune.max_steps,
     products: int = 80,
-    base_model: str | None = None,
+    base_model: str = Finetune.base_model,
     log=say,
 ) -> dict:
-    """Whether the category prefix helps, on a corpus of many categories: notebook 06 (quick
-    profile, ``base_model`` replacing its base) fine-tuned for ``steps`` steps on the same training
-    ads of ``sample_size`` ads drawn from ``corpus``, once without and once with ``"<category> | "``
-    before every ad. Reports each one's footing on the same validation ads (the prefixed model reads
-    their categories), and for ``products`` validation products the share of ads a word-frequency
-    classifier fitted on the training ads (:class:`adgen_utils.study.products.CategoryClassifier`)
+    """Whether the category prefix helps, on a corpus of many categories: ``adgen finetune`` (quick
+    profile, ``base_model``) for ``steps`` steps on the same training ads of ``sample_size`` ads
+    drawn from ``corpus`` (lesson 01), once without and once with ``"<category> | "`` before every
+    ad. Reports each one's footing on the same validation ads (the prefixed model reads their
+    categories), and for ``products`` validation products the share of ads a word-frequency
+    classifier fitted on the training ads (:class:`benchmarks.category_classifier.CategoryClassifier`)
     puts in the product's category, beside its accuracy on the products' real ads."""
     from adgen_utils.corpus.data import load_dataset
-    from adgen_utils.study.products import CategoryClassifier
 
-    with tempfile.TemporaryDirectory() as run_dir:
-        log(f"preparing {sample_size:,} ads of {corpus}")
-        sizes = _measure("build_run", run_dir=run_dir, profile="quick", corpus=corpus, sample_size=sample_size)
+    validation_ads = Finetune.validation_ads
+    with tempfile.TemporaryDirectory() as work:
+        run_dir = Path(work)
+        log(f"preparing {sample_size:,} ads of {corpus} (lesson 01)")
+        sizes = prepare_run(run_dir, "quick", sequences=False, data_source=corpus, sample_size=sample_size)
         runs = {}
         for prefix in (False, True):
             log(f"fine-tuning {'with' if prefix else 'without'} the category prefix: {steps} steps")
-            runs[prefix] = _measure(
-                "category_finetune",
-                run_dir=run_dir,
-                profile="quick",
-                steps=steps,
-                prefix=prefix,
-                products=products,
-                base_model=base_model,
+            tuned = finetune(
+                run_dir, "quick", base_model=base_model, category_prefix=prefix, max_steps=steps, eval_steps=None
             )
-        classifier = CategoryClassifier(load_dataset(Path(run_dir) / DATA_FOLDER, split="train"))
+            folder = str(model_dir(run_dir, FINETUNED))
+            scored = measure(
+                "footing_and_ads", run_dir=str(run_dir), model=folder, validation_ads=validation_ads, products=products
+            )
+            runs[prefix] = {**scored, "seconds": tuned["seconds"]}
+            remove_finetuned(run_dir)
+        classifier = CategoryClassifier(load_dataset(run_dir / DATA_FOLDER, split="train"))
     chosen = pd.DataFrame(runs[False]["products"])
     wanted = chosen["category"].tolist()
 
@@ -869,7 +498,7 @@ def bench_category(
         "sample_size": sample_size,
         "splits": sizes["splits"],
         "categories": sizes["categories"],
-        "base_model": base_model or default("06_fine_tuning", "base_model"),
+        "base_model": base_model,
         "steps": steps,
         "validation_ads": runs[False]["footing"]["ads"],
         "products": len(chosen),
@@ -890,11 +519,11 @@ def bench_category(
 
 
 def bench_distributed(
-    model: str = default("06_fine_tuning", "base_model"),
+    model: str = Finetune.base_model,
     processes: tuple = (1, 2),
     steps: int = 6,
-    batch_size: int = default("06_fine_tuning", "batch_size"),
-    block_size: int = default("06_fine_tuning", "block_size"),
+    batch_size: int = Finetune.batch_size,
+    block_size: int = Finetune.block_size,
     log=say,
 ) -> dict:
     """``adgen finetune`` (quick profile, ``model``, ``steps`` steps of ``batch_size`` blocks of
@@ -906,7 +535,7 @@ def bench_distributed(
     the point there, the memory per process and the same result are."""
     torchrun = Path(sys.executable).with_name("torchrun")
     with tempfile.TemporaryDirectory() as work:
-        _measure("build_run", run_dir=str(Path(work, "data-run")), profile="quick", corpus=None, sample_size=None)
+        prepare_run(Path(work, "data-run"), "quick", sequences=False)
         runs = {}
         for count in processes:
             run_dir = Path(work, f"run-{count}")
@@ -914,20 +543,20 @@ def bench_distributed(
             log(f"adgen finetune on {count} process(es): {steps} steps")
             settings = [f"base_model={json.dumps(model)}", f"max_steps={steps}", "eval_steps=null"]
             settings += [f"batch_size={batch_size}", f"block_size={block_size}", "validation_ads=20"]
-            command = [str(torchrun), "--nproc_per_node", str(count), "--standalone", "-m", "adgen_utils.apps.cli"]
+            command = [str(torchrun), "--nproc_per_node", str(count), "--standalone", *ADGEN]
             command += ["finetune", "--profile", "quick", "--run-dir", str(run_dir), "--no-progress"]
             command += [part for setting in settings for part in ("-p", setting)]
             child = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
             if child.returncode != 0:
                 raise RuntimeError(f"adgen finetune on {count} processes failed:\n{child.stderr[-3000:]}")
-            summary = json.loads(child.stdout[child.stdout.index("{") :])
-            history = pd.read_csv(model_dir(run_dir, "06_fine_tuning") / HISTORY_FILE)
-            trained = summary["steps"] * batch_size * block_size
+            done = json.loads(child.stdout[child.stdout.index("{") :])
+            history = pd.read_csv(model_dir(run_dir, FINETUNED) / HISTORY_FILE)
+            trained = done["steps"] * batch_size * block_size
             runs[str(count)] = {
-                "processes": summary["processes"],
-                "train_seconds": summary["train_seconds"],
-                "tokens_per_second": round(trained / summary["train_seconds"], 1),
-                "peak_rss_mib_per_process": summary["peak_rss_mib_per_process"],
+                "processes": done["processes"],
+                "train_seconds": done["train_seconds"],
+                "tokens_per_second": round(trained / done["train_seconds"], 1),
+                "peak_rss_mib_per_process": done["peak_rss_mib_per_process"],
                 "final_validation_loss": float(history["eval_loss"].dropna().iloc[-1]),
             }
     losses = [r["final_validation_loss"] for r in runs.values()]
@@ -944,30 +573,29 @@ def bench_distributed(
 
 def bench_tokens(
     corpus: str = "../shared/data/amazon_ads_sample10",
-    model: str = default("06_fine_tuning", "base_model"),
-    block_size: int = default("06_fine_tuning", "block_size"),
+    model: str = Finetune.base_model,
+    block_size: int = Finetune.block_size,
     full_corpus_ads: int = FULL_CORPUS_DISTINCT_ADS,
     log=say,
 ) -> dict:
-    """Peak RSS of preparing notebook 06's training data from ``corpus``, in memory (every ad
-    tokenized into Python lists, then packed) against streamed into a token file (what fine-tuning
-    does), each in its own process, for a split of half the corpus's ads and of all of them (the
-    dataset, read first, grows with it too). Each way's RSS is fitted as a line in the number of
-    cleaned ads and projected to ``full_corpus_ads`` (the whole corpus's distinct ads)."""
+    """Peak RSS of preparing the fine-tuning data from ``corpus``, in memory (every ad tokenized
+    into Python lists, then packed) against streamed into a token file (what fine-tuning does),
+    each in its own process, for a split of half the corpus's ads and of all of them (the dataset,
+    read first, grows with it too). Each way's RSS is fitted as a line in the number of cleaned
+    ads and projected to ``full_corpus_ads`` (the whole corpus's distinct ads)."""
     with tempfile.TemporaryDirectory() as work:
-        log(f"preparing {corpus}")
-        whole = _measure("build_run", run_dir=str(Path(work, "all")), profile="quick", corpus=corpus, sample_size=None)
+        log(f"preparing {corpus} (lesson 01)")
+        whole = prepare_run(Path(work, "all"), "quick", sequences=False, data_source=corpus)
         kept = sum(whole["splits"].values())
-        _measure("build_run", run_dir=str(Path(work, "half")), profile="quick", corpus=corpus, sample_size=kept // 2)
+        prepare_run(Path(work, "half"), "quick", sequences=False, data_source=corpus, sample_size=kept // 2)
         ways = {}
         for way in ("in_memory", "token_file"):
             points = []
             for size in ("half", "all"):
                 log(f"{way}: {size} of the ads")
                 run_dir = str(Path(work, size))
-                measured = _measure("prepare_tokens", run_dir=run_dir, model=model, way=way, block_size=block_size)
-                ads = kept // 2 if size == "half" else kept
-                points.append({**measured, "corpus_ads": ads})
+                measured = measure("prepare_tokens", run_dir=run_dir, model=model, way=way, block_size=block_size)
+                points.append({**measured, "corpus_ads": kept // 2 if size == "half" else kept})
             first, last = points
             per_ad = (last["peak_rss_mib"] - first["peak_rss_mib"]) / (last["corpus_ads"] - first["corpus_ads"])
             ways[way] = {
@@ -990,9 +618,105 @@ def bench_tokens(
     }
 
 
-def print_json(result: dict) -> None:
-    print(json.dumps(result, indent=2))
+# ---------------------------------------------------------------------------------------
+# The command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m benchmarks.bench NAME [options]``; an option left out keeps the benchmark
+    function's own default (its signature is the defaults' one home)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description="benchmarks that print JSON")
+    benchmarks = parser.add_subparsers(dest="benchmark", required=True)
+
+    def add(name: str, text: str, repeats: str | None = "runs of each way, alternated"):
+        sub = benchmarks.add_parser(name, help=text, argument_default=argparse.SUPPRESS)
+        if repeats:
+            sub.add_argument("--repeats", type=int, help=repeats)
+        return sub
+
+    data = add("data", "load time and peak RSS of the data layer against plain pandas.read_csv")
+    data.add_argument("source", help="'embedded', a CSV file or a corpus folder")
+    lstm = add(
+        "lstm",
+        "the original one-hot window pipeline against ours, and a scale run on a corpus",
+        repeats="runs of each way in (a), alternated",
+    )
+    lstm.add_argument("--corpus", help="a corpus for the scale run, e.g. ../shared/data/amazon_ads_sample10")
+    lstm.add_argument("--original-steps", type=int, help="timed batches of 4,096 windows for the original")
+    lstm.add_argument("--steps", type=int, help="timed batches of 64 ads for ours")
+    lstm.add_argument("--full-epoch", action="store_true", help="(b) also train one whole epoch (sampled softmax)")
+    model_help = "'smollm2-135m' (offline default), 'tiny', a model folder or a Hub id"
+    tune = add("finetune", "training tokens/s with packed rows against one ad per padded row (and LoRA), with peak RSS")
+    tune.add_argument("--model", help=model_help)
+    tune.add_argument("--steps", type=int, help="timed optimizer steps per run (after 2 untimed)")
+    tune.add_argument("--batch-size", type=int, help="rows per step")
+    tune.add_argument("--block-size", type=int, help="tokens per row")
+    tune.add_argument("--no-lora", dest="lora", action="store_false", help="skip the LoRA run")
+    generate = add("generate", "ads/s generating the same prompts batched against one prompt at a time")
+    generate.add_argument("--model", help=model_help)
+    generate.add_argument("--prompts", type=int, help="prompts (first words of validation ads)")
+    generate.add_argument("--batch-size", type=int, help="prompts per generate() call when batched")
+    generate.add_argument("--max-new-tokens", type=int)
+    catalog = add(
+        "catalog", "adgen generate batched on test-split products: killed, resumed, every row checked", repeats=None
+    )
+    catalog.add_argument("--model", help="'smollm2-135m' (offline default), a model folder or a Hub id")
+    catalog.add_argument("--products", type=int, help="products of the embedded test split (one ad each)")
+    catalog.add_argument("--kill-after", type=float, help="seconds after which the first run is killed")
+    catalog.add_argument("--batch-size", type=int, help="prompts per generate() call")
+    catalog.add_argument("--max-new-tokens", type=int)
+    compute = add(
+        "compute",
+        "quality against training compute: every model family on the same ads, bits per char against seconds and FLOPs",
+        repeats=None,
+    )
+    compute.add_argument("--profile", choices=list(PROFILES), help="the lessons' settings and data (default quick)")
+    compute.add_argument("--corpus", help="a corpus in place of the profile's data source")
+    compute.add_argument("--epochs-scale", type=float, help="LSTM epochs, times the profile's (default 2)")
+    compute.add_argument(
+        "--fractions", type=float, nargs="+", help="fine-tuning budgets, as fractions of the profile's steps"
+    )
+    compute.add_argument("--figure", help="where the figure goes (default figures/bench_compute.png)")
+    category = add(
+        "category",
+        "fine-tuning with and without the category prefix on a 40-category corpus: bits per char, ads in category",
+        repeats=None,
+    )
+    category.add_argument("--corpus", help="a corpus with categories (default ../shared/data/amazon_ads_sample10)")
+    category.add_argument("--sample-size", type=int, help="ads drawn from it (default 30,000)")
+    category.add_argument("--steps", type=int, help="fine-tuning steps of each run (default the quick profile's)")
+    category.add_argument("--products", type=int, help="validation products asked for one ad each")
+    category.add_argument("--base-model", help="in place of the quick profile's base model")
+    distributed = add(
+        "distributed",
+        "adgen finetune under torchrun on 1 and 2 processes: tokens/s, peak RSS per process, the same result",
+        repeats=None,
+    )
+    distributed.add_argument("--model", help=model_help)
+    distributed.add_argument("--processes", type=int, nargs="+", help="process counts (default 1 2)")
+    distributed.add_argument("--steps", type=int, help="optimizer steps of each run")
+    distributed.add_argument("--batch-size", type=int, help="blocks per step, shared by the processes")
+    distributed.add_argument("--block-size", type=int, help="tokens per block")
+    tokens = add(
+        "tokens",
+        "peak RSS of preparing the fine-tuning data in memory against streamed to a token file; the full corpus projected",
+        repeats=None,
+    )
+    tokens.add_argument("--corpus", help="a corpus (default ../shared/data/amazon_ads_sample10)")
+    tokens.add_argument("--model", help="whose tokenizer (default the quick profile's base model)")
+    tokens.add_argument("--block-size", type=int, help="tokens per block")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one benchmark and print its result, with provenance, as JSON on stdout."""
+    argv = sys.argv[1:] if argv is None else argv
+    options = vars(build_parser().parse_args(argv))
+    bench = globals()[f"bench_{options.pop('benchmark')}"]
+    result = bench(**options)
+    print(json.dumps(with_provenance(result, ["python", "-m", "benchmarks.bench", *argv]), indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    _child_main()
+    sys.exit(main())

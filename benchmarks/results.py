@@ -1,27 +1,33 @@
-"""Saved results: the JSON files in ``results/`` that the README's measured section is written from.
+"""Saved results: the JSON files in ``results/`` that ``benchmarks/render_results.py`` renders as tables.
 
 Every saved result says when (UTC), where (:func:`adgen_utils.hardware.describe_machine`) and by
 which command it was measured, in a ``measured`` block (:func:`with_provenance`). The benchmarks
-(``adgen bench ... > results/bench_NAME.json``) print such JSON; :func:`save_run` (``adgen results
-save RUN_DIR``) writes one for a run of the notebook series: notebook 07's comparison rows, each
-notebook's time, and the training figures of notebooks 03, 04 and 06 that the README cites.
-``adgen sync`` renders them (:mod:`adgen_utils.series.measured`).
+(``python -m benchmarks.bench NAME > results/bench_NAME.json``) print such JSON; :func:`save_run`
+writes one for a run of the lessons (``adgen run``): lesson 07's comparison rows, each lesson's
+time, and the training figures of lessons 03, 04 and 06::
+
+    python -m benchmarks.results save runs/quick    # -> results/run_quick.json
 
 Units: times in seconds, memory in GiB (machine) or MiB (peak RSS).
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import datetime
 import json
+import sys
 from pathlib import Path
 
 from adgen_utils.hardware import describe_machine
 from adgen_utils.layout import (
+    EMBEDDING_LSTM,
     FINETUNE_RESULT_FILE,
+    FINETUNED,
     LSTM_METRICS_FILE,
     LSTM_STATE_FILE,
+    ONE_HOT_LSTM,
     RUN_RESULT_FILE,
     SUMMARY_FILE,
     comparison_path,
@@ -61,23 +67,14 @@ def _csv_rows(path: Path) -> list[dict]:
 
 
 def _lstm_figures(folder: Path) -> dict | None:
-    """An LSTM's settings and progress (``training.json``) and its test perplexity per model token
-    with ``<unk>`` as a word (``metrics.csv``, row trained/test); None without a model."""
+    """An LSTM's training record (``training.json``: the settings its lesson recorded, its status and
+    epochs run) and its test perplexity per model token, when its lesson wrote ``metrics.csv`` (row
+    trained/test); None without a model."""
     state_path = folder / LSTM_STATE_FILE
     if not state_path.is_file():
         return None
     state = json.loads(state_path.read_text())
-    config = state["settings"]["config"]
-    figures = {
-        "input": config["input"],
-        "loss": config["loss"],
-        "units": config["units"],
-        "epochs": config["epochs"],
-        "epochs_run": state.get("epochs_run"),
-        "train_ads": state["settings"].get("train_ads"),
-        "vocabulary_size": state["settings"].get("vocabulary_size"),
-        "status": state.get("status"),
-    }
+    figures = {**state["settings"], "status": state.get("status"), "epochs_run": state.get("epochs_run")}
     metrics = folder / LSTM_METRICS_FILE
     if metrics.is_file():
         test = [r for r in _csv_rows(metrics) if r.get("model") == "trained" and r.get("split") == "test"]
@@ -102,19 +99,19 @@ def _finetune_figures(folder: Path) -> dict | None:
 
 
 def run_results(run_dir: str | Path) -> dict:
-    """What the README says of a run of the series in ``run_dir``: ``profile``, ``notebooks`` (name,
-    status, seconds; ``run_summary.json``), ``comparison`` (notebook 07's rows) and ``models``
-    (figures of 03, 04 and 06). Raises FileNotFoundError without notebook 07's table."""
+    """What a run of the lessons in ``run_dir`` measured: ``profile``, ``notebooks`` (name, status,
+    seconds; ``run_summary.json``), ``comparison`` (lesson 07's rows) and ``models`` (the training
+    figures of the models of lessons 03, 04 and 06). Raises FileNotFoundError without lesson 07's table."""
     run_dir = Path(run_dir)
     comparison = comparison_path(run_dir)
     if not comparison.is_file():
-        raise FileNotFoundError(f"{comparison} does not exist: run notebook 07 in {run_dir} first (adgen run)")
+        raise FileNotFoundError(f"{comparison} does not exist: run lesson 07 in {run_dir} first (adgen run)")
     summary_path = run_dir / SUMMARY_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     models = {
-        "03_lstm": _lstm_figures(model_dir(run_dir, "03_lstm")),
-        "04_embedding_lstm": _lstm_figures(model_dir(run_dir, "04_embedding_lstm")),
-        "06_fine_tuning": _finetune_figures(model_dir(run_dir, "06_fine_tuning")),
+        "03_lstm": _lstm_figures(model_dir(run_dir, ONE_HOT_LSTM)),
+        "04_embedding_lstm": _lstm_figures(model_dir(run_dir, EMBEDDING_LSTM)),
+        "06_fine_tuning": _finetune_figures(model_dir(run_dir, FINETUNED)),
     }
     return {
         "profile": summary.get("profile"),
@@ -141,3 +138,26 @@ def save_run(
     saved = with_provenance({**result, "profile": profile}, command, profile=profile)
     path.write_text(json.dumps(saved, indent=2) + "\n")
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.results save RUN_DIR [--profile P] [--results-dir D]``: prints the file's path."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.results", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    save = commands.add_parser("save", help="a run's comparison, lesson times and training figures as run_PROFILE.json")
+    save.add_argument("run_dir", help="a run folder, e.g. runs/quick")
+    save.add_argument("--profile", help="the run's profile (default: the one run_summary.json names)")
+    save.add_argument("--results-dir", help="where to write (default: the repository's results/)")
+    args = parser.parse_args(argv)
+    try:
+        path = save_run(args.run_dir, ["python", "-m", "benchmarks.results", *argv], args.profile, args.results_dir)
+    except FileNotFoundError as error:
+        print(f"benchmarks.results: error: {error}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

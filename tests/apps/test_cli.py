@@ -52,13 +52,3 @@ def test_report_on_the_321k_sample_accounts_for_every_row():
     assert report["files_read"] == 524 and not report["skipped_files"]
     assert sum(report["splits"].values()) == report["rows_kept"]
     assert {"duplicate", "malformed_quoting"} <= set(report["dropped"])
-
-
-def test_bench_data_compares_both_ways_in_child_processes(write_file, capsys):
-    path = write_file("ads.csv", "ad\n" + "\n".join(f"Brand{i} Widget {i}" for i in range(200)) + "\n")
-    assert main(["bench", "data", str(path), "--repeats", "1"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    for way in ("adgen_load_ads", "pandas_read_csv"):
-        assert result[way]["rows_read"] == 200 and result[way]["peak_rss_mib"] > 10
-        assert len(result[way]["seconds"]) == 1
-    assert result["time_ratio_adgen_over_pandas"] > 0

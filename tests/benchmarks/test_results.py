@@ -1,14 +1,11 @@
-"""adgen results save: a run folder's figures (notebook 07's table, notebook times, training figures of
-03, 04 and 06) saved as results/run_PROFILE.json with date, machine, profile and command, and
-rendered into the README's table."""
+"""python -m benchmarks.results save: a run folder's figures (lesson 07's table, lesson times, training
+figures of 03, 04 and 06) saved as results/run_PROFILE.json with date, machine, profile and command."""
 
 import json
 
 import pytest
 
-from adgen_utils.apps.cli import main
-from adgen_utils.apps.results import save_run, with_provenance
-from adgen_utils.series.measured import run_part
+from benchmarks.results import main, save_run, with_provenance
 
 COMPARISON = (
     "model,kind,unknown_words_charged,ads,predictions,characters,oov_share,top1_accuracy,top5_accuracy,"
@@ -22,15 +19,9 @@ COMPARISON = (
 
 
 def lstm_folder(write_file, folder: str, model_input: str, epochs: int, test_perplexity: float) -> None:
-    state = {
-        "settings": {
-            "config": {"input": model_input, "loss": "full", "units": 128, "epochs": epochs},
-            "vocabulary_size": 22892,
-            "train_ads": 10238,
-        },
-        "status": "complete",
-        "epochs_run": epochs,
-    }
+    layers = ["InputLayer", "Embedding" if model_input == "embedding" else "OneHot", "LSTM", "Dropout", "Dense"]
+    settings = {"layers": layers, "parameters": 3_000_000, "units": 128, "epochs": epochs, "max_train_ads": None}
+    state = {"settings": settings, "status": "complete", "epochs_run": epochs}
     write_file(f"runs/quick/models/{folder}/training.json", json.dumps(state))
     write_file(
         f"runs/quick/models/{folder}/metrics.csv",
@@ -43,7 +34,7 @@ def lstm_folder(write_file, folder: str, model_input: str, epochs: int, test_per
 
 @pytest.fixture
 def quick_run(write_file):
-    """A run folder as `adgen run --profile quick` leaves it, reduced to the files results save reads."""
+    """A run folder as `adgen run --profile quick` leaves it, reduced to the files save_run reads."""
     summary = {
         "profile": "quick",
         "notebooks": [
@@ -52,7 +43,7 @@ def quick_run(write_file):
         ],
     }
     write_file("runs/quick/run_summary.json", json.dumps(summary))
-    write_file("runs/quick/evaluation/07_comparison.csv", COMPARISON)
+    write_file("runs/quick/evaluation/comparison.csv", COMPARISON)
     lstm_folder(write_file, "lstm", "one_hot", 3, 112.4)
     lstm_folder(write_file, "embedding_lstm", "embedding", 5, 42.1)
     finetune = {
@@ -70,10 +61,11 @@ def quick_run(write_file):
 
 
 def test_save_run_keeps_the_comparison_times_and_training_figures_with_provenance(quick_run, tmp_path):
-    path = save_run(quick_run, ["adgen", "results", "save", "runs/quick"], folder=tmp_path / "results")
+    command = ["python", "-m", "benchmarks.results", "save", "runs/quick"]
+    path = save_run(quick_run, command, folder=tmp_path / "results")
     assert path == tmp_path / "results" / "run_quick.json"
     saved = json.loads(path.read_text())
-    assert saved["measured"]["command"] == "adgen results save runs/quick"
+    assert saved["measured"]["command"] == "python -m benchmarks.results save runs/quick"
     assert saved["measured"]["profile"] == saved["profile"] == "quick"
     assert set(saved["measured"]["machine"]) == {"cpu_cores", "memory_gib", "gpu", "platform", "python"}
     assert [n["notebook"] for n in saved["notebooks"]] == ["04_embedding_lstm", "07_evaluation"]
@@ -82,27 +74,23 @@ def test_save_run_keeps_the_comparison_times_and_training_figures_with_provenanc
     assert saved["comparison"][1]["per_word_perplexity"] == 740.4 and saved["comparison"][0]["ads"] == 100
     assert saved["models"]["03_lstm"]["test_perplexity"] == 112.4
     assert saved["models"]["04_embedding_lstm"]["epochs_run"] == 5
+    assert saved["models"]["04_embedding_lstm"]["layers"][1] == "Embedding"
     assert saved["models"]["06_fine_tuning"]["base_model"] == "smollm2-135m"
     assert saved["models"]["06_fine_tuning"]["train_texts"] == 300
-
-    text = " ".join(run_part(saved).split())
-    assert "notebook 07, quick profile: the same 100 test ads, 3.5 minutes for 07 on" in text
-    assert "| Embedding LSTM (04), 5 epochs | 9.8% | **25.3%** | **46.6%** | **740** | **1.66** | 1.00 |" in text
-    assert "per-token test perplexity was 112 and 42 (notebooks 03-04)" in text
-    assert "saw 300 ads for 4.0 minutes of training, the Embedding LSTM 10,238 ads (notebook 04 took 4.2" in text
 
 
 def test_the_command_saves_and_a_run_without_notebook_07_is_refused(quick_run, tmp_path, capsys):
     out = tmp_path / "saved"
-    assert main(["results", "save", str(quick_run), "--results-dir", str(out), "--profile", "mine"]) == 0
+    assert main(["save", str(quick_run), "--results-dir", str(out), "--profile", "mine"]) == 0
     assert capsys.readouterr().out.strip() == str(out / "run_mine.json")
-    (quick_run / "evaluation" / "07_comparison.csv").unlink()
-    assert main(["results", "save", str(quick_run), "--results-dir", str(out)]) == 2
-    assert "07_comparison.csv does not exist" in capsys.readouterr().err
+    (quick_run / "evaluation" / "comparison.csv").unlink()
+    assert main(["save", str(quick_run), "--results-dir", str(out)]) == 2
+    assert "comparison.csv does not exist" in capsys.readouterr().err
 
 
 def test_provenance_says_when_where_and_by_which_command():
-    result = with_provenance({"x": 1}, ["adgen", "bench", "data", "embedded"], profile="quick")
+    result = with_provenance({"x": 1}, ["python", "-m", "benchmarks.bench", "data", "embedded"], profile="quick")
     assert result["x"] == 1
-    assert result["measured"]["command"] == "adgen bench data embedded" and result["measured"]["profile"] == "quick"
+    assert result["measured"]["command"] == "python -m benchmarks.bench data embedded"
+    assert result["measured"]["profile"] == "quick"
     assert result["measured"]["date"].endswith(" UTC") and result["measured"]["machine"]["cpu_cores"] >= 1
