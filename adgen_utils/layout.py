@@ -61,7 +61,7 @@ def repository_root() -> Path:
     here = Path(__file__).resolve().parent.parent
     if (here / NOTEBOOKS_FOLDER).is_dir():
         return here
-    return Path(os.environ.get("ADGEN_HOME", COLAB_CLONE))
+    return Path(os.environ.get("ADGEN_HOME") or COLAB_CLONE)
 
 
 def model_dir(run_dir: str | Path, model: str) -> Path:
