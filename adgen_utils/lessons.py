@@ -24,9 +24,9 @@ import papermill
 from papermill.exceptions import PapermillExecutionError
 
 from adgen_utils.errors import NotebookFailed, ParameterError
-from adgen_utils.layout import NOTEBOOKS_FOLDER, RUNS_FOLDER, SUMMARY_FILE, repository_root
+from adgen_utils.layout import NOTEBOOKS_FOLDER, SUMMARY_FILE, repository_root
 from adgen_utils.logs import say
-from adgen_utils.settings import PROFILES, Run
+from adgen_utils.settings import PROFILES, Run, default_run_dir
 
 NOTEBOOK_NAME = re.compile(r"(\d\d)_[a-z0-9_]+\.ipynb")
 EXECUTED_FOLDER = "executed"  # in notebooks/: the quick run's executed copies
@@ -125,7 +125,7 @@ def run_series(
     if profile not in PROFILES:
         raise ParameterError(f"Unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     notebooks = series(notebooks_dir, only)
-    series_dir = Path(run_dir or repository_root() / RUNS_FOLDER / profile).resolve()
+    series_dir = Path(run_dir or default_run_dir(profile)).resolve()
     if alone:
         series_dir = series_dir.with_name(series_dir.name + "-alone")
     declared = {notebook: papermill.inspect_notebook(str(notebook)) for notebook in notebooks}

@@ -288,7 +288,7 @@ def use_profile(settings: type, namespace: dict, mount_drive=None) -> Run:
             if target[f.name] != default:
                 sources[f.name] = f"profile {profile}"
     resolved = settings(**values)
-    run_dir = Path(resolved.run_dir) if resolved.run_dir else _default_run_dir(profile, resolved.drive, mount_drive)
+    run_dir = Path(resolved.run_dir) if resolved.run_dir else default_run_dir(profile, resolved.drive, mount_drive)
     if resolved.figures_dir:
         figures_dir = Path(resolved.figures_dir)
     else:
@@ -302,7 +302,7 @@ def use_profile(settings: type, namespace: dict, mount_drive=None) -> Run:
     return Run(resolved, run_dir, figures_dir, sources)
 
 
-def _default_run_dir(profile: str, drive: bool, mount_drive=None) -> Path:
+def default_run_dir(profile: str, drive: bool = False, mount_drive=None) -> Path:
     """``runs/PROFILE`` in the repository, or on Google Drive (mounted here) when ``drive``."""
     if not drive:
         return repository_root() / RUNS_FOLDER / profile

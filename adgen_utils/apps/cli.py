@@ -17,14 +17,12 @@ from adgen_utils.layout import (
     DATA_FOLDER,
     DATASET_FILE,
     FINETUNED,
-    RUNS_FOLDER,
     comparison_path,
     model_dir,
-    repository_root,
 )
 from adgen_utils.logs import say, show_messages
 from adgen_utils.models import DECODINGS
-from adgen_utils.settings import ORIGINAL_PROMPTS, PROFILES, Catalog, Corpus, Finetune, profile_values
+from adgen_utils.settings import ORIGINAL_PROMPTS, PROFILES, Catalog, Corpus, Finetune, default_run_dir, profile_values
 from adgen_utils.study.footing import load_ad_model
 from adgen_utils.study.selection import AdRules, training_ads_for
 
@@ -176,7 +174,7 @@ def command_finetune(args) -> int:
     if unknown:
         raise ValueError(f"adgen finetune has no parameter {', '.join(unknown)}; see docs/parameters.md (Finetune)")
     settings = Finetune(**values)
-    run_dir = Path(args.run_dir or repository_root() / RUNS_FOLDER / args.profile).expanduser().resolve()
+    run_dir = Path(args.run_dir or default_run_dir(args.profile)).expanduser().resolve()
     here = join_processes()
     if here.main and not (run_dir / DATA_FOLDER / DATASET_FILE).is_file():
         prepare_corpus(args.profile, run_dir)
