@@ -162,10 +162,11 @@ TRAIN_SCRIPT = textwrap.dedent("""
     from adgen_utils.settings import Finetune
     from adgen_utils.transformer.admodel import footing_score
 
-    class Report(TrainerCallback):  # announces each checkpoint, then dawdles so it can be killed
+    class Report(TrainerCallback):  # announces each checkpoint; dawdles after step argv[2]'s so it can be killed
         def on_save(self, args, state, control, **kwargs):
             print(f"saved {{state.global_step}} in epoch {{state.epoch:.2f}}", flush=True)
-            time.sleep(float(sys.argv[2]))
+            if state.global_step == int(sys.argv[2]):
+                time.sleep(60)
 
     finetune.StepProgress = Report
     settings = Finetune(base_model={model!r}, max_train_ads=400, validation_ads=40, learning_rate=3e-3, {settings})
@@ -195,7 +196,7 @@ def test_a_killed_fine_tune_resumes_from_its_last_checkpoint(tiny, run_dir, tmp_
     script.write_text(TRAIN_SCRIPT.format(model=str(folder), settings="max_steps=6, eval_steps=2"))
     run = run_folder(run_dir, tmp_path)
     tuned = layout.model_dir(run, layout.FINETUNED)
-    assert saved_steps(run_until(script, run, "saved 4", "30")) == [2, 4]
+    assert saved_steps(run_until(script, run, "saved 4", "4")) == [2, 4]
     assert (tuned / layout.CHECKPOINTS_FOLDER / "checkpoint-4").is_dir()
     assert not (tuned / layout.FINETUNE_RESULT_FILE).exists()
     resumed = run_to_end(script, run, "0")
@@ -233,7 +234,7 @@ def test_timed_checkpoints_come_within_an_epoch_and_resume(tiny, run_dir, tmp_pa
     tuned = layout.model_dir(run, layout.FINETUNED)
     # checkpoint_minutes ~ 0: a checkpoint after every optimizer step, though the strategy is per epoch;
     # resumed with the default of 15 minutes: no timed checkpoint, the one at max_steps still comes.
-    assert saved_steps(run_until(script, run, "saved 3", "30", "1e-9")) == [1, 2, 3]
+    assert saved_steps(run_until(script, run, "saved 3", "3", "1e-9")) == [1, 2, 3]
     assert (tuned / layout.CHECKPOINTS_FOLDER / "checkpoint-3" / "trainer_state.json").is_file()
     resumed = run_to_end(script, run, "0", "15")
     assert "resumed_from checkpoint-3 steps 5" in resumed
