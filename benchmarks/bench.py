@@ -378,6 +378,8 @@ def bench_compute(
     fractions: tuple = (0.125, 0.25, 0.5, 1.0, 2.0),
     shots: int = Evaluation.shots,
     figure: str | None = "figures/bench_compute.png",
+    sample_size: int | None = None,
+    finetune_ads: int | None = None,
     log=say,
 ) -> dict:
     """Quality against training compute, each model family of the series on the same training ads
@@ -390,14 +392,16 @@ def bench_compute(
     a flat line. Reports the curves (bits per character, per-word perplexity, top-5 against
     training seconds on this machine and training FLOPs), the flat line, when the fine-tuned model
     overtakes the best LSTM (:func:`adgen_utils.study.compute.overtaking`), and writes the figure
-    to ``figure`` (None: none)."""
+    to ``figure`` (None: none). ``sample_size`` (ads drawn by lesson 01) and ``finetune_ads`` (training
+    ads of each fine-tuning run) replace the profile's when given: the same runs, on fewer ads."""
     from adgen_utils.study.compute import CHALLENGER, CONTENDERS, overtaking, plot_quality_vs_compute
 
     tuned = profile_values(profile, Finetune)
     with tempfile.TemporaryDirectory() as work:
         run_dir = Path(work)
         log(f"preparing the {profile} profile's data (lessons 01, 02)")
-        sizes = prepare_run(run_dir, profile, **({"data_source": corpus} if corpus else {}))
+        changes = {"data_source": corpus, "sample_size": sample_size}
+        sizes = prepare_run(run_dir, profile, **{k: v for k, v in changes.items() if v is not None})
         rows = []
         for model, label in CONTENDERS.items():
             notebook = LSTM_LESSONS[model]
@@ -405,7 +409,8 @@ def bench_compute(
             log(f"{label}: lesson {notebook}, {epochs} epochs")
             rows += [{**row, "model": label} for row in lstm_curve(run_dir, profile, model, epochs)]
         label = CHALLENGER[FINETUNED]
-        curves = _finetune_curves(run_dir, profile, tuned["max_steps"], fractions, log)
+        ads = {} if finetune_ads is None else {"max_train_ads": finetune_ads}
+        curves = _finetune_curves(run_dir, profile, tuned["max_steps"], fractions, log, **ads)
         rows.append({**next(iter(curves.values()))[0], "model": label})  # before training, once
         rows += [{**curve[-1], "model": label} for curve in curves.values()]
         pretrained = profile_values(profile, Evaluation)["pretrained_model"]
@@ -430,22 +435,23 @@ def bench_compute(
     }
 
 
-def _finetune_curves(run_dir: Path, profile: str, max_steps: int, fractions, log) -> dict[int, list[dict]]:
-    """``adgen finetune`` for each of ``fractions`` of the profile's optimizer steps, no evaluation
-    but before and after; the quality curve of each, by steps, fewest first. A profile that trains
-    for epochs (``max_steps`` -1) runs its own budget first, which tells how many steps that is."""
+def _finetune_curves(run_dir: Path, profile: str, max_steps: int, fractions, log, **settings) -> dict[int, list[dict]]:
+    """``adgen finetune`` (with ``settings``) for each of ``fractions`` of the profile's optimizer
+    steps, no evaluation but before and after; the quality curve of each, by steps, fewest first. A
+    profile that trains for epochs (``max_steps`` -1) runs its own budget first, which tells how many
+    steps that is."""
     curves = {}
     total = max_steps
     if total <= 0:
         log(f"fine-tuning: the {profile} profile's own epochs")
-        whole = finetune(run_dir, profile, eval_steps=None)
+        whole = finetune(run_dir, profile, eval_steps=None, **settings)
         total = whole["steps"]
         curves[total] = whole["quality_curve"]
         remove_finetuned(run_dir)
     for steps in sorted({max(1, round(total * fraction)) for fraction in fractions}):
         if steps not in curves:
             log(f"fine-tuning: {steps} of the profile's {total} steps")
-            curves[steps] = finetune(run_dir, profile, max_steps=steps, eval_steps=None)["quality_curve"]
+            curves[steps] = finetune(run_dir, profile, max_steps=steps, eval_steps=None, **settings)["quality_curve"]
             remove_finetuned(run_dir)
     wanted = {max(1, round(total * fraction)) for fraction in fractions}
     return {steps: curves[steps] for steps in sorted(wanted)}
@@ -677,6 +683,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--fractions", type=float, nargs="+", help="fine-tuning budgets, as fractions of the profile's steps"
     )
     compute.add_argument("--figure", help="where the figure goes (default figures/bench_compute.png)")
+    compute.add_argument("--sample-size", type=int, help="ads drawn from the corpus (default the profile's)")
+    compute.add_argument(
+        "--finetune-ads", type=int, help="training ads of each fine-tuning run (default the profile's)"
+    )
     category = add(
         "category",
         "fine-tuning with and without the category prefix on a 40-category corpus: bits per char, ads in category",

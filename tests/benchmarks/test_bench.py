@@ -93,17 +93,22 @@ def test_bench_catalog_kills_resumes_and_checks_every_row(tiny_folder):
 
 
 def test_bench_compute_runs_the_lessons_and_adgen_finetune_on_the_same_validation_ads(tmp_path):
+    from adgen_utils.settings import Finetune, profile_values
     from adgen_utils.study.compute import CHALLENGER, CONTENDERS
 
     figure = tmp_path / "compute.png"
-    result = bench.bench_compute("ci", epochs_scale=1.0, fractions=(0.5, 1.0), figure=str(figure), log=quiet)
+    # The ci profile on fewer ads: 1,200 drawn (128 of them for validation), 100 for each fine-tune.
+    result = bench.bench_compute(
+        "ci", epochs_scale=1.0, fractions=(0.5, 1.0), figure=str(figure), sample_size=1200, finetune_ads=100, log=quiet
+    )
     curves = result["curves"]
     by_model = {m: [r for r in curves if r["model"] == m] for m in {*CONTENDERS.values(), *CHALLENGER.values()}}
     assert all(len(by_model[m]) == 2 for m in CONTENDERS.values())  # the ci profile's 2 epochs, one row each
     tuned = by_model[next(iter(CHALLENGER.values()))]
     assert [r["train_seconds"] > 0 for r in tuned] == [False, True, True]  # before training, then 2 budgets
     assert result["finetune_steps"][0] < result["finetune_steps"][1] and tuned[1]["step"] < tuned[2]["step"]
-    assert {r["validation_ads"] for r in curves} == {result["validation_ads"]} == {100}  # ci's validation_ads
+    validation_ads = profile_values("ci", Finetune)["validation_ads"]
+    assert {r["validation_ads"] for r in curves} == {result["validation_ads"]} == {validation_ads}
     assert all(r["train_flops"] >= 0 and 0 < r["bits_per_char"] < 20 for r in curves)
     (line,) = result["flat"].values()
     assert 0 < line < 20 and figure.stat().st_size > 10_000
