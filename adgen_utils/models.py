@@ -6,7 +6,7 @@ log-probabilities are natural logs summed over an ad. Imports neither torch nor 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol, runtime_checkable
 
@@ -187,10 +187,19 @@ class AdModel(Protocol):
         """One ad (or :class:`Refusal`, without running the model) per prompt, in order. ``categories``
         to a model that reads none raise ValueError."""
         check_reads_category(self, categories)
+        given = categories if categories is not None else [None] * len(prompts)
+        if len(given) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(given)} categories")
+        results: list[Ad | None] = [self.refusal(prompt, category) for prompt, category in zip(prompts, given)]
+        accepted = [i for i, result in enumerate(results) if result is None]
+        # The family writes the accepted prompts only, and is not called when every prompt is refused.
         how = Writing(decoding, seed, batch_size, progress)
-        return with_refusals(
-            prompts, categories, self.refusal, lambda indices: self.write_ads(prompts, indices, categories, how)
-        )
+        ads = self.write_ads(prompts, accepted, categories, how) if accepted else []
+        if len(ads) != len(accepted):
+            raise RuntimeError(f"{len(ads)} ads written for {len(accepted)} prompts")
+        for i, ad in zip(accepted, ads):
+            results[i] = ad
+        return results
 
     def score(
         self, ads: Sequence[str], categories: Categories = None, batch_size: int = 8, progress: bool = False
@@ -211,24 +220,3 @@ def check_reads_category(model: AdModel, categories: Sequence[str | None] | None
 def categories_for(model: AdModel, categories: Sequence[str | None] | None) -> Sequence[str | None] | None:
     """``categories`` for a model that reads them, None for one that does not."""
     return categories if model.describe().reads_category else None
-
-
-def with_refusals(
-    prompts: Sequence[str],
-    categories: Sequence[str | None] | None,
-    refusal: Callable[[str, str | None], Refusal | None],
-    write: Callable[[list[int]], list[str]],
-) -> list[Ad]:
-    """:meth:`AdModel.generate`'s result: ``refusal(prompt, category)`` per prompt, and ``write(indices)``'s
-    ads for the accepted ones (not called when every prompt is refused)."""
-    given = categories if categories is not None else [None] * len(prompts)
-    if len(given) != len(prompts):
-        raise ValueError(f"{len(prompts)} prompts but {len(given)} categories")
-    results: list[Ad | None] = [refusal(prompt, category) for prompt, category in zip(prompts, given)]
-    accepted = [i for i, result in enumerate(results) if result is None]
-    ads = write(accepted) if accepted else []
-    if len(ads) != len(accepted):
-        raise RuntimeError(f"{len(ads)} ads written for {len(accepted)} prompts")
-    for i, ad in zip(accepted, ads):
-        results[i] = ad
-    return results
