@@ -127,6 +127,9 @@ def generate_many(
     new_ids: list[list[int]] = [[] for _ in prompts]
     ended = [False] * len(prompts)
     rngs = [np.random.default_rng(seed) for seed in seeds]
+    decoding = dict(
+        greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty
+    )
     with tqdm(total=len(prompts), desc=description, unit="ad", disable=not progress) as bar:
         for start in range(0, len(prompts), batch_size):
             active = list(range(start, min(start + batch_size, len(prompts))))
@@ -136,16 +139,7 @@ def generate_many(
                 logits = next_token_logits(model, [sequences[i] for i in active])
                 still = []
                 for i, row in zip(active, logits):
-                    next_id = pick_next_token(
-                        row,
-                        rngs[i],
-                        greedy,
-                        temperature,
-                        top_k,
-                        top_p,
-                        repetition_penalty=repetition_penalty,
-                        previous=sequences[i][1:],
-                    )
+                    next_id = pick_next_token(row, rngs[i], previous=sequences[i][1:], **decoding)
                     if next_id == EOS_ID:
                         ended[i] = True
                         continue
