@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import mmap
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from adgen_utils.corpus.data import UNDECODABLE, csv_records, decode_lines, header_columns, normalize_ad
+from adgen_utils.corpus.data import UNDECODABLE, csv_records, normalize_ad, read_header
 from adgen_utils.errors import CorpusFormatError
 from adgen_utils.hardware import launch, wait_for_processes
 from adgen_utils.logs import say
@@ -107,13 +108,7 @@ def read_products(path) -> tuple[pd.DataFrame, list[dict]]:
     empty), ``prompt`` (normalised; duplicates kept) and ``attrs`` ``source``, ``sha256``, ``bad_rows``;
     bad_rows is ``{"row", "reason"}`` per row set aside. Raises :class:`CorpusFormatError` for an unusable file."""
     path = Path(path)
-    lines = decode_lines(path.read_bytes())
-    if not lines or not lines[0].strip():
-        raise CorpusFormatError(
-            f"{path}: the file is empty or starts with a blank line, not a header "
-            "(expected a first line like 'brand,product,category')"
-        )
-    columns = header_columns(lines[0], path)
+    columns, lines = read_header(path, " (expected a first line like 'brand,product,category')")
     missing = [name for name in ("brand", "product") if name not in columns]
     if missing:
         raise CorpusFormatError(
@@ -170,18 +165,10 @@ def _truncate_torn_line(path: Path) -> int:
     if size == 0:
         return 0
     with open(path, "r+b") as file:
-        file.seek(size - 1)
-        if file.read(1) == b"\n":
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as view:  # the file is not read into memory
+            keep = view.rfind(b"\n") + 1  # 0 when there is no "\n" at all
+        if keep == size:
             return 0
-        keep, position = 0, size
-        while position > 0 and not keep:  # find the last "\n", reading backwards in blocks
-            start = max(0, position - (1 << 16))
-            file.seek(start)
-            block = file.read(position - start)
-            cut = block.rfind(b"\n")
-            if cut >= 0:
-                keep = start + cut + 1
-            position = start
         file.truncate(keep)
         file.flush()
         os.fsync(file.fileno())
@@ -329,17 +316,16 @@ def generate_catalog(
             f"per_product ({per_product}) and batch_size ({batch_size}) must be at least 1, and candidates "
             f"({candidates}) at least per_product"
         )
-    if isinstance(products, pd.DataFrame):
-        missing = {"row", "brand", "product", "prompt"} - set(products.columns)
-        if missing:
-            raise ValueError(f"products lacks columns {sorted(missing)}: read it with read_products")
-        frame = products if "category" in products.columns else products.assign(category=None)
-        source = frame.attrs.get("source")
-        sha256 = frame.attrs.get("sha256") or hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
-        bad_rows = list(frame.attrs.get("bad_rows", []))
-    else:
-        frame, bad_rows = read_products(products)
-        source, sha256 = frame.attrs["source"], frame.attrs["sha256"]
+    frame = products if isinstance(products, pd.DataFrame) else read_products(products)[0]
+    missing = {"row", "brand", "product", "prompt"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"products lacks columns {sorted(missing)}: read it with read_products")
+    if "category" not in frame.columns:
+        frame = frame.assign(category=None)
+    # read_products records the file and its hash; a frame made by hand is identified by its contents.
+    source = frame.attrs.get("source")
+    sha256 = frame.attrs.get("sha256") or hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
+    bad_rows = list(frame.attrs.get("bad_rows", []))
     if source is not None:
         source = str(Path(source).resolve())
 

@@ -234,13 +234,16 @@ def csv_records(lines: Sequence[str], start: int, n_fields: int) -> Iterator[tup
         i += 1
 
 
-def header_columns(header_line: str, path: Path) -> list[str]:
-    """The column names of a CSV header line, lower-cased; a CorpusFormatError naming ``path`` when the
-    line is not a header."""
-    status, fields = _parse_csv_text(header_line)
+def read_header(path: Path, expected: str = "") -> tuple[list[str], list[str]]:
+    """A CSV file's column names, lower-cased, and its physical lines (the header first); a
+    CorpusFormatError naming ``path`` when the first line is not a header (``expected`` ends its message)."""
+    lines = decode_lines(Path(path).read_bytes())
+    if not lines or not lines[0].strip():
+        raise CorpusFormatError(f"{path}: the file is empty or starts with a blank line, not a header{expected}")
+    status, fields = _parse_csv_text(lines[0])
     if status != "ok":
-        raise CorpusFormatError(f"{path}: the first line is not a CSV header: {header_line[:80]!r}")
-    return [f.strip().strip('"').strip().lower() for f in fields]
+        raise CorpusFormatError(f"{path}: the first line is not a CSV header: {lines[0][:80]!r}")
+    return [f.strip().strip('"').strip().lower() for f in fields], lines
 
 
 def read_ads_file(
@@ -249,10 +252,7 @@ def read_ads_file(
     """Read one CSV file: its header and ``(raw_text, category, line_number, note)`` per record
     (``raw_text`` None: unparseable). A one-column file's column is the ad whatever its name; a wider one
     needs ``text_column``. Raises :class:`CorpusFormatError` without a usable header."""
-    lines = decode_lines(Path(path).read_bytes())
-    if not lines or not lines[0].strip():
-        raise CorpusFormatError(f"{path}: the file is empty or starts with a blank line, not a header")
-    columns = header_columns(lines[0], path)
+    columns, lines = read_header(path)
     if len(columns) == 1:
         if not _HEADER_NAME.fullmatch(columns[0]):
             raise CorpusFormatError(
@@ -341,7 +341,7 @@ def load_ads(
     report = LoadReport(source=str(root))
     seen: set[str] = set()
     kept_ads, kept_categories, kept_files, kept_lines = [], [], [], []
-    for path, category in _progress(files, progress, "reading files"):
+    for path, category in tqdm(files, desc="reading files", unit="file", disable=not progress):
         relative = str(path.relative_to(root)) if root.is_dir() else path.name
         try:
             header, records = read_ads_file(path, category, text_column)
@@ -390,10 +390,6 @@ def load_ads(
     report.seconds = time.perf_counter() - started
     report.check()
     return ads, report
-
-
-def _progress(items: list, enabled: bool, description: str):
-    return tqdm(items, desc=description, unit="file") if enabled else items
 
 
 # Splitting ---
