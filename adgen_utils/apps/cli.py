@@ -12,14 +12,8 @@ from pathlib import Path
 from adgen_utils.apps.catalog import generate_catalog
 from adgen_utils.corpus import data
 from adgen_utils.errors import USAGE, AdgenError
-from adgen_utils.hardware import join_processes
-from adgen_utils.layout import (
-    DATA_FOLDER,
-    DATASET_FILE,
-    FINETUNED,
-    comparison_path,
-    model_dir,
-)
+from adgen_utils.hardware import join_processes, wait_for_processes
+from adgen_utils.layout import DATA_FOLDER, DATASET_FILE, FINETUNED, comparison_path, model_dir
 from adgen_utils.logs import say, show_messages
 from adgen_utils.models import DECODINGS
 from adgen_utils.settings import ORIGINAL_PROMPTS, PROFILES, Catalog, Corpus, Finetune, default_run_dir, profile_values
@@ -47,17 +41,6 @@ def _parameters(pairs: list[str]) -> dict:
     return values
 
 
-def _load_options(args) -> dict:
-    return dict(
-        categories=args.categories.split(",") if args.categories else None,
-        clean=data.CleanConfig(min_chars=args.min_chars, max_chars=args.max_chars),
-        split=data.SplitConfig(validation=args.validation, test=args.test, seed=args.seed),
-        sample_size=args.sample_size,
-        seed=args.seed,
-        progress=sys.stderr.isatty(),
-    )
-
-
 def command_run(args) -> int:
     from adgen_utils.lessons import run_series, save_executed_copies
 
@@ -80,22 +63,25 @@ def command_run(args) -> int:
     return 0
 
 
-def command_data_report(args) -> int:
-    _, report = data.load_ads(args.path, **_load_options(args))
+def command_data(args) -> int:
+    """``adgen data report`` prints the load report; ``adgen data prepare`` also saves the split ads."""
+    ads, report = data.load_ads(
+        args.path,
+        categories=args.categories.split(",") if args.categories else None,
+        clean=data.CleanConfig(min_chars=args.min_chars, max_chars=args.max_chars),
+        split=data.SplitConfig(validation=args.validation, test=args.test, seed=args.seed),
+        sample_size=args.sample_size,
+        seed=args.seed,
+        progress=sys.stderr.isatty(),
+    )
+    path = data.save_dataset(ads, report, args.out) if args.data_command == "prepare" else None
     print(json.dumps(report.to_dict(), indent=2))
-    return 0
-
-
-def command_data_prepare(args) -> int:
-    ads, report = data.load_ads(args.path, **_load_options(args))
-    path = data.save_dataset(ads, report, args.out)
-    print(json.dumps(report.to_dict(), indent=2))
-    say(f"wrote {len(ads):,} ads to {path}")
+    if path is not None:
+        say(f"wrote {len(ads):,} ads to {path}")
     return 0
 
 
 def command_publish(args) -> int:
-
     from adgen_utils.study import publishing
 
     token, token_source = publishing.find_token()  # the token itself is never printed
@@ -165,7 +151,6 @@ def prepare_corpus(profile: str, run_dir: Path) -> None:
 def command_finetune(args) -> int:
     """Notebook 06's training steps as a command, with its settings and profiles, into the run
     folder's models/finetuned; under ``torchrun`` / ``accelerate launch``, data-parallel."""
-    from adgen_utils.hardware import wait_for_processes
     from adgen_utils.transformer import finetune
     from adgen_utils.transformer.admodel import footing_score
 
@@ -190,7 +175,6 @@ def command_finetune(args) -> int:
 
 
 def command_generate(args) -> int:
-
     decoding = DECODINGS[args.decoding]
     overrides = {
         k: v
@@ -233,6 +217,11 @@ def command_generate(args) -> int:
     return 0
 
 
+def _add_param_option(parser: argparse.ArgumentParser, text: str) -> None:
+    """``-p NAME=VALUE``, repeatable: read by :func:`_parameters`."""
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help=text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adgen", description="Generate product ad text: the adgen notebook series.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -248,14 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--only", action="append", metavar="NN", help="run only this notebook (number like 01, or name); repeatable"
     )
     run.add_argument("--run-dir", help="where data, models and executed notebooks go (default runs/<profile>)")
-    run.add_argument(
-        "-p",
-        "--param",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="override a notebook parameter, e.g. -p data_source=/path/to/corpus; repeatable",
-    )
+    _add_param_option(run, "override a notebook parameter, e.g. -p data_source=/path/to/corpus; repeatable")
     run.add_argument("--no-progress", action="store_true", help="no per-cell progress bars")
     run.add_argument(
         "--save-executed",
@@ -272,9 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     data_parser = commands.add_parser("data", help="inspect or prepare a corpus")
     data_commands = data_parser.add_subparsers(dest="data_command", required=True)
-    for name, handler, text in [
-        ("report", command_data_report, "print the load report of a CSV file or corpus folder as JSON"),
-        ("prepare", command_data_prepare, "clean and split a corpus and save it for the notebooks"),
+    for name, text in [
+        ("report", "print the load report of a CSV file or corpus folder as JSON"),
+        ("prepare", "clean and split a corpus and save it for the notebooks"),
     ]:
         sub = data_commands.add_parser(name, help=text, description=text)
         sub.add_argument("path", help="'embedded', 'kaggle', a CSV file or a corpus folder")
@@ -289,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if name == "prepare":
             sub.add_argument("--out", required=True, help="folder for ads.parquet and load_report.json")
-        sub.set_defaults(handler=handler)
+        sub.set_defaults(handler=command_data)
     evaluate = commands.add_parser(
         "evaluate",
         help="score a saved model on test ads: next-word top-1/top-5, per-word perplexity, bits per "
@@ -332,14 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
         "under torchrun or accelerate launch, data-parallel on every process",
     )
     tune.add_argument("--profile", choices=list(PROFILES), default="quick")
-    tune.add_argument(
-        "-p",
-        "--param",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a Finetune setting (docs/parameters.md)",
-    )
+    _add_param_option(tune, "a Finetune setting (docs/parameters.md)")
     tune.add_argument("--run-dir", help="the run folder (default runs/PROFILE); the profile's split is made if missing")
     tune.add_argument("--fsdp", action="store_true", help="shard the model over the GPUs (FSDP2, full fine-tuning)")
     tune.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
