@@ -150,9 +150,7 @@ def rejection_table(written: dict[str, list[ProductAds]]) -> pd.DataFrame:
     columns: the rules of :data:`RULES` that rejected any)."""
     rows = {}
     for name, results in written.items():
-        counts = Counter()
-        for r in results:
-            counts.update(r.rejections())
+        counts = sum((r.rejections() for r in results), Counter())
         total = sum(len(r.candidates) for r in results)
         rows[name] = {rule: counts[rule] / total for rule in RULES} if total else {}
     table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")

@@ -137,8 +137,7 @@ class ProductTypes:
 
     def __init__(self, training_ads: Sequence[str], brands: set[str] = frozenset(), min_ads: int = 3, share=0.02):
         segments = [[w.lower() for w in words_of(head_segment(ad)) if w.isalpha()] for ad in training_ads]
-        raw_heads = Counter(words[-1] for words in segments if words)
-        self._known = set(raw_heads)
+        self._known = {words[-1] for words in segments if words}  # every head word, as written
         heads, named = Counter(), defaultdict(Counter)
         for words in segments:
             if not words:

@@ -82,10 +82,6 @@ def check_repo_id(repo_id: str) -> str:
     return repo_id
 
 
-def _scrub(text: str, token: str | None) -> str:
-    return text.replace(token, "***") if token else text
-
-
 # What the folder holds ---
 
 
@@ -94,14 +90,9 @@ def _require_model(model_dir: str | Path) -> Path:
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"No model folder at {model_dir}")
-    missing = [
-        name
-        for name, present in [
-            ("config.json", (model_dir / "config.json").is_file()),
-            ("model.safetensors", any(model_dir.glob("*.safetensors"))),
-        ]
-        if not present
-    ]
+    missing = [] if (model_dir / "config.json").is_file() else ["config.json"]
+    if not any(model_dir.glob("*.safetensors")):
+        missing.append("model.safetensors")
     if missing:
         raise FileNotFoundError(
             f"{model_dir} is not a saved transformers model: it lacks {' and '.join(missing)} "
@@ -496,7 +487,7 @@ def publish(
             commit_message=commit_message,
         )
     except Exception as error:
-        failure = f"pushing to {repo_id} failed: {type(error).__name__}: {_scrub(str(error), token)}"
+        failure = f"pushing to {repo_id} failed: {type(error).__name__}: {str(error).replace(token, '***')}"
     if failure is not None:  # raised outside the except block: the original error (and its request) is not chained
         raise PublishError(failure) from None
     return {**result, "pushed": True, "url": str(url), "commit_url": getattr(commit, "commit_url", None)}

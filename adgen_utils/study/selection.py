@@ -181,12 +181,9 @@ class ProductAds:
         rejected = sum(not c.verdict.passed for c in self.candidates)
         if not rejected:
             return ""
-        counts = ", ".join(f"{rule} {count}" for rule, count in sorted(self.rejections().items(), key=_rule_order))
-        return f"{rejected} of {len(self.candidates)} candidates rejected: {counts}"
-
-
-def _rule_order(item: tuple[str, int]) -> int:
-    return list(RULES).index(item[0])
+        counts = self.rejections()
+        listed = ", ".join(f"{rule} {counts[rule]}" for rule in RULES if counts[rule])  # in the order of RULES
+        return f"{rejected} of {len(self.candidates)} candidates rejected: {listed}"
 
 
 def choose(candidates: list[Candidate], likelihood, per_product: int) -> list[str]:
