@@ -233,22 +233,12 @@ def _ad_rows(product, result: ProductAds, per_product: int, model_name: str) -> 
     """The ``per_product`` rows of one product in the ads file: its kept ads, best first, then
     empty ads where fewer passed every rule."""
     by_number = {c.chosen: c for c in result.candidates if c.chosen}
+    product_cells = [int(product.row), product.brand, product.product, product.category or ""]
     rows = []
     for number in range(1, per_product + 1):
         chosen = by_number.get(number)
-        rows.append(
-            [
-                int(product.row),
-                product.brand,
-                product.product,
-                product.category or "",
-                number,
-                chosen.verdict.ad if chosen else "",
-                f"{chosen.likelihood:.4f}" if chosen else "",
-                result.summary(),
-                model_name,
-            ]
-        )
+        ad, likelihood = (chosen.verdict.ad, f"{chosen.likelihood:.4f}") if chosen else ("", "")
+        rows.append([*product_cells, number, ad, likelihood, result.summary(), model_name])
     return rows
 
 

@@ -42,11 +42,8 @@ def profile_corpus(ads: Sequence[str], growth_points: int = 40, seed: int = 0, p
     n = len(ads)
     order = np.random.default_rng(seed).permutation(n)
     checkpoints = set(np.unique(np.geomspace(1, max(n, 1), growth_points).astype(int)).tolist())
-    token_counts: Counter = Counter()
-    brands: Counter = Counter()
-    characters = np.zeros(n, dtype=np.int32)
-    token_lengths = np.zeros(n, dtype=np.int32)
-    word_lengths = np.zeros(n, dtype=np.int32)
+    token_counts, brands = Counter(), Counter()
+    characters, token_lengths, word_lengths = np.zeros((3, n), dtype=np.int32)
     total = 0
     rows = []
     iterator = tqdm(order, desc="tokenizing", unit="ad", mininterval=1.0) if progress else order
