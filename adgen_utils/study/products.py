@@ -72,16 +72,7 @@ def product_set(ads: pd.DataFrame, size: int, seed: int = 0) -> pd.DataFrame:
         product = product_of(ad)
         if product:
             brand, words = product
-            rows.append(
-                {
-                    "brand": brand,
-                    "product": words,
-                    "category": category,
-                    "prompt": f"{brand} {words}",
-                    "product_type": brand_and_product(ad)[1],
-                    "ad": ad,
-                }
-            )
+            rows.append((brand, words, category, f"{brand} {words}", brand_and_product(ad)[1], ad))
     table = pd.DataFrame(rows, columns=["brand", "product", "category", "prompt", "product_type", "ad"])
     table = table.drop_duplicates("prompt")
     return table.sample(n=min(size, len(table)), random_state=seed).reset_index(drop=True)

@@ -246,7 +246,6 @@ def load_causal_lm(name_or_path: str | Path, device: str | None = None, dtype=No
     if load_in_4bit:
         if device != "cuda":
             raise ValueError("4-bit loading (bitsandbytes) needs a CUDA GPU")
-
         options["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True
         )
@@ -364,9 +363,8 @@ def generate_ads(
     """One :class:`WrittenAd` per prompt: its last line and the continuation up to a newline or
     end-of-text. Over-long prompts lose their oldest tokens (with a warning)."""
     prompts = list(prompts)
-    for prompt in prompts:
-        if not prompt or not prompt.strip():
-            raise ValueError("empty prompt: give the first words of the ad (e.g. 'Sony TV')")
+    if not all(prompt and prompt.strip() for prompt in prompts):
+        raise ValueError("empty prompt: give the first words of the ad (e.g. 'Sony TV')")
     prepare_tokenizer(tokenizer)
     set_seed(seed)
     device = next(model.parameters()).device
