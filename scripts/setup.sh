@@ -12,7 +12,8 @@ echo "setup: installing adgen and its dependencies into .venv (a few minutes the
 started=$SECONDS
 [[ -x .venv/bin/python ]] || "$python" -m venv .venv
 # torch first and pinned: anything that asks for an unpinned torch would pull a CUDA build.
-.venv/bin/python -m pip install --quiet torch==2.13.0
-.venv/bin/python -m pip install --quiet -r requirements.txt
+# scripts/install_into.sh: pip install, done by uv where it can be had (the same packages, faster).
+scripts/install_into.sh .venv torch==2.13.0
+scripts/install_into.sh .venv -r requirements.txt
 touch "$stamp"
 echo "setup: done in $((SECONDS - started)) s" >&2

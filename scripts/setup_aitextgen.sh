@@ -13,8 +13,9 @@ echo "setup: installing aitextgen 0.6.0 into $venv (about 2 minutes the first ti
 started=$SECONDS
 [[ -x $venv/bin/python ]] || "$python" -m venv "$venv"
 # pip<24.1: newer pip refuses pytorch-lightning 1.7.7's metadata. torch pinned first (CPU wheel here).
-$venv/bin/python -m pip install --quiet "pip<24.1"
-$venv/bin/python -m pip install --quiet torch==2.13.0
-$venv/bin/python -m pip install --quiet -r requirements-aitextgen.txt
+# scripts/install_into.sh: pip install, done by uv where it can be had (the same packages, faster).
+scripts/install_into.sh "$venv" "pip<24.1"
+scripts/install_into.sh "$venv" torch==2.13.0
+scripts/install_into.sh "$venv" -r requirements-aitextgen.txt
 touch "$stamp"
 echo "setup: aitextgen ready in $((SECONDS - started)) s" >&2
