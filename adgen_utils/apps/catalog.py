@@ -71,14 +71,6 @@ SHOWN_PROBLEMS = 20
 _LINE_BREAK = re.compile("[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def make_prompt(brand: str, product: str) -> str:
     """``"brand product"``, normalised; the brand is not repeated when the product starts with it."""
     brand, product = normalize_ad(brand), normalize_ad(product)
@@ -144,7 +136,7 @@ def read_products(path) -> tuple[pd.DataFrame, list[dict]]:
         )
     frame = pd.DataFrame(products, columns=PRODUCT_COLUMNS).astype({"row": "int64"})
     frame["category"] = pd.Series([p["category"] for p in products], dtype=object)  # None, not NaN
-    frame.attrs.update(source=str(path), sha256=_sha256(path), bad_rows=list(bad_rows))
+    frame.attrs.update(source=str(path), sha256=hashlib.sha256(path.read_bytes()).hexdigest(), bad_rows=list(bad_rows))
     return frame, bad_rows
 
 
