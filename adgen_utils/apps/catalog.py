@@ -183,12 +183,6 @@ def _read_rows(path: Path, columns: list[str]) -> list[list[str]]:
         return [[restore(cell) for cell in record] for record in reader if record]
 
 
-def _done_products(output: Path, per_product: int) -> set[int]:
-    """Rows of the products file whose ``per_product`` ads are all in ``output``."""
-    counts = Counter(int(record[0]) for record in _read_rows(output, COLUMNS))
-    return {row for row, count in counts.items() if count >= per_product}
-
-
 def _keep_only(path: Path, columns: list[str], done: set[int]) -> int:
     """Keep in ``path`` (the ads or the candidates file) only the rows of the products ``done``;
     returns how many rows went."""
@@ -433,8 +427,13 @@ def generate_catalog(
 
 
 def _complete_products(files: OutputFiles, per_product: int) -> set[int]:
-    """The products whose ``per_product`` ads are in the ads file or one of the parts."""
-    return set().union(*(_done_products(path, per_product) for path in files.all(ADS_PART) if path.exists()))
+    """The products whose ``per_product`` ads are all in the ads file, or all in one of the parts."""
+    done = set()
+    for path in files.all(ADS_PART):
+        if path.exists():
+            counts = Counter(int(record[0]) for record in _read_rows(path, COLUMNS))
+            done |= {row for row, count in counts.items() if count >= per_product}
+    return done
 
 
 def _prepare_output(files: OutputFiles, settings, batch_size, per_product, batches, overwrite, log) -> None:
