@@ -140,10 +140,13 @@ def test_bench_distributed_reports_speed_and_memory_per_process(processes):
     assert result["validation_loss_spread"] < 1e-3 * result["runs"]["1"]["final_validation_loss"]
 
 
-def test_bench_tokens_compares_in_memory_and_streamed_preparation():
+def test_bench_tokens_compares_in_memory_and_streamed_preparation(tmp_path):
+    import pandas as pd
+
     from adgen_utils.layout import EMBEDDED_DATA_FOLDER, repository_root
 
-    corpus = next((repository_root() / EMBEDDED_DATA_FOLDER).glob("*.csv"))
+    corpus = tmp_path / "ads.csv"  # the embedded corpus's first 3,000 ads
+    pd.read_csv(next((repository_root() / EMBEDDED_DATA_FOLDER).glob("*.csv")), nrows=3000).to_csv(corpus, index=False)
     result = bench.bench_tokens(str(corpus), model="tiny", block_size=64, full_corpus_ads=100_000, log=quiet)
     memory, streamed = result["in_memory"], result["token_file"]
     assert [r["ads"] for r in memory["runs"]] == [r["ads"] for r in streamed["runs"]]
