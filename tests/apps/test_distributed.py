@@ -66,7 +66,7 @@ def test_two_processes_fine_tune_the_model_one_process_does(tmp_path):
 
 def test_a_checkpoint_of_two_processes_resumes_on_one(tmp_path):
     run = tmp_path / "run"
-    long = [*TUNE[:-4], "-p", "max_steps=120", "-p", "eval_steps=8", "--run-dir", str(run)]
+    long = [*TUNE[:-4], "-p", "max_steps=40", "-p", "eval_steps=8", "--run-dir", str(run)]
     checkpoints = layout.model_dir(run, layout.FINETUNED) / layout.CHECKPOINTS_FOLDER
     process = adgen(long, processes=2)
     deadline = time.monotonic() + 300
@@ -79,12 +79,12 @@ def test_a_checkpoint_of_two_processes_resumes_on_one(tmp_path):
     process.communicate()
     assert not (layout.model_dir(run, layout.FINETUNED) / layout.FINETUNE_RESULT_FILE).exists()
     summary = json.loads(finish(adgen(long)))  # one process now
-    assert summary["processes"] == 1 and summary["steps"] == 120
-    assert summary["resumed_from"] in {f"checkpoint-{s}" for s in range(8, 120, 8)}
+    assert summary["processes"] == 1 and summary["steps"] == 40
+    assert summary["resumed_from"] in {f"checkpoint-{s}" for s in range(8, 40, 8)}
     whole = tmp_path / "whole"
     finish(adgen([*long[:-1], str(whole)]))
     resumed, uninterrupted = history(run).dropna(subset=["eval_loss"]), history(whole).dropna(subset=["eval_loss"])
-    assert resumed["step"].tolist() == uninterrupted["step"].tolist() == list(range(0, 121, 8))
+    assert resumed["step"].tolist() == uninterrupted["step"].tolist() == list(range(0, 41, 8))
     pd.testing.assert_series_equal(resumed["eval_loss"], uninterrupted["eval_loss"], rtol=1e-3)
 
 
