@@ -25,6 +25,13 @@ class ParameterError(AdgenError, ValueError):
     """A parameter's value does not fit its declared type or is not allowed here."""
 
 
+class StageMissing(AdgenError, RuntimeError):
+    """A lesson opened alone needs an earlier lesson whose training would take longer here than it
+    waits (measured on this machine); the message says which notebook to run first."""
+
+    exit_code = FAILED
+
+
 class ModelUnavailable(AdgenError, RuntimeError):
     """A model could not be found or loaded; the message says what to use instead."""
 

@@ -62,15 +62,29 @@ def precision_for(device: Device) -> str:
     return "fp16"
 
 
-def cpu_computes_bf16() -> bool:
-    """Whether this CPU has bfloat16 instructions (the ``avx512_bf16`` or ``amx_bf16`` flags of
-    Linux's /proc/cpuinfo); False where it cannot tell."""
+# /proc/cpuinfo flag -> name: the instruction sets that decide how fast the models train on a CPU
+INSTRUCTION_SETS = {"avx2": "AVX2", "fma": "FMA", "avx512f": "AVX-512", "avx512_vnni": "AVX512-VNNI",
+                    "avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX-BF16"}  # fmt: skip
+
+
+def cpu_info(field: str) -> str:
+    """The first ``field`` line of Linux's /proc/cpuinfo (``flags``, ``model name``); "" where there is none."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as file:
-            flags = next((line for line in file if line.startswith("flags")), "").split()
+            return next((line.partition(":")[2].strip() for line in file if line.startswith(field)), "")
     except OSError:
-        return False
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+        return ""
+
+
+def instruction_sets() -> list[str]:
+    """The vector instruction sets of :data:`INSTRUCTION_SETS` this CPU has, in that order."""
+    flags = set(cpu_info("flags").split())
+    return [name for flag, name in INSTRUCTION_SETS.items() if flag in flags]
+
+
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX-BF16); False where it cannot tell."""
+    return bool({"AVX512-BF16", "AMX-BF16"} & set(instruction_sets()))
 
 
 def training_precision(device: Device) -> str:
@@ -79,6 +93,18 @@ def training_precision(device: Device) -> str:
     if device.kind == "cpu":
         return "bf16" if device.cpu_bf16 else "fp32"
     return precision_for(device)
+
+
+def chosen_precision(wanted: str, device: Device) -> str:
+    """``wanted`` (``"bf16"``, ``"fp16"`` or ``"fp32"``), or :func:`training_precision` for ``"auto"``.
+    fp16 needs a CUDA GPU (a CPU has no fast float16 matrix products)."""
+    if wanted == "auto":
+        return training_precision(device)
+    if wanted not in PRECISIONS:
+        raise ValueError(f"precision must be auto or one of {', '.join(PRECISIONS)}, not {wanted!r}")
+    if wanted == "fp16" and device.kind != "cuda":
+        raise ValueError("precision fp16 needs a CUDA GPU; on a CPU use auto, bf16 or fp32")
+    return wanted
 
 
 @dataclass(frozen=True)
@@ -171,10 +197,12 @@ def nvidia_smi_gpus(run=subprocess.run) -> list[tuple[str, float, tuple[int, int
 
 
 def describe_machine() -> dict:
-    """Where a measurement was taken: ``cpu_cores``, ``memory_gib`` (GiB), ``gpu`` (names, or None),
-    ``platform`` (OS) and ``python`` (version)."""
+    """Where a measurement was taken: ``cpu`` (model), ``instruction_sets`` (:func:`instruction_sets`),
+    ``cpu_cores``, ``memory_gib`` (GiB), ``gpu`` (names, or None), ``platform`` (OS) and ``python``."""
     gpus = [name for name, _, _ in nvidia_smi_gpus()]
     return {
+        "cpu": cpu_info("model name") or platform.processor() or platform.machine(),
+        "instruction_sets": instruction_sets(),
         "cpu_cores": os.cpu_count(),
         "memory_gib": memory_gib(),
         "gpu": ", ".join(gpus) if gpus else None,

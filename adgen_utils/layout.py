@@ -31,6 +31,7 @@ FINETUNED = "finetuned"  # models/finetuned: the fine-tuned transformer (noteboo
 LSTM_MODEL_FILE = "model.keras"
 LSTM_STATE_FILE = "training.json"  # an LSTM's settings and progress, for resuming
 LSTM_BEST_WEIGHTS_FILE = "best.weights.h5"
+PLAN_FILE = "plan.json"  # a training's measured pace and the steps it chose (adgen_utils.pace), kept for a resume
 LSTM_BACKUP_FOLDER = "backup"  # TimedBackup's, removed when training finishes
 HISTORY_FILE = "history.csv"  # per epoch (LSTMs) or per evaluation (fine-tuning)
 LSTM_METRICS_FILE = "metrics.csv"  # 03, 04: accuracy and perplexity per split, trained and untrained

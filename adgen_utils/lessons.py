@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import shutil
 import time
@@ -23,15 +24,17 @@ import nbformat
 import papermill
 from papermill.exceptions import PapermillExecutionError
 
-from adgen_utils.errors import NotebookFailed, ParameterError
+from adgen_utils.errors import NotebookFailed, ParameterError, StageMissing
 from adgen_utils.layout import NOTEBOOKS_FOLDER, SUMMARY_FILE, repository_root
 from adgen_utils.logs import say
+from adgen_utils.pace import REBUILD_LIMIT_ENV
 from adgen_utils.settings import PROFILES, Run, default_run_dir
 
 NOTEBOOK_NAME = re.compile(r"(\d\d)_[a-z0-9_]+\.ipynb")
 EXECUTED_FOLDER = "executed"  # in notebooks/: the quick run's executed copies
 INJECTED_TAG = "injected-parameters"  # papermill's tag on the cell it adds
 FIGURE_WIDTH = 900  # pixels: figures in the executed copies are scaled down to this width at most
+REBUILD_LIMIT_MINUTES = 20  # a lesson opened alone runs an earlier one first if its training fits this, measured here
 
 
 @dataclass
@@ -90,10 +93,16 @@ def execute(notebook: Path, output: Path, parameters: dict, progress: bool = Tru
     return time.perf_counter() - started
 
 
-def run_first(notebook: str, run: Run, needs: str | Path, progress: bool = True) -> None:
+def run_first(
+    notebook: str, run: Run, needs: str | Path, progress: bool = True, limit_minutes: float = REBUILD_LIMIT_MINUTES
+) -> None:
     """Execute the lesson ``notebook`` (a file stem in notebooks/) into ``run.run_dir`` unless
     ``run.run_dir / needs`` is already there: a lesson opened alone gets an earlier lesson's results
-    by running that lesson itself, with the same profile and run folder."""
+    by running that lesson itself, with the same profile and run folder.
+
+    The earlier lesson times its first training steps on this machine before it trains; when its
+    training would take longer than ``limit_minutes`` it stops, and this raises :class:`StageMissing`
+    saying to run it first (a ``full`` profile's hours are not started unasked)."""
     if (run.run_dir / needs).exists():
         return
     source = notebooks_folder() / f"{notebook}.ipynb"
@@ -102,7 +111,19 @@ def run_first(notebook: str, run: Run, needs: str | Path, progress: bool = True)
     output = run.run_dir / NOTEBOOKS_FOLDER / source.name
     say(f"{run.run_dir / needs} is missing: running {notebook} first (profile {run.settings.profile}) -> {output}")
     parameters = {"profile": run.settings.profile, "run_dir": str(run.run_dir), "figures_dir": str(run.figures_dir)}
-    seconds = execute(source, output, parameters, progress)
+    earlier = os.environ.get(REBUILD_LIMIT_ENV)
+    os.environ[REBUILD_LIMIT_ENV] = str(limit_minutes)  # the kernel papermill starts inherits it
+    try:
+        seconds = execute(source, output, parameters, progress)
+    except NotebookFailed as failure:
+        if StageMissing.__name__ in str(failure):  # the earlier lesson measured itself and refused
+            raise StageMissing(str(failure).split(f"{StageMissing.__name__}: ", 1)[1].split("\n")[0]) from None
+        raise
+    finally:
+        if earlier is None:
+            os.environ.pop(REBUILD_LIMIT_ENV, None)
+        else:
+            os.environ[REBUILD_LIMIT_ENV] = earlier
     say(f"{notebook} done in {seconds:.0f} s")
 
 

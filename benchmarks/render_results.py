@@ -43,7 +43,10 @@ def table(header: list[str], rows: list[list]) -> str:
 
 def provenance(name: str, data: dict) -> str:
     measured, machine = data["measured"], data["measured"]["machine"]
-    where = f"{machine['cpu_cores']} cores, {machine['memory_gib']} GiB, {machine.get('gpu') or 'no GPU'}"
+    cpu = (
+        f" ({machine['cpu']}: {', '.join(machine.get('instruction_sets') or ['no AVX2'])})" if "cpu" in machine else ""
+    )
+    where = f"{machine['cpu_cores']} cores{cpu}, {machine['memory_gib']} GiB, {machine.get('gpu') or 'no GPU'}"
     return f"_`results/{name}.json`: measured {measured['date']} on {where} by `{measured['command']}`._"
 
 
@@ -161,7 +164,7 @@ def results_markdown(results_dir: Path) -> str:
         "([benchmarks.md](benchmarks.md)).",
     ]
     for stem, title, tables, command in SECTIONS:
-        paths = sorted(results_dir.glob(f"{stem}*.json")) if stem == "bench_generate" else []
+        paths = sorted(results_dir.glob(f"{stem}*.json")) if stem in ("bench_generate", "run_quick") else []
         for path in paths or [results_dir / f"{stem}.json"]:
             parts.append(f"## {title} (`{path.stem}`)")
             if not path.is_file():
@@ -172,8 +175,38 @@ def results_markdown(results_dir: Path) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def machine_line(machine: dict) -> str:
+    """``2 cores (AMD EPYC: AVX2, FMA, AVX-512)``: the CPU and the instruction sets that set its pace."""
+    sets = ", ".join(machine.get("instruction_sets") or []) or "no AVX2"
+    cpu = f" ({machine['cpu']}: {sets})" if "cpu" in machine else ""
+    return f"{machine['cpu_cores']} cores{cpu}" + (f", {machine['gpu']}" if machine.get("gpu") else "")
+
+
+def timing_rows(results_dir: Path) -> list[list]:
+    """One row per saved quick run (``run_quick*.json``): where, in which precision, how long, the
+    trainings' measured estimates beside what they took, and the study's answer on that machine."""
+    rows = []
+    for path in sorted(results_dir.glob("run_quick*.json")):
+        d = json.loads(path.read_text())
+        models = d.get("models") or {}
+        finetuned = models.get("06_fine_tuning") or {}
+        trainings = [
+            f"{name[:2]} {num(m['estimated_seconds'] / 60, 2)} / {num(m['train_wall_seconds'] / 60, 2)}"
+            for name, m in models.items()
+            if m and m.get("estimated_seconds") and m.get("train_wall_seconds")
+        ]
+        bits = {r["model"]: r["bits_per_char"] for r in d["comparison"]}
+        lstm = min(bits.get("one-hot LSTM", float("inf")), bits.get("Embedding LSTM", float("inf")))
+        answer = f"{pct(1 - bits['fine-tuned'] / lstm)} fewer" if "fine-tuned" in bits and lstm < float("inf") else "-"
+        minutes = sum(n["seconds"] for n in d.get("notebooks", [])) / 60
+        rows.append([f"`{path.stem}`", machine_line(d["measured"]["machine"]), finetuned.get("precision", "-"),
+                     num(minutes, 3), ", ".join(trainings) or "-", answer])  # fmt: skip
+    return rows
+
+
 def readme_table(results_dir: Path) -> str:
-    """The README's table: each model's test bits per character and per-word perplexity (quick run)."""
+    """The README's tables: each model's test bits per character and per-word perplexity (quick run),
+    and how long each saved quick run took where it ran."""
     path = results_dir / "run_quick.json"
     if not path.is_file():
         return f"_No quick run saved yet: `./run.sh`, then `{SAVE_RUN}`._"
@@ -183,7 +216,21 @@ def readme_table(results_dir: Path) -> str:
     if d.get("notebooks"):
         minutes = ", ".join(f"{n['notebook'][:2]} {num(n['seconds'] / 60, 2)}" for n in d["notebooks"])
         lines.append(f"Minutes per notebook: {minutes}.")
-    return "\n\n".join([*lines, provenance(path.stem, d)])
+    lines.append(provenance(path.stem, d))
+    lines.append(
+        table(
+            [
+                "quick run",
+                "measured on",
+                "fine-tuning in",
+                "minutes, 01-08",
+                "training minutes: estimated / taken",
+                "fine-tuned vs best LSTM (bits / char)",
+            ],
+            timing_rows(results_dir),
+        )  # fmt: skip
+    )
+    return "\n\n".join(lines)
 
 
 def parameters_markdown() -> str:

@@ -25,15 +25,18 @@ from adgen_utils.layout import (
     EMBEDDING_LSTM,
     FINETUNE_RESULT_FILE,
     FINETUNED,
+    HISTORY_FILE,
     LSTM_METRICS_FILE,
     LSTM_STATE_FILE,
     ONE_HOT_LSTM,
+    PLAN_FILE,
     RUN_RESULT_FILE,
     SUMMARY_FILE,
     comparison_path,
     model_dir,
     results_dir,
 )
+from adgen_utils.pace import Plan
 
 
 def with_provenance(result: dict, command: list[str], **context) -> dict:
@@ -75,6 +78,15 @@ def _lstm_figures(folder: Path) -> dict | None:
         return None
     state = json.loads(state_path.read_text())
     figures = {**state["settings"], "status": state.get("status"), "epochs_run": state.get("epochs_run")}
+    figures["precision"] = "fp32"  # Keras trains the LSTMs in float32 on every machine here
+    plan = json.loads((folder / PLAN_FILE).read_text())["plan"] if (folder / PLAN_FILE).is_file() else None
+    if plan:  # what the lesson measured before training, and what it then took
+        figures["plan"] = plan
+        figures["batches_per_epoch"] = plan["chosen"]
+        figures["estimated_seconds"] = round(Plan(**plan).seconds, 1)
+    history = folder / HISTORY_FILE
+    if history.is_file():
+        figures["train_wall_seconds"] = round(sum(r.get("seconds", 0) for r in _csv_rows(history)), 1)
     metrics = folder / LSTM_METRICS_FILE
     if metrics.is_file():
         test = [r for r in _csv_rows(metrics) if r.get("model") == "trained" and r.get("split") == "test"]
@@ -90,12 +102,16 @@ def _finetune_figures(folder: Path) -> dict | None:
     if not path.is_file():
         return None
     result = json.loads(path.read_text())
-    keep = ("method", "train_tokens", "steps", "epochs", "train_seconds", "perplexity_before", "perplexity_after")
-    return {
+    keep = ("method", "precision", "train_tokens", "steps", "epochs", "train_seconds", "train_wall_seconds")
+    keep += ("plan", "perplexity_before", "perplexity_after")
+    figures = {
         "base_model": Path(str(result.get("base_model"))).name,
         "train_texts": result["settings"].get("train_texts"),
         **{key: result.get(key) for key in keep},
     }
+    if result.get("plan"):
+        figures["estimated_seconds"] = round(Plan(**result["plan"]).seconds, 1)
+    return figures
 
 
 def run_results(run_dir: str | Path) -> dict:

@@ -11,9 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import keras
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from adgen_utils.corpus.sequences import TokenArrays
 from adgen_utils.corpus.text import Vocabulary
 from adgen_utils.figures import save_figure, subplots
 from adgen_utils.layout import (
@@ -22,11 +24,13 @@ from adgen_utils.layout import (
     LSTM_BEST_WEIGHTS_FILE,
     LSTM_MODEL_FILE,
     LSTM_STATE_FILE,
+    PLAN_FILE,
     QUALITY_CURVE_FILE,
     VOCABULARY_FILE,
 )
 from adgen_utils.logs import say
 from adgen_utils.models import CURVE_COLUMNS, CURVE_METRICS
+from adgen_utils.pace import Plan, load_plan, plan, save_plan, seconds_per_step, simulated_slowdown
 
 
 class TimedBackup(keras.callbacks.BackupAndRestore):
@@ -128,6 +132,52 @@ class QualityCurve(keras.callbacks.Callback):
         pd.concat(rows).to_csv(self.path, index=False)
 
 
+def plan_fit(
+    model: keras.Model,
+    train: TokenArrays,
+    validation: TokenArrays,
+    batch_size: int,
+    epochs: int,
+    minutes: float | None,
+    folder: str | Path,
+    timed: int = 3,
+) -> Plan:
+    """How many batches of ``train`` each epoch runs here: all of them, or as many as fit ``minutes``
+    with the evaluations after each epoch (``fit``'s pass over ``validation``, and the quality curve
+    scoring as many ads) and the tracing of the first step.
+
+    A batch of the training ads' mean length is timed ``timed`` times on a copy of the compiled model
+    (``model`` itself starts training from the weights it has). The plan is saved in ``folder``; a
+    resumed training reads it back rather than timing again, and so keeps the same ads."""
+    path = Path(folder) / PLAN_FILE
+    if (saved := load_plan(path)) is not None:
+        return saved
+    copy = keras.models.clone_model(model)
+    copy.compile(optimizer=model.optimizer.from_config(model.optimizer.get_config()), loss=model.loss)
+    length = max(2, round(float(np.mean(train.lengths))))  # batches group ads of similar length
+    ids = np.resize(np.asarray(train.ids, dtype=np.int32), (batch_size, length))
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    started = time.perf_counter()
+    copy.train_on_batch(inputs, targets)  # the first call traces the step, as fit's first batch will
+    tracing = (time.perf_counter() - started) * simulated_slowdown()
+    train_step = seconds_per_step(lambda: copy.train_on_batch(inputs, targets), timed, warmup=0)
+    check_step = seconds_per_step(lambda: copy.test_on_batch(inputs, targets), timed)
+    # after every epoch: fit's validation pass, and the quality curve scoring as many ads forward
+    evaluation = 2 * -(-len(validation) // batch_size) * check_step
+    chosen = plan(
+        wanted=-(-len(train) // batch_size),
+        seconds_each=train_step,
+        unit=f"batch of {batch_size} ads",
+        minutes=minutes,
+        timed=timed,
+        passes=epochs,
+        fixed_seconds=epochs * evaluation + max(0.0, tracing - train_step),
+    )
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    save_plan(chosen, path)
+    return chosen
+
+
 def reload_if_trained(folder: str | Path, model: keras.Model, settings: dict, log=say) -> keras.Model | None:
     """The model finished in ``folder`` with the same layers and ``settings``, loaded; else None (and a
     folder of another model is cleared, so training starts afresh)."""
@@ -142,7 +192,14 @@ def reload_if_trained(folder: str | Path, model: keras.Model, settings: dict, lo
     state = json.loads(state_path.read_text()) if state_path.is_file() else None
     if state and state["settings"] != recorded:
         log("the model or its settings changed since the last run in this folder: training from scratch")
-        for name in (LSTM_BACKUP_FOLDER, HISTORY_FILE, LSTM_BEST_WEIGHTS_FILE, LSTM_MODEL_FILE, QUALITY_CURVE_FILE):
+        for name in (
+            LSTM_BACKUP_FOLDER,
+            HISTORY_FILE,
+            LSTM_BEST_WEIGHTS_FILE,
+            LSTM_MODEL_FILE,
+            QUALITY_CURVE_FILE,
+            PLAN_FILE,
+        ):
             path = folder / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         state = None

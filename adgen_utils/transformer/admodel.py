@@ -240,7 +240,8 @@ def with_shots(
 def footing_score(validation: pd.DataFrame, category_prefix: bool):
     """``score(model, tokenizer) -> dict`` for fine-tuning's evaluations: the ``validation`` ads
     (columns ad, category) scored as notebook 07 scores a fine-tuned model, summed up by
-    :func:`adgen_utils.models.summarize_scores`, plus ``loss`` (nats per model token)."""
+    :func:`adgen_utils.models.summarize_scores`, plus ``loss`` (nats per model token). ``score.ads``
+    is how many it scores, ``score.head(n)`` the same on the first ``n`` (to time an evaluation)."""
     ads = validation["ad"].tolist()
     categories = validation["category"].tolist() if category_prefix else None
 
@@ -248,4 +249,5 @@ def footing_score(validation: pd.DataFrame, category_prefix: bool):
         scores = TransformerAdModel.in_training(model, tokenizer, category_prefix).score(ads, categories)
         return {**summarize_scores(scores), "loss": float(-scores["log_prob"].sum() / scores["model_tokens"].sum())}
 
+    score.ads, score.head = len(ads), lambda count: footing_score(validation.head(count), category_prefix)
     return score

@@ -13,7 +13,7 @@ import resource
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -24,7 +24,14 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback, Tra
 from transformers.utils.notebook import NotebookProgressCallback
 
 from adgen_utils.corpus.data import load_dataset, validation_ads
-from adgen_utils.hardware import detect_device, join_processes, launch, training_precision, wait_for_processes
+from adgen_utils.hardware import (
+    chosen_precision,
+    describe_machine,
+    detect_device,
+    join_processes,
+    launch,
+    wait_for_processes,
+)
 from adgen_utils.layout import (
     CHECKPOINTS_FOLDER,
     DATA_FOLDER,
@@ -32,12 +39,14 @@ from adgen_utils.layout import (
     FINETUNED,
     HISTORY_FILE,
     MODELS_FOLDER,
+    PLAN_FILE,
     QUALITY_CURVE_FILE,
     TOKENS_FOLDER,
     model_dir,
 )
 from adgen_utils.logs import say
 from adgen_utils.models import CURVE_COLUMNS, CURVE_METRICS
+from adgen_utils.pace import Plan, load_plan, plan, refuse_long_rebuild, save_plan, seconds_per_step
 from adgen_utils.settings import Finetune
 from adgen_utils.transformer.pretrained import CATEGORY_SEPARATOR, load_causal_lm, resolve_model
 from adgen_utils.transformer.stream import (
@@ -63,6 +72,8 @@ TRAINING_FIELDS = [
     "max_steps",
     "learning_rate",
     "eval_steps",
+    "minutes",
+    "precision",
     "seed",
 ]
 WARMUP = 0.05  # share of the steps over which the learning rate rises to its peak
@@ -267,10 +278,17 @@ def _texts_digest(texts: Sequence[str]) -> str:
 
 
 def training_arguments(
-    settings: Finetune, output_dir, method: str, progress: bool = True, fsdp: bool = False
+    settings: Finetune,
+    output_dir,
+    method: str,
+    max_steps: int,
+    precision: str,
+    progress: bool = True,
+    fsdp: bool = False,
 ) -> TrainingArguments:
-    """The ``TrainingArguments`` for one process or torchrun (DDP, gloo on CPUs; FSDP2 with ``fsdp``).
-    ``settings.batch_size`` blocks a step in all, so any number of processes trains the same model."""
+    """The ``TrainingArguments`` for one process or torchrun (DDP, gloo on CPUs; FSDP2 with ``fsdp``),
+    for ``max_steps`` optimizer steps (the plan's) in ``precision``. ``settings.batch_size`` blocks a
+    step in all, so any number of processes trains the same model."""
     processes = launch().processes
     if settings.batch_size % processes:
         raise ValueError(
@@ -279,7 +297,6 @@ def training_arguments(
         )
     if fsdp and (method != "full" or not torch.cuda.is_available()):
         raise ValueError("FSDP shards full fine-tuning over CUDA GPUs: use method='full' on GPUs, or no --fsdp")
-    precision = training_precision(detect_device())
     distributed = {"ddp_backend": "gloo"} if processes > 1 and not torch.cuda.is_available() else {}
     if fsdp:
         distributed.update(
@@ -289,8 +306,7 @@ def training_arguments(
         output_dir=str(Path(output_dir) / CHECKPOINTS_FOLDER),
         per_device_train_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.gradient_accumulation,
-        num_train_epochs=settings.epochs,
-        max_steps=settings.max_steps,
+        max_steps=max_steps,
         learning_rate=settings.learning_rate,
         warmup_steps=WARMUP,
         lr_scheduler_type="linear",
@@ -312,6 +328,72 @@ def training_arguments(
         fp16=precision == "fp16",
         **distributed,
     )
+
+
+# 5b. How long: timed here ------------------------------------------------------------------
+
+
+def planned_steps(settings: Finetune, blocks: int) -> int:
+    """The optimizer steps ``settings`` ask for: ``max_steps``, or ``epochs`` over ``blocks`` blocks."""
+    if settings.max_steps > 0:
+        return settings.max_steps
+    per_epoch = max(1, -(-blocks // (settings.batch_size * settings.gradient_accumulation)))
+    return max(1, math.ceil(per_epoch * settings.epochs))
+
+
+def evaluations(steps: int, every: int | None, per_epoch: int) -> int:
+    """How many times FootingEvaluation scores the validation ads in ``steps`` steps: before training,
+    every ``every`` steps (None: every epoch of ``per_epoch`` steps) and after the last step."""
+    period = every or per_epoch
+    return 1 + steps // period + (1 if steps % period else 0)
+
+
+def plan_steps(model, tokenizer, blocks, settings: Finetune, precision: str, output_dir, score, timed: int = 2):
+    """The optimizer steps to run here (a :class:`adgen_utils.pace.Plan`): the planned ones, or as many
+    as fit ``settings.minutes`` with their evaluations.
+
+    A step's forward and backward pass over ``batch_size`` real blocks is timed ``timed`` times after
+    one warm-up (the gradients are then dropped: the weights are untouched), in ``precision``; one
+    evaluation is timed on ``score.head(10)`` (the first 10 of its validation ads, as
+    ``admodel.footing_score`` gives) and scaled to all ``score.ads``. The plan is kept in the checkpoints folder with the settings, so that
+    a resumed run keeps its steps; a different GPU share or accumulation is timed as one step."""
+    path = Path(output_dir) / CHECKPOINTS_FOLDER / PLAN_FILE
+    key = {name: getattr(settings, name) for name in TRAINING_FIELDS}
+    if (saved := load_plan(path, key)) is not None:
+        return saved
+    device = next(model.parameters()).device
+    batch = torch.stack([torch.as_tensor(blocks[i]["input_ids"]) for i in range(min(settings.batch_size, len(blocks)))])
+    batch = batch.to(device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    training = model.training
+    model.train()
+
+    def step():
+        with autocast:
+            loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    each = seconds_per_step(step, timed) * settings.gradient_accumulation
+    model.eval()
+    with torch.no_grad(), autocast:
+        sample = score.head(10)
+        evaluation = seconds_per_step(lambda: sample(model, tokenizer), timed=1, warmup=0) * score.ads / sample.ads
+    model.train(training)
+    each, evaluation = _slowest_process(each, evaluation)  # every process plans the same steps
+    wanted = planned_steps(settings, len(blocks))
+    per_epoch = max(1, -(-len(blocks) // (settings.batch_size * settings.gradient_accumulation)))
+    tokens = f"{settings.batch_size * settings.gradient_accumulation} x {settings.block_size} tokens"
+    fits = plan(wanted, each, f"optimizer step of {tokens}", settings.minutes, timed)
+    for _ in range(2):  # fewer steps, fewer evaluations: settle the count
+        runs = evaluations(fits.chosen, settings.eval_steps, per_epoch)
+        fits = plan(
+            wanted, each, f"optimizer step of {tokens}", settings.minutes, timed, fixed_seconds=runs * evaluation
+        )
+    if launch().main:
+        save_plan(fits, path, key)
+    return fits
 
 
 # 6. The trainer and its callbacks ---------------------------------------------------------
@@ -407,6 +489,16 @@ class StepProgress(ProgressCallback):
         pass
 
 
+def _slowest_process(*seconds: float) -> list[float]:
+    """Each of ``seconds``, the largest over the processes of a distributed run (itself for one)."""
+    if not _process_group():
+        return list(seconds)
+    device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+    values = torch.tensor(seconds, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(values, op=torch.distributed.ReduceOp.MAX)
+    return values.tolist()
+
+
 def _process_group() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
@@ -439,6 +531,7 @@ def trainer_with_callbacks(
     score: Score,
     settings: Finetune,
     method: str,
+    precision: str,
     checkpoint_minutes: float = 15.0,
 ) -> Trainer:
     """The ``Trainer`` of notebook 06: ``blocks`` to train on, :class:`FootingEvaluation` with
@@ -449,7 +542,7 @@ def trainer_with_callbacks(
         tokenizer,
         every=settings.eval_steps,
         flops_per_step=tokens_per_step * training_flops_per_token(model, settings.block_size, method),
-        precision=training_precision(detect_device()),
+        precision=precision,
         show=not arguments.disable_tqdm,
     )
     trainer = Trainer(
@@ -513,7 +606,15 @@ def quality_curve(log_history: list[dict]) -> pd.DataFrame:
 
 
 def save_finetuned(
-    trainer: Trainer, tokenizer, output_dir, record: dict, method: str, reason: str, resumed_from: str | None
+    trainer: Trainer,
+    tokenizer,
+    output_dir,
+    record: dict,
+    method: str,
+    reason: str,
+    resumed_from: str | None,
+    plan: Plan,
+    precision: str,
 ) -> FinetuneResult:
     """Write the trained model as a plain transformers folder (safetensors, LoRA adapters merged;
     the adapter alone in ``adapter/``), ``quality_curve.csv``, ``history.csv`` and ``finetune.json``,
@@ -552,6 +653,13 @@ def save_finetuned(
         "steps": state.global_step,
         "epochs": state.epoch,
         "train_seconds": round(float(curve["train_seconds"].iloc[-1]), 1),
+        # the whole train() call (steps and evaluations; since the resume, if any) beside the plan's estimate
+        "train_wall_seconds": next(
+            (e["train_runtime"] for e in reversed(state.log_history) if "train_runtime" in e), None
+        ),
+        "plan": asdict(plan),
+        "precision": precision,
+        "machine": describe_machine(),
         "resumed_from": resumed_from,
         "perplexity_before": float(evaluated.iloc[0]),
         "perplexity_after": float(evaluated.iloc[-1]),
@@ -602,10 +710,17 @@ def finetune(
         torch.cuda.set_device(here.local_rank)  # "cuda" is this process's own GPU from now on
     set_seed(settings.seed)
     model, tokenizer = load_for_training(model_path, method)
-    arguments = training_arguments(settings, output_dir, method, progress, fsdp)
+    precision = chosen_precision(settings.precision, detect_device())
     blocks = token_file_blocks(texts, tokenizer, output_dir, settings.block_size, record)
+    steps = plan_steps(model, tokenizer, blocks, settings, precision, output_dir, score)
     if progress and here.main:
         say(f"method: {reason}; {blocks.tokens:,} tokens ({blocks.texts:,} ads) in {len(blocks):,} blocks")
-    trainer = trainer_with_callbacks(model, tokenizer, arguments, blocks, score, settings, method, checkpoint_minutes)
+        say(f"{precision}: {steps.describe()}")
+    refuse_long_rebuild(steps, "adgen finetune")
+    set_seed(settings.seed)  # timing drew random numbers: the training's are the same as without it
+    arguments = training_arguments(settings, output_dir, method, steps.chosen, precision, progress, fsdp)
+    trainer = trainer_with_callbacks(
+        model, tokenizer, arguments, blocks, score, settings, method, precision, checkpoint_minutes
+    )
     resumed_from = train(trainer, output_dir)
-    return save_finetuned(trainer, tokenizer, output_dir, record, method, reason, resumed_from)
+    return save_finetuned(trainer, tokenizer, output_dir, record, method, reason, resumed_from, steps, precision)
