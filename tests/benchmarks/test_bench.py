@@ -58,8 +58,9 @@ def test_one_epoch_with_the_sampled_softmax_learns(write_file, tmp_path):
     assert 0 < epoch["validation_cross_entropy"] < 10 and epoch["validation_perplexity"] > 1
 
 
-def test_bench_finetune_compares_packed_and_padded_on_the_same_ads():
-    result = bench.bench_finetune("tiny", repeats=1, steps=2, batch_size=4, block_size=64, log=quiet)
+def test_bench_finetune_compares_packed_and_padded_on_the_same_ads(tiny_folder):
+    # The tiny model built once for the session (bench generate builds "tiny" by its name).
+    result = bench.bench_finetune(str(tiny_folder), repeats=1, steps=2, batch_size=4, block_size=64, log=quiet)
     ways = ["packed", "padded_to_block", "padded_to_longest_in_batch", "packed_lora"]
     assert all(result[w]["median_tokens_per_second"] > 0 and result[w]["peak_rss_mib"] > 50 for w in ways)
     assert result["packed"]["trained_tokens"] == 2 * 4 * 64  # packed rows are full
@@ -115,14 +116,16 @@ def test_bench_compute_runs_the_lessons_and_adgen_finetune_on_the_same_validatio
     assert set(result["overtaking"]) >= {"best_lstm", "at_seconds", "at_flops"}
 
 
-def test_bench_category_compares_the_prefix_on_a_corpus_of_categories(write_file, embedded_ads):
+def test_bench_category_compares_the_prefix_on_a_corpus_of_categories(write_file, embedded_ads, tiny_folder):
     def category(ad):
         return "watches" if "Watch" in ad else "tv" if "TV" in ad else "other"
 
     ads = embedded_ads["ad"].sample(n=1500, random_state=0).tolist()
     lines = ["ad,category", *(f'"{ad.replace(chr(34), chr(34) * 2)}",{category(ad)}' for ad in ads)]
     path = write_file("corpus.csv", "\n".join(lines) + "\n")
-    result = bench.bench_category(str(path), sample_size=1200, steps=4, products=12, base_model="tiny", log=quiet)
+    result = bench.bench_category(
+        str(path), sample_size=1200, steps=4, products=12, base_model=str(tiny_folder), log=quiet
+    )
     assert result["categories"] == 3 and result["products"] == 12 and result["steps"] == 4
     for way in ("without_prefix", "with_prefix"):
         assert 0 < result[way]["bits_per_char"] < 20 and 0 <= result[way]["in_category"] <= 1
@@ -131,8 +134,10 @@ def test_bench_category_compares_the_prefix_on_a_corpus_of_categories(write_file
 
 
 @pytest.mark.parametrize("processes", [(1, 2)])
-def test_bench_distributed_reports_speed_and_memory_per_process(processes):
-    result = bench.bench_distributed("tiny", processes=processes, steps=4, batch_size=8, block_size=64, log=quiet)
+def test_bench_distributed_reports_speed_and_memory_per_process(processes, tiny_folder):
+    result = bench.bench_distributed(
+        str(tiny_folder), processes=processes, steps=4, batch_size=8, block_size=64, log=quiet
+    )
     assert set(result["runs"]) == {"1", "2"} and result["global_batch_blocks"] == 8
     for count, run in result["runs"].items():
         assert run["processes"] == int(count) and len(run["peak_rss_mib_per_process"]) == int(count)
