@@ -183,6 +183,7 @@ PROFILES: dict[str, dict[type, dict]] = {
             "base_model": "tiny",
             "category_prefix": True,
             "max_train_ads": 600,
+            "batch_size": 8,
             "max_steps": -1,
             "epochs": 2.0,
             "learning_rate": 3e-3,

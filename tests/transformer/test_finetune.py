@@ -106,7 +106,7 @@ def test_fine_tuning_lowers_validation_perplexity_and_saves_a_plain_model(tiny, 
     folder, _ = tiny
     settings = Finetune(
         base_model=str(folder), max_train_ads=400, validation_ads=60, max_steps=-1, epochs=2.0, learning_rate=3e-3,
-        eval_steps=None,
+        eval_steps=None, batch_size=8,
     )  # fmt: skip
     result = tune(settings, run_dir, progress=False)
     evaluated = result.history.dropna(subset=["eval_loss"])
@@ -133,7 +133,13 @@ def test_lora_trains_adapters_and_saves_them_merged(tiny, run_dir, tmp_path):
     folder, _ = tiny
     (tmp_path / layout.DATA_FOLDER).symlink_to(run_dir / layout.DATA_FOLDER)
     settings = Finetune(
-        base_model=str(folder), method="lora", max_train_ads=200, validation_ads=30, max_steps=-1, learning_rate=5e-3
+        base_model=str(folder),
+        method="lora",
+        max_train_ads=200,
+        validation_ads=30,
+        max_steps=-1,
+        learning_rate=5e-3,
+        batch_size=8,
     )
     result = tune(settings, tmp_path, progress=False)
     assert result.summary["method"] == "lora" and result.perplexity_after < result.perplexity_before
