@@ -74,9 +74,9 @@ class Plan:
 
 
 def format_seconds(seconds: float) -> str:
-    """``0.21 s``, ``42 s``, ``3.5 min`` or ``2.1 h``: a duration as a person reads it."""
+    """``0.21 s``, ``4.2 s``, ``42 s``, ``3.5 min`` or ``2.1 h``: a duration as a person reads it."""
     if seconds < 10:
-        return f"{seconds:.2g} s"
+        return f"{seconds:.2f} s" if seconds < 1 else f"{seconds:.1f} s"
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 2 * 3600:

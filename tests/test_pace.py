@@ -61,7 +61,9 @@ def test_a_saved_plan_is_read_back_only_for_the_same_settings(tmp_path):
     assert pace.load_plan(tmp_path / "none.json", {}) is None
 
 
-@pytest.mark.parametrize(("seconds", "shown"), [(0.213, "0.21 s"), (42.4, "42 s"), (210, "3.5 min"), (9000, "2.5 h")])
+@pytest.mark.parametrize(
+    ("seconds", "shown"), [(0.213, "0.21 s"), (1.04, "1.0 s"), (42.4, "42 s"), (210, "3.5 min"), (9000, "2.5 h")]
+)
 def test_durations_read_as_a_person_reads_them(seconds, shown):
     assert pace.format_seconds(seconds) == shown
 

@@ -353,7 +353,8 @@ def plan_steps(model, tokenizer, blocks, settings: Finetune, precision: str, out
     as fit ``settings.minutes`` with their evaluations.
 
     A step's forward and backward pass over ``batch_size`` real blocks is timed ``timed`` times after
-    one warm-up (the gradients are then dropped: the weights are untouched), in ``precision``; one
+    one warm-up (the gradients are then dropped: the weights are untouched), in ``precision``, plus
+    AdamW's update timed on a scratch tensor and scaled to the trained weights; one
     evaluation is timed on ``score.head(10)`` (the first 10 of its validation ads, as
     ``admodel.footing_score`` gives) and scaled to all ``score.ads``. The plan is kept in the checkpoints folder with the settings, so that
     a resumed run keeps its steps; a different GPU share or accumulation is timed as one step."""
@@ -376,12 +377,20 @@ def plan_steps(model, tokenizer, blocks, settings: Finetune, precision: str, out
         model.zero_grad(set_to_none=True)
 
     each = seconds_per_step(step, timed) * settings.gradient_accumulation
+    # AdamW's update reads and writes every trained weight and its two moments: as long as a backward
+    # pass on a CPU. Timed on a scratch tensor of up to 16M numbers and scaled to the trained ones.
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    scratch = torch.zeros(min(trained, 2**24), device=device, requires_grad=True)
+    scratch.grad = torch.zeros_like(scratch)
+    update = torch.optim.AdamW([scratch], lr=settings.learning_rate).step
+    each += seconds_per_step(update, timed) * trained / scratch.numel()
+    del scratch
     model.eval()
     with torch.no_grad(), autocast:
         sample = score.head(10)
         evaluation = seconds_per_step(lambda: sample(model, tokenizer), timed=1, warmup=0) * score.ads / sample.ads
     model.train(training)
-    each, evaluation = _slowest_process(each, evaluation)  # every process plans the same steps
+    each, evaluation = _largest_over_processes(each, evaluation)  # every process plans the same steps
     wanted = planned_steps(settings, len(blocks))
     per_epoch = max(1, -(-len(blocks) // (settings.batch_size * settings.gradient_accumulation)))
     tokens = f"{settings.batch_size * settings.gradient_accumulation} x {settings.block_size} tokens"
@@ -474,7 +483,7 @@ class TimedCheckpoint(TrainerCallback):
         self.last_save = self.clock()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if _any_process(self.clock() - self.last_save >= self.seconds):
+        if _largest_over_processes(self.clock() - self.last_save >= self.seconds)[0]:
             control.should_save = True  # the Trainer saves on this flag under any save_strategy
         return control
 
@@ -489,29 +498,19 @@ class StepProgress(ProgressCallback):
         pass
 
 
-def _slowest_process(*seconds: float) -> list[float]:
-    """Each of ``seconds``, the largest over the processes of a distributed run (itself for one)."""
-    if not _process_group():
-        return list(seconds)
-    device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
-    values = torch.tensor(seconds, dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(values, op=torch.distributed.ReduceOp.MAX)
-    return values.tolist()
-
-
 def _process_group() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
-def _any_process(flag: bool) -> bool:
-    """``flag`` of any process of a distributed run (one tiny all-reduce), so that every process
-    decides alike; ``flag`` itself for one process."""
+def _largest_over_processes(*values: float) -> list[float]:
+    """Each of ``values``, the largest over the processes of a distributed run (one tiny all-reduce),
+    so that every process decides alike; ``values`` themselves for one process."""
     if not _process_group():
-        return flag
+        return list(values)
     device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
-    value = torch.tensor([int(flag)], device=device)
-    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
-    return bool(value.item())
+    reduced = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(reduced, op=torch.distributed.ReduceOp.MAX)
+    return reduced.tolist()
 
 
 def evaluations_only(trainer: Trainer) -> None:
