@@ -15,4 +15,4 @@ scripts/setup_aitextgen.sh
 .venv/bin/python benchmarks/render_results.py --check
 .venv/bin/adgen run --profile ci --no-progress
 .venv/bin/adgen run --profile ci --alone --only 05 --only 07 --only 08 --no-progress
-exec .venv/bin/python -m pytest tests runs/ci/notebooks --nbval-lax --nbval-current-env "$@"
+exec .venv/bin/python -m pytest tests runs/ci/notebooks --nbval-lax --nbval-current-env --durations=15 "$@"

@@ -67,7 +67,8 @@ def test_save_run_keeps_the_comparison_times_and_training_figures_with_provenanc
     saved = json.loads(path.read_text())
     assert saved["measured"]["command"] == "python -m benchmarks.results save runs/quick"
     assert saved["measured"]["profile"] == saved["profile"] == "quick"
-    assert set(saved["measured"]["machine"]) == {"cpu_cores", "memory_gib", "gpu", "platform", "python"}
+    machine = {"cpu", "instruction_sets", "cpu_cores", "memory_gib", "gpu", "platform", "python"}
+    assert set(saved["measured"]["machine"]) == machine  # the instruction sets say which rows are like yours
     assert [n["notebook"] for n in saved["notebooks"]] == ["04_embedding_lstm", "07_evaluation"]
     assert "output" not in saved["notebooks"][0]  # a path of the machine that ran it, not a result
     assert [r["model"] for r in saved["comparison"]] == ["LSTM (03)", "Embedding LSTM (04)", "smollm2-135m zero-shot"]
