@@ -30,6 +30,18 @@ def embedded_ads():
     return ads
 
 
+@pytest.fixture(scope="module")
+def ads_run_dir(embedded_ads, tmp_path_factory):
+    """A run folder holding the embedded ads, as notebook 01 leaves it (one per test module)."""
+    from adgen_utils import layout
+    from adgen_utils.corpus.data import DATASET_FILE
+
+    folder = tmp_path_factory.mktemp("run")
+    (folder / layout.DATA_FOLDER).mkdir()
+    embedded_ads.to_parquet(folder / layout.DATA_FOLDER / DATASET_FILE, index=False)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_folder(embedded_ads, tmp_path_factory):
     """An untrained tiny GPT-Neo with a tokenizer trained on 2,000 embedded training ads."""

@@ -9,8 +9,7 @@ import torch
 from lstm.lesson import lesson_model
 from transformers import AutoTokenizer
 
-from adgen_utils import hardware, layout
-from adgen_utils.corpus.data import DATASET_FILE
+from adgen_utils import hardware
 from adgen_utils.corpus.sequences import TokenArrays
 from adgen_utils.lstm import training as lstm_training
 from adgen_utils.settings import Finetune
@@ -49,11 +48,8 @@ def tiny(tiny_folder):
 
 
 @pytest.fixture(scope="module")
-def run_dir(embedded_ads, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("run")
-    (folder / layout.DATA_FOLDER).mkdir()
-    embedded_ads.to_parquet(folder / layout.DATA_FOLDER / DATASET_FILE, index=False)
-    return folder
+def run_dir(ads_run_dir):
+    return ads_run_dir
 
 
 def test_a_fine_tuning_plan_leaves_the_weights_and_counts_its_evaluations(tiny, run_dir, tmp_path):
@@ -75,7 +71,7 @@ def test_a_fine_tuning_plan_leaves_the_weights_and_counts_its_evaluations(tiny, 
     # a budget too short for anything: one step still runs (the arithmetic of cuts: tests/test_pace.py)
     cut = finetune.plan_steps(model, tokenizer, blocks, replace(settings, minutes=1e-4), "fp32", tmp_path / "c", score)
     assert cut.cut and cut.chosen == 1
-    assert finetune.planned_steps(replace(settings, max_steps=-1, epochs=2.0), 100) == 2 * 13
+    assert finetune.planned_steps(replace(settings, max_steps=-1, epochs=2.0), 100) == 2 * 25  # 4 blocks a step
 
 
 def test_fine_tuning_to_a_budget_records_its_plan_estimate_and_precision(tiny, run_dir, tmp_path):

@@ -17,7 +17,6 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 from adgen_utils import layout
-from adgen_utils.corpus.data import DATASET_FILE
 from adgen_utils.settings import Finetune
 from adgen_utils.transformer import aitextgen, finetune, pretrained, stream
 from adgen_utils.transformer.admodel import footing_score
@@ -89,12 +88,8 @@ def test_method_choice_follows_the_memory_estimate(tiny):
 
 
 @pytest.fixture(scope="module")
-def run_dir(ads, tmp_path_factory):
-    """A run folder holding the embedded ads, as notebook 01 leaves it."""
-    folder = tmp_path_factory.mktemp("run")
-    (folder / layout.DATA_FOLDER).mkdir()
-    ads.to_parquet(folder / layout.DATA_FOLDER / DATASET_FILE, index=False)
-    return folder
+def run_dir(ads_run_dir):
+    return ads_run_dir
 
 
 def tune(settings: Finetune, run_dir, **options):
