@@ -86,6 +86,8 @@ def execute(notebook: Path, output: Path, parameters: dict, progress: bool = Tru
             kernel_name="python3",
         )
     except PapermillExecutionError as error:
+        if error.ename == StageMissing.__name__:  # the lesson measured its training and refused: say why
+            raise StageMissing(error.evalue) from None
         raise NotebookFailed(
             f"{notebook.stem} failed in cell {error.exec_count} with {error.ename}: {error.evalue}\n"
             f"The partly executed notebook, with the full traceback, is {output}."
@@ -115,10 +117,6 @@ def run_first(
     os.environ[REBUILD_LIMIT_ENV] = str(limit_minutes)  # the kernel papermill starts inherits it
     try:
         seconds = execute(source, output, parameters, progress)
-    except NotebookFailed as failure:
-        if StageMissing.__name__ in str(failure):  # the earlier lesson measured itself and refused
-            raise StageMissing(str(failure).split(f"{StageMissing.__name__}: ", 1)[1].split("\n")[0]) from None
-        raise
     finally:
         if earlier is None:
             os.environ.pop(REBUILD_LIMIT_ENV, None)

@@ -333,12 +333,16 @@ def training_arguments(
 # 5b. How long: timed here ------------------------------------------------------------------
 
 
+def steps_per_epoch(settings: Finetune, blocks: int) -> int:
+    """Optimizer steps in one pass over ``blocks`` blocks."""
+    return max(1, -(-blocks // (settings.batch_size * settings.gradient_accumulation)))
+
+
 def planned_steps(settings: Finetune, blocks: int) -> int:
     """The optimizer steps ``settings`` ask for: ``max_steps``, or ``epochs`` over ``blocks`` blocks."""
     if settings.max_steps > 0:
         return settings.max_steps
-    per_epoch = max(1, -(-blocks // (settings.batch_size * settings.gradient_accumulation)))
-    return max(1, math.ceil(per_epoch * settings.epochs))
+    return max(1, math.ceil(steps_per_epoch(settings, blocks) * settings.epochs))
 
 
 def evaluations(steps: int, every: int | None, per_epoch: int) -> int:
@@ -391,15 +395,12 @@ def plan_steps(model, tokenizer, blocks, settings: Finetune, precision: str, out
         evaluation = seconds_per_step(lambda: sample(model, tokenizer), timed=1, warmup=0) * score.ads / sample.ads
     model.train(training)
     each, evaluation = _largest_over_processes(each, evaluation)  # every process plans the same steps
-    wanted = planned_steps(settings, len(blocks))
-    per_epoch = max(1, -(-len(blocks) // (settings.batch_size * settings.gradient_accumulation)))
-    tokens = f"{settings.batch_size * settings.gradient_accumulation} x {settings.block_size} tokens"
-    fits = plan(wanted, each, f"optimizer step of {tokens}", settings.minutes, timed)
-    for _ in range(2):  # fewer steps, fewer evaluations: settle the count
-        runs = evaluations(fits.chosen, settings.eval_steps, per_epoch)
-        fits = plan(
-            wanted, each, f"optimizer step of {tokens}", settings.minutes, timed, fixed_seconds=runs * evaluation
-        )
+    wanted, per_epoch = planned_steps(settings, len(blocks)), steps_per_epoch(settings, len(blocks))
+    unit = f"optimizer step of {settings.batch_size * settings.gradient_accumulation} x {settings.block_size} tokens"
+    fits = None
+    for _ in range(3):  # fewer steps, fewer evaluations: settle the count
+        runs = evaluations(fits.chosen if fits else wanted, settings.eval_steps, per_epoch)
+        fits = plan(wanted, each, unit, settings.minutes, timed, fixed_seconds=runs * evaluation)
     if launch().main:
         save_plan(fits, path, key)
     return fits
