@@ -11,6 +11,7 @@ from transformers import AutoTokenizer
 
 from adgen_utils import hardware
 from adgen_utils.corpus.sequences import TokenArrays
+from adgen_utils.lstm import model as lstm_model
 from adgen_utils.lstm import training as lstm_training
 from adgen_utils.settings import Finetune
 from adgen_utils.transformer import finetune, pretrained
@@ -40,6 +41,24 @@ def test_an_lstm_plan_times_a_copy_and_cuts_the_ads_to_the_budget(tmp_path):
     # A resumed training reads its plan back instead of timing again (same ads).
     again = full(model, train, validation, batch_size=32, epochs=3, minutes=1e-4, folder=tmp_path / "b")
     assert again == cut
+
+
+def ragged(lengths) -> TokenArrays:
+    """Ads of the given lengths (<bos> and <eos> included), made of word ids."""
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return TokenArrays(np.full(int(offsets[-1]), 7, dtype=np.uint32), offsets)
+
+
+def test_the_lstm_plan_times_the_mean_padded_batch_not_the_mean_ad():
+    lengths = np.random.default_rng(1).integers(4, 60, size=200)
+    ads = ragged(lengths)
+    padded = [int(inputs.shape[1]) for inputs, _, _ in lstm_model.many_to_many_dataset(ads, 16, shuffle=True)]
+    # One chunk of 32 batches holds every ad: sorted by length, the batches are the same in any order.
+    assert lstm_model.mean_batch_length(ads, 16) == pytest.approx(np.mean(padded))
+    assert lstm_model.mean_batch_length(ads, 16) > lengths.mean() - 1  # padding costs steps
+    many = ragged(np.random.default_rng(2).integers(4, 60, size=3000))  # several chunks: shuffled apart
+    padded = [int(inputs.shape[1]) for inputs, _, _ in lstm_model.many_to_many_dataset(many, 16, shuffle=True)]
+    assert lstm_model.mean_batch_length(many, 16) == pytest.approx(np.mean(padded), rel=0.05)
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ from adgen_utils.layout import (
     VOCABULARY_FILE,
 )
 from adgen_utils.logs import say
+from adgen_utils.lstm.model import mean_batch_length
 from adgen_utils.models import CURVE_COLUMNS, CURVE_METRICS
 from adgen_utils.pace import Plan, load_plan, plan, save_plan, seconds_per_step, simulated_slowdown
 
@@ -146,22 +147,23 @@ def plan_fit(
     with the evaluations after each epoch (``fit``'s pass over ``validation``, and the quality curve
     scoring as many ads) and the tracing of the first step.
 
-    A batch of the training ads' mean length is timed ``timed`` times on a copy of the compiled model
-    (``model`` itself starts training from the weights it has). The plan is saved in ``folder``; a
-    resumed training reads it back rather than timing again, and so keeps the same ads."""
+    A batch as ``fit`` gets it (inputs, targets and their weights), as long as the mean batch, is
+    timed ``timed`` times after a warm-up on a copy of the compiled model (``model`` itself starts
+    training from the weights it has). The plan is saved in ``folder``; a resumed training reads it
+    back rather than timing again, and so keeps the same ads."""
     path = Path(folder) / PLAN_FILE
     if (saved := load_plan(path)) is not None:
         return saved
     copy = keras.models.clone_model(model)
     copy.compile(optimizer=model.optimizer.from_config(model.optimizer.get_config()), loss=model.loss)
-    length = max(2, round(float(np.mean(train.lengths))))  # batches group ads of similar length
-    ids = np.resize(np.asarray(train.ids, dtype=np.int32), (batch_size, length))
-    inputs, targets = ids[:, :-1], ids[:, 1:]
+    length = max(1, round(mean_batch_length(train, batch_size)))
+    ids = np.resize(np.asarray(train.ids, dtype=np.int32), (batch_size, length + 1))
+    inputs, targets, weights = ids[:, :-1], ids[:, 1:], np.ones((batch_size, length), dtype=np.float32)
     started = time.perf_counter()
-    copy.train_on_batch(inputs, targets)  # the first call traces the step, as fit's first batch will
+    copy.train_on_batch(inputs, targets, sample_weight=weights)  # traces the step, as fit's first batch will
     tracing = (time.perf_counter() - started) * simulated_slowdown()
-    train_step = seconds_per_step(lambda: copy.train_on_batch(inputs, targets), timed, warmup=0)
-    check_step = seconds_per_step(lambda: copy.test_on_batch(inputs, targets), timed)
+    train_step = seconds_per_step(lambda: copy.train_on_batch(inputs, targets, sample_weight=weights), timed)
+    check_step = seconds_per_step(lambda: copy.test_on_batch(inputs, targets, sample_weight=weights), timed)
     # after every epoch: fit's validation pass, and the quality curve scoring as many ads forward
     evaluation = 2 * -(-len(validation) // batch_size) * check_step
     chosen = plan(
