@@ -356,12 +356,13 @@ def plan_steps(model, tokenizer, blocks, settings: Finetune, precision: str, out
     """The optimizer steps to run here (a :class:`adgen_utils.pace.Plan`): the planned ones, or as many
     as fit ``settings.minutes`` with their evaluations.
 
-    A step's forward and backward pass over ``batch_size`` real blocks is timed ``timed`` times after
-    one warm-up (the gradients are then dropped: the weights are untouched), in ``precision``, plus
-    AdamW's update timed on a scratch tensor and scaled to the trained weights; one
-    evaluation is timed on ``score.head(10)`` (the first 10 of its validation ads, as
-    ``admodel.footing_score`` gives) and scaled to all ``score.ads``. The plan is kept in the checkpoints folder with the settings, so that
-    a resumed run keeps its steps; a different GPU share or accumulation is timed as one step."""
+    A whole optimizer step is timed ``timed`` times after one warm-up, in ``precision``: the forward
+    and backward pass over ``batch_size`` real blocks and AdamW's update of the trained weights, at a
+    learning rate of 0 so that the weights are untouched (the gradients and Adam's moments are then
+    dropped). One evaluation is timed on ``score.head(10)`` (the first 10 of its validation ads, as
+    ``admodel.footing_score`` gives) and scaled to all ``score.ads``. The plan is kept in the
+    checkpoints folder with the settings, so that a resumed run keeps its steps; a different GPU
+    share or accumulation is timed as one step."""
     path = Path(output_dir) / CHECKPOINTS_FOLDER / PLAN_FILE
     key = {name: getattr(settings, name) for name in TRAINING_FIELDS}
     if (saved := load_plan(path, key)) is not None:
@@ -373,22 +374,19 @@ def plan_steps(model, tokenizer, blocks, settings: Finetune, precision: str, out
     autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
     training = model.training
     model.train()
+    # The Trainer's optimizer (optim="adamw_torch"): its update reads and writes every trained weight
+    # and both its moments, as long as a backward pass on a CPU. Learning rate 0 leaves them as they are.
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0, weight_decay=0.0)
 
     def step():
         with autocast:
             loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
-        model.zero_grad(set_to_none=True)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
     each = seconds_per_step(step, timed) * settings.gradient_accumulation
-    # AdamW's update reads and writes every trained weight and its two moments: as long as a backward
-    # pass on a CPU. Timed on a scratch tensor of up to 16M numbers and scaled to the trained ones.
-    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    scratch = torch.zeros(min(trained, 2**24), device=device, requires_grad=True)
-    scratch.grad = torch.zeros_like(scratch)
-    update = torch.optim.AdamW([scratch], lr=settings.learning_rate).step
-    each += seconds_per_step(update, timed) * trained / scratch.numel()
-    del scratch
+    optimizer.state.clear()  # its moments: the Trainer makes its own
     model.eval()
     with torch.no_grad(), autocast:
         sample = score.head(10)
