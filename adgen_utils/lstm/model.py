@@ -86,12 +86,8 @@ def mean_batch_length(arrays: TokenArrays, batch_size: int, seed: int = 0, chunk
     way the dataset groups ads (sorted by length within shuffled chunks of ``chunk_batches`` batches)."""
     lengths = np.random.default_rng(seed).permutation(arrays.lengths)
     chunk = batch_size * chunk_batches  # a whole number of batches: no batch spans two chunks
-    longest = []
-    for start in range(0, len(lengths), chunk):
-        ordered = np.sort(lengths[start : start + chunk])
-        longest.extend(
-            ordered[np.minimum(np.arange(batch_size, len(ordered) + batch_size, batch_size), len(ordered)) - 1]
-        )
+    chunks = [np.sort(lengths[start : start + chunk]) for start in range(0, len(lengths), chunk)]
+    longest = [c[min(end, len(c)) - 1] for c in chunks for end in range(batch_size, len(c) + batch_size, batch_size)]
     return float(np.mean(longest)) - 1  # inputs drop the last token
 
 

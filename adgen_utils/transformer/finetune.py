@@ -356,13 +356,11 @@ def plan_steps(model, tokenizer, blocks, settings: Finetune, precision: str, out
     """The optimizer steps to run here (a :class:`adgen_utils.pace.Plan`): the planned ones, or as many
     as fit ``settings.minutes`` with their evaluations.
 
-    A whole optimizer step is timed ``timed`` times after one warm-up, in ``precision``: the forward
-    and backward pass over ``batch_size`` real blocks and AdamW's update of the trained weights, at a
-    learning rate of 0 so that the weights are untouched (the gradients and Adam's moments are then
-    dropped). One evaluation is timed on ``score.head(10)`` (the first 10 of its validation ads, as
-    ``admodel.footing_score`` gives) and scaled to all ``score.ads``. The plan is kept in the
-    checkpoints folder with the settings, so that a resumed run keeps its steps; a different GPU
-    share or accumulation is timed as one step."""
+    A whole optimizer step (forward and backward over ``batch_size`` real blocks, and AdamW's update at
+    learning rate 0, which leaves the weights as they are) is timed ``timed`` times after a warm-up,
+    in ``precision``; one evaluation is timed on ``score.head(10)`` and scaled to all ``score.ads``.
+    The plan is kept in the checkpoints folder with the settings, so that a resumed run keeps its
+    steps; a different GPU share or accumulation is timed as one step."""
     path = Path(output_dir) / CHECKPOINTS_FOLDER / PLAN_FILE
     key = {name: getattr(settings, name) for name in TRAINING_FIELDS}
     if (saved := load_plan(path, key)) is not None:
