@@ -356,7 +356,7 @@ def plan_steps(model, tokenizer, blocks, settings: Finetune, precision: str, out
     """The optimizer steps to run here (a :class:`adgen_utils.pace.Plan`): the planned ones, or as many
     as fit ``settings.minutes`` with their evaluations.
 
-    A whole optimizer step (forward and backward over ``batch_size`` real blocks, and AdamW's update at
+    A whole optimizer step (forward and backward over ``batch_size`` real blocks, gradient clipping and AdamW's update at
     learning rate 0, which leaves the weights as they are) is timed ``timed`` times after a warm-up,
     in ``precision``; one evaluation is timed on ``score.head(10)`` and scaled to all ``score.ads``.
     The plan is kept in the checkpoints folder with the settings, so that a resumed run keeps its
@@ -374,12 +374,14 @@ def plan_steps(model, tokenizer, blocks, settings: Finetune, precision: str, out
     model.train()
     # The Trainer's optimizer (optim="adamw_torch"): its update reads and writes every trained weight
     # and both its moments, as long as a backward pass on a CPU. Learning rate 0 leaves them as they are.
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0, weight_decay=0.0)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=0.0, weight_decay=0.0)
 
     def step():
         with autocast:
             loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)  # the Trainer's max_grad_norm
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
