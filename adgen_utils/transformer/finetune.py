@@ -372,8 +372,7 @@ def plan_steps(model, tokenizer, blocks, settings: Finetune, precision: str, out
     autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
     training = model.training
     model.train()
-    # The Trainer's optimizer (optim="adamw_torch"): its update reads and writes every trained weight
-    # and both its moments, as long as a backward pass on a CPU. Learning rate 0 leaves them as they are.
+    # The Trainer's optimizer (optim="adamw_torch") at learning rate 0: it costs its real time, and moves no weight.
     trained = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=0.0, weight_decay=0.0)
 
@@ -386,7 +385,6 @@ def plan_steps(model, tokenizer, blocks, settings: Finetune, precision: str, out
         optimizer.zero_grad(set_to_none=True)
 
     each = seconds_per_step(step, timed) * settings.gradient_accumulation
-    optimizer.state.clear()  # its moments: the Trainer makes its own
     model.eval()
     with torch.no_grad(), autocast:
         sample = score.head(10)
