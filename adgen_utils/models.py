@@ -141,6 +141,7 @@ class ModelDescription:
 
 
 Categories = Sequence[str | None] | None  # one category (or None) per prompt or ad; None: no categories
+Keywords = Sequence[Sequence[str]] | None  # the keywords each prompt's ad must carry; None: none for any
 
 
 @dataclass(frozen=True)
@@ -170,9 +171,10 @@ class AdModel(Protocol):
         ...
 
     def write_ads(
-        self, prompts: Sequence[str], indices: list[int], categories: Categories, how: Writing
+        self, prompts: Sequence[str], indices: list[int], categories: Categories, how: Writing, keywords: Keywords
     ) -> list[WrittenAd]:
-        """One ad for each accepted ``prompts[i]``, ``i`` in ``indices`` (ascending); the family's own generation."""
+        """One ad for each accepted ``prompts[i]``, ``i`` in ``indices`` (ascending); the family's own
+        generation, told ``keywords[i]`` in the family's way where it can read them."""
         ...
 
     def generate(
@@ -183,18 +185,20 @@ class AdModel(Protocol):
         batch_size: int = 16,
         categories: Categories = None,
         progress: bool = False,
+        keywords: Keywords = None,
     ) -> list[Ad]:
         """One ad (or :class:`Refusal`, without running the model) per prompt, in order. ``categories``
-        to a model that reads none raise ValueError."""
+        to a model that reads none raise ValueError; ``keywords`` go to the prompts of a family that
+        reads them (the transformers), and are kept by the seller's rules in every family."""
         check_reads_category(self, categories)
         given = categories if categories is not None else [None] * len(prompts)
-        if len(given) != len(prompts):
-            raise ValueError(f"{len(prompts)} prompts but {len(given)} categories")
+        if len(given) != len(prompts) or (keywords is not None and len(keywords) != len(prompts)):
+            raise ValueError(f"{len(prompts)} prompts but {len(given)} categories or keyword lists")
         results: list[Ad | None] = [self.refusal(prompt, category) for prompt, category in zip(prompts, given)]
         accepted = [i for i, result in enumerate(results) if result is None]
         # The family writes the accepted prompts only, and is not called when every prompt is refused.
         how = Writing(decoding, seed, batch_size, progress)
-        ads = self.write_ads(prompts, accepted, categories, how) if accepted else []
+        ads = self.write_ads(prompts, accepted, categories, how, keywords) if accepted else []
         if len(ads) != len(accepted):
             raise RuntimeError(f"{len(ads)} ads written for {len(accepted)} prompts")
         for i, ad in zip(accepted, ads):

@@ -114,6 +114,7 @@ class Finetune(Common):
     base_model: str = knob(OFFLINE_MODEL, "a Hub id, a local folder, smollm2-135m (offline) or tiny")
     method: str = knob("auto", "full, lora, qlora (4-bit, CUDA), or auto from the memory estimate")
     category_prefix: bool = knob(False, "train on CATEGORY | AD so a prompt can ask for a category")
+    keyword_examples: bool = knob(True, "also train on each ad after a 'Keywords: ...' line of its own facts")
     max_train_ads: int | None = knob(None, "training ads used (None: the whole split)")
     validation_ads: int | None = knob(50, "validation ads scored as notebook 07 scores them at every evaluation")
     block_size: int = knob(64, "model tokens per packed block")
@@ -163,7 +164,8 @@ class Catalog:
 
     per_product: int = knob(3, "ads per product")
     candidates: int = knob(8, "ads written per product, of which the most likely that pass the rules are kept")
-    max_chars: int = knob(AMAZON_TITLE_CHARS, "longest ad, in characters (Amazon's title limit)")
+    format: str = knob("amazon-title", "where the ads run: amazon-title, google-headline or google-description")
+    max_chars: int | None = knob(None, "longest ad, in characters (None: the format's limit, 200 for amazon-title)")
     decoding: str = knob(DEFAULT_DECODING, "a name in adgen_utils.models.DECODINGS")
     max_new_tokens: int = knob(40, "tokens (words for an LSTM) per ad")
     batch_size: int = knob(16, "prompts per generate() call")

@@ -286,16 +286,19 @@ def bench_generate(
     return out
 
 
-def _catalog_products(path: Path, count: int, seed: int) -> int:
-    """Write a products CSV (brand, product, category) of up to ``count`` products from the embedded
-    corpus's test split: the brand and product words of its ads, one per distinct product
-    (:func:`adgen_utils.study.products.product_set`). Returns how many it wrote."""
+def _catalog_products(path: Path, count: int, seed: int, keywords: bool = False) -> int:
+    """Write a products CSV (brand, product, category; with ``keywords``, up to 3 facts of the real ad
+    too) of up to ``count`` products from the embedded corpus's test split: the brand and product
+    words of its ads, one per distinct product (:func:`adgen_utils.study.references.held_out_products`).
+    Returns how many it wrote."""
     from adgen_utils.corpus.data import load_ads
-    from adgen_utils.study.products import product_set
+    from adgen_utils.corpus.facts import keywords_text
+    from adgen_utils.study.references import held_out_products
 
     ads, _ = load_ads("embedded", progress=False)
-    chosen = product_set(ads[ads["split"] == "test"], count, seed=seed)
-    chosen[["brand", "product", "category"]].to_csv(path, index=False)
+    chosen = held_out_products(ads[ads["split"] == "test"], count, seed=seed)
+    columns = ["brand", "product", "category", *(["keywords"] if keywords else [])]
+    chosen.assign(keywords=chosen["keywords"].map(keywords_text))[columns].to_csv(path, index=False)
     return len(chosen)
 
 
@@ -323,8 +326,9 @@ def bench_catalog(
     command is killed with SIGKILL ``kill_after`` seconds after it starts (model loading included),
     then run again to resume. Reports what the killed run left on disk, the resumed run's ads per
     second (its own count over its own generating time, model loading excluded) and peak RSS, and
-    whether the final file holds every product once (none lost, none repeated). ``model`` is a model
-    folder, ``"smollm2-135m"`` or a Hub id, as ``adgen generate --model`` takes it."""
+    whether the final file holds every product once (none lost, none repeated). Then the same products
+    with keywords, written whole: seconds per candidate with and without them (the resumed run's).
+    ``model`` is a model folder, ``"smollm2-135m"`` or a Hub id, as ``adgen generate --model`` takes it."""
     with tempfile.TemporaryDirectory() as work:
         inputs, output = Path(work, "products.csv"), Path(work, "ads.csv")
         count = _catalog_products(inputs, products, seed=0)
@@ -339,6 +343,23 @@ def bench_catalog(
         resumed = run_child(command)
         done = printed_json(resumed, "the resumed adgen generate")
         final = _ads_file(output)
+        # The same products with keywords, batched the same way: the prompts grow by a keyword line.
+        with_keywords = Path(work, "products_keywords.csv")
+        _catalog_products(with_keywords, products, seed=0, keywords=True)
+        keyworded = [
+            *command[: command.index("--input") + 1],
+            str(with_keywords),
+            "--output",
+            str(Path(work, "kw.csv")),
+        ]
+        keyworded += command[command.index("--output") + 2 :]
+        log("the same products with keywords")
+        keyword_run = printed_json(run_child(keyworded), "adgen generate with keywords")
+    per_candidate = {
+        name: run["seconds"] / (run["products_done"] * candidates)
+        for name, run in (("without_keywords", done), ("with_keywords", keyword_run))
+        if run["products_done"]
+    }
     return {
         "model": model,
         "generate_command": " ".join(
@@ -364,6 +385,14 @@ def bench_catalog(
         },
         "passing_share": done["passing_share"],
         "rejected_candidates": done["rejected_candidates"],
+        "keywords": {
+            "seconds_per_candidate": {name: round(value, 4) for name, value in per_candidate.items()},
+            "with_over_without": ratio(per_candidate["with_keywords"], per_candidate["without_keywords"])
+            if len(per_candidate) == 2
+            else None,  # None: the killed run had written every product
+            "passing_share_with_keywords": keyword_run["passing_share"],
+            "rejected_candidates_with_keywords": keyword_run["rejected_candidates"],
+        },
         "rows": final["rows"],
         "distinct_pairs": final["distinct_pairs"],
         "lost": count - final["distinct_pairs"],

@@ -130,5 +130,8 @@ def test_the_corpus_layer_base_modules_and_the_cli_load_neither_torch_nor_tensor
 def test_the_library_is_thin():
     # Issue 18 set 7,000 lines; issue 19's measured time budgets (pace.py, the plans of training,
     # the machine's instruction sets) added about 300, and a search for dead code found 109 to cut.
+    # Issue 20's seller facts added about 600: keywords and the facts of an ad (corpus/facts.py),
+    # the ad formats and their rules (study/formats.py), ads against the real ad (study/references.py),
+    # and keywords through generation, the rules, fine-tuning and the commands.
     lines = sum(len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py"))
-    assert lines <= 7250, f"adgen_utils has {lines} lines; the design keeps it at 7,250 at most"
+    assert lines <= 7850, f"adgen_utils has {lines} lines; the design keeps it at 7,850 at most"

@@ -22,16 +22,17 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from adgen_utils.corpus.data import UNDECODABLE, csv_records, normalize_ad, read_header
+from adgen_utils.corpus.facts import MAX_KEYWORDS, keywords_text, parse_keywords
 from adgen_utils.errors import CorpusFormatError
 from adgen_utils.hardware import launch, wait_for_processes
 from adgen_utils.logs import say
 from adgen_utils.models import DECODINGS, AdModel, Decoding
 from adgen_utils.settings import Catalog
 from adgen_utils.spreadsheet import csv_text, formula_cells, restore
-from adgen_utils.study.selection import RULES, AdRules, ProductAds, write_for_products
+from adgen_utils.study.selection import RULES, AdRules, ProductAds, keywords_of, write_for_products
 
 MAX_FIELD_CHARS = 200  # a longer brand, product or category is a pasted description, not a name
-COLUMNS = ["row", "brand", "product", "category", "ad_number", "ad", "likelihood", "rejected", "model"]
+COLUMNS = ["row", "brand", "product", "category", "keywords", "ad_number", "ad", "likelihood", "rejected", "model"]
 PARTS_SUFFIX = ".parts"  # beside the output: each process's own files in a distributed run, gathered at the end
 ADS_PART, CANDIDATES_PART = "ads", "candidates"  # a part's name: <stem>-<rank>.csv
 
@@ -65,7 +66,7 @@ class OutputFiles:
 
 
 CANDIDATE_COLUMNS = ["row", "candidate", "written", "ad", "rejected_by", "why", "likelihood", "ad_number"]
-PRODUCT_COLUMNS = ["row", "brand", "product", "category", "prompt"]
+PRODUCT_COLUMNS = ["row", "brand", "product", "category", "keywords", "prompt"]
 SHOWN_PROBLEMS = 20
 # Every line break str.splitlines knows (\n, \r, \v, \f, \x1c-\x1e, \x85, U+2028, U+2029).
 _LINE_BREAK = re.compile("[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
@@ -80,24 +81,33 @@ def make_prompt(brand: str, product: str) -> str:
 
 
 def _row_problem(fields: dict[str, str]) -> str | None:
-    """Why a parsed row cannot be used (None if it can); ``fields`` are the raw brand/product/category."""
+    """Why a parsed row cannot be used (None if it can); ``fields`` are the raw brand/product/category/keywords."""
     for name, value in fields.items():
         if UNDECODABLE.search(value):
             return f"invalid UTF-8 bytes in {name}"
         if _LINE_BREAK.search(value):
             return f"line break inside {name}"
-        if len(normalize_ad(value)) > MAX_FIELD_CHARS:
-            return f"{name} longer than {MAX_FIELD_CHARS} characters ({len(value):,})"
+        longest = MAX_FIELD_CHARS * (MAX_KEYWORDS if name == "keywords" else 1)
+        if len(normalize_ad(value)) > longest:
+            return f"{name} longer than {longest} characters ({len(value):,})"
     if not normalize_ad(fields["brand"]) and not normalize_ad(fields["product"]):
         return "empty brand and product"
+    keywords = parse_keywords(fields.get("keywords"))
+    if len(keywords) > MAX_KEYWORDS:
+        return f"{len(keywords)} keywords, more than {MAX_KEYWORDS}: give the facts every ad must carry"
+    too_long = [k for k in keywords if len(k) > MAX_FIELD_CHARS]
+    if too_long:
+        return f"a keyword longer than {MAX_FIELD_CHARS} characters ({len(too_long[0]):,})"
     return None
 
 
 def read_products(path) -> tuple[pd.DataFrame, list[dict]]:
-    """Read a products CSV (``brand``, ``product``, optional ``category``; headers matched loosely).
+    """Read a products CSV (``brand``, ``product``, optional ``category`` and ``keywords``, phrases
+    separated by ``;`` that every ad must carry; headers matched loosely).
 
     Returns ``(products, bad_rows)``: products has ``row``, ``brand``, ``product``, ``category`` (None when
-    empty), ``prompt`` (normalised; duplicates kept) and ``attrs`` ``source``, ``sha256``, ``bad_rows``;
+    empty), ``keywords`` (a tuple, empty when none), ``prompt`` (normalised; duplicates kept) and ``attrs``
+    ``source``, ``sha256``, ``bad_rows``;
     bad_rows is ``{"row", "reason"}`` per row set aside. Raises :class:`CorpusFormatError` for an unusable file."""
     path = Path(path)
     columns, lines = read_header(path, " (expected a first line like 'brand,product,category')")
@@ -105,9 +115,9 @@ def read_products(path) -> tuple[pd.DataFrame, list[dict]]:
     if missing:
         raise CorpusFormatError(
             f"{path}: no {' or '.join(repr(m) for m in missing)} column; the columns are "
-            f"{columns}. A products file needs 'brand' and 'product' ('category' optional)."
+            f"{columns}. A products file needs 'brand' and 'product' ('category' and 'keywords' optional)."
         )
-    wanted = {name: columns.index(name) for name in ("brand", "product", "category") if name in columns}
+    wanted = {name: columns.index(name) for name in ("brand", "product", "category", "keywords") if name in columns}
     products, bad_rows = [], []
     for line_number, fields, _ in csv_records(lines, 1, len(columns)):
         if fields is None:
@@ -131,6 +141,7 @@ def read_products(path) -> tuple[pd.DataFrame, list[dict]]:
                 "brand": normalize_ad(raw["brand"]),
                 "product": normalize_ad(raw["product"]),
                 "category": normalize_ad(raw.get("category", "")) or None,
+                "keywords": parse_keywords(raw.get("keywords")),
                 "prompt": make_prompt(raw["brand"], raw["product"]),
             }
         )
@@ -219,7 +230,13 @@ def _ad_rows(product, result: ProductAds, per_product: int, model_name: str) -> 
     """The ``per_product`` rows of one product in the ads file: its kept ads, best first, then
     empty ads where fewer passed every rule."""
     by_number = {c.chosen: c for c in result.candidates if c.chosen}
-    product_cells = [int(product.row), product.brand, product.product, product.category or ""]
+    product_cells = [
+        int(product.row),
+        product.brand,
+        product.product,
+        product.category or "",
+        keywords_text(keywords_of(product)),
+    ]
     rows = []
     for number in range(1, per_product + 1):
         chosen = by_number.get(number)
@@ -251,11 +268,11 @@ def _file_totals(output: Path, candidates_path: Path) -> dict:
     least one ad that passed every rule, their share, and how many candidates each rule rejected."""
     ads = _read_rows(output, COLUMNS)
     products = {int(r[0]) for r in ads}
-    with_ad = {int(r[0]) for r in ads if r[5]}
+    with_ad = {int(r[0]) for r in ads if r[COLUMNS.index("ad")]}
     rejected = Counter()
     if candidates_path.exists():
         for record in _read_rows(candidates_path, CANDIDATE_COLUMNS):
-            rejected.update(rule for rule in record[4].split(" + ") if rule)
+            rejected.update(rule for rule in record[CANDIDATE_COLUMNS.index("rejected_by")].split(" + ") if rule)
     return {
         "products_written": len(products),
         "products_with_ad": len(with_ad),
@@ -298,6 +315,8 @@ def generate_catalog(
         raise ValueError(f"products lacks columns {sorted(missing)}: read it with read_products")
     if "category" not in frame.columns:
         frame = frame.assign(category=None)
+    if "keywords" not in frame.columns:
+        frame = frame.assign(keywords=[()] * len(frame))
     # read_products records the file and its hash; a frame made by hand is identified by its contents.
     source = frame.attrs.get("source")
     sha256 = frame.attrs.get("sha256") or hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
@@ -312,6 +331,7 @@ def generate_catalog(
         "model_path": model.describe().source,
         "per_product": per_product,
         "candidates": candidates,
+        "format": rules.format.name,
         "max_chars": rules.max_chars,
         "rules_from": rules_source,
         "decoding": dataclasses.asdict(decoding),
@@ -338,7 +358,9 @@ def generate_catalog(
     batches = [usable[start : start + step] for start in range(0, len(usable), step)]
     formulas = [
         {"row": int(frame["row"].iloc[position]), "field": column}
-        for position, column in formula_cells(frame, ["brand", "product", "category"])
+        for position, column in formula_cells(
+            frame.assign(keywords=frame["keywords"].map(keywords_text)), ["brand", "product", "category", "keywords"]
+        )
     ]
     if here.main:  # the other processes wait: the files are made ready once
         _prepare_output(files, settings, batch_size, per_product, batches, overwrite, log)

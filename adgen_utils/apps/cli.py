@@ -18,6 +18,7 @@ from adgen_utils.logs import say, show_messages
 from adgen_utils.models import DECODINGS
 from adgen_utils.settings import ORIGINAL_PROMPTS, PROFILES, Catalog, Corpus, Finetune, default_run_dir, profile_values
 from adgen_utils.study.footing import load_ad_model
+from adgen_utils.study.formats import FORMATS
 from adgen_utils.study.selection import AdRules, training_ads_for
 
 
@@ -114,6 +115,10 @@ def command_publish(args) -> int:
 def command_evaluate(args) -> int:
     from adgen_utils.study.footing import evaluate_ad_model, read_test_csv
 
+    if args.products:
+        return evaluate_products(args)
+    if not args.test:
+        raise ValueError("give --test (test ads: next-word scores) or --products (held-out products: the seller's ads)")
     test, skipped = read_test_csv(args.test)
     if args.max_ads is not None and len(test) > args.max_ads:
         test = test.sample(n=args.max_ads, random_state=args.seed)
@@ -129,6 +134,39 @@ def command_evaluate(args) -> int:
         test = test.drop(columns="category")
     result = evaluate_ad_model(model, test, progress=sys.stderr.isatty())
     print(json.dumps({**result, "test": str(args.test), "skipped_rows": skipped}, indent=2, default=str))
+    return 0
+
+
+def evaluate_products(args) -> int:
+    """``adgen evaluate --products``: the model's kept ad for each held-out product against its real ad,
+    beside joining the inputs and the real ads themselves (:mod:`adgen_utils.study.references`)."""
+    from adgen_utils.study import references
+    from adgen_utils.study.selection import write_for_products
+
+    model = load_ad_model(args.model, models_dir=args.models_dir)
+    training, rules_source = training_ads_for(args.training_ads, model.describe().source)
+    rules = AdRules(training, format=args.format)
+    source = Path(args.products)
+    if source.is_dir():  # a run folder: products of its test split, keywords from their real ads
+        test = data.load_dataset(source / DATA_FOLDER, split="test")
+        products = references.held_out_products(test, args.max_ads or 100, seed=args.seed, rules=rules)
+    else:
+        products = references.read_references(source)
+        if args.max_ads is not None and len(products) > args.max_ads:
+            products = products.sample(n=args.max_ads, random_state=args.seed).reset_index(drop=True)
+    decoding = dataclasses.replace(DECODINGS[Catalog.decoding], max_new_tokens=Catalog.max_new_tokens)
+    written = write_for_products(
+        model,
+        products,
+        rules,
+        candidates=args.candidates,
+        decoding=decoding,
+        seed=args.seed,
+        progress=sys.stderr.isatty(),
+    )
+    table = references.reference_table({model.name: written}, products, rules)
+    report = {"products": str(source), "format": args.format, "candidates": args.candidates, "rules_from": rules_source}
+    print(json.dumps({**report, "figures": table.round(4).reset_index().to_dict("records")}, indent=2))
     return 0
 
 
@@ -198,7 +236,7 @@ def command_generate(args) -> int:
             model,
             args.input,
             args.output,
-            AdRules(training, max_chars=args.max_chars),
+            AdRules(training, max_chars=args.max_chars, format=args.format),
             per_product=args.per_product,
             candidates=args.candidates,
             rules_source=source,
@@ -280,7 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--model", required=True, help="an LSTM folder (model.keras), a transformers folder, 'smollm2-135m' or a Hub id"
     )
-    evaluate.add_argument("--test", required=True, help="a CSV with an 'ad' column (optionally 'category')")
+    evaluate.add_argument("--test", help="a CSV with an 'ad' column (optionally 'category')")
+    evaluate.add_argument(
+        "--products",
+        help="instead of --test: held-out products (a CSV of brand, product, ad[, category][, keywords], or a run "
+        "folder, whose test ads give them); the kept ad of each is compared with its real ad",
+    )
+    evaluate.add_argument("--format", choices=list(FORMATS), default=Catalog.format, help="with --products")
+    evaluate.add_argument(
+        "--candidates", type=int, default=Catalog.candidates, help="with --products: ads written per product"
+    )
+    evaluate.add_argument("--training-ads", help="with --products: training ads for the rules (as adgen generate)")
     evaluate.add_argument("--shots", type=int, default=0, help="transformers: example ads before each ad (few-shot)")
     evaluate.add_argument("--examples", help="with --shots: a CSV of training ads to draw the examples from")
     evaluate.add_argument("--max-ads", type=int, help="score a random sample of this many ads")
@@ -320,14 +368,20 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     tune.set_defaults(handler=command_finetune)
     generate = commands.add_parser(
-        "generate", help="write ads for a products CSV (brand, product[, category]); resumes an interrupted run"
+        "generate",
+        help="write ads for a products CSV (brand, product[, category][, keywords]); resumes an interrupted run",
     )
     generate.add_argument(
         "--model",
         required=True,
         help="an LSTM folder (model.keras), a transformers folder, 'smollm2-135m', 'tiny' or a Hub id",
     )
-    generate.add_argument("--input", required=True, help="products CSV with columns brand, product[, category]")
+    generate.add_argument(
+        "--input",
+        required=True,
+        help="products CSV with columns brand, product[, category][, keywords: phrases separated by ';' that every ad "
+        "must carry]",
+    )
     generate.add_argument("--output", required=True, help="ads CSV; if it exists, only the missing ads are written")
     generate.add_argument("--per-product", type=int, default=Catalog.per_product, help="ads per product")
     generate.add_argument(
@@ -336,7 +390,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=Catalog.candidates,
         help="ads written per product, of which the most likely that pass the seller's rules are kept",
     )
-    generate.add_argument("--max-chars", type=int, default=Catalog.max_chars, help="longest ad, in characters")
+    generate.add_argument(
+        "--format",
+        choices=list(FORMATS),
+        default=Catalog.format,
+        help="where the ads run: its length limit and editorial rules (sources in docs/commands.md)",
+    )
+    generate.add_argument(
+        "--max-chars", type=int, default=Catalog.max_chars, help="longest ad, in characters (default: the format's)"
+    )
     generate.add_argument(
         "--training-ads",
         help="a run folder, dataset folder, CSV or corpus folder of training ads for the rules (brands, product "

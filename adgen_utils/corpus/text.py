@@ -28,7 +28,7 @@ def is_word(token: str) -> bool:
 # Openers that sellers put before the brand ("New Sony ...", "Replacement Remote for ...").
 GENERIC_OPENERS = frozenset(
     "new compatible replacement for with the a an original genuine universal premium upgraded upgrade brand oem "  # noqa: SIM905
-    "authentic official certified hot sale latest pack set pcs replaced".split()
+    "authentic official certified hot sale latest newest pack set pcs replaced".split()
 )
 
 

@@ -20,6 +20,7 @@ from adgen_utils.models import (
     AdModel,
     Categories,
     Decoding,
+    Keywords,
     ModelDescription,
     Refusal,
     Writing,
@@ -103,10 +104,16 @@ class LSTMAdModel(AdModel):
         return prompt_refusal(prompt, self.vocabulary)
 
     def write_ads(
-        self, prompts: Sequence[str], indices: list[int], categories: Categories, how: Writing
+        self,
+        prompts: Sequence[str],
+        indices: list[int],
+        categories: Categories,
+        how: Writing,
+        keywords: Keywords = None,
     ) -> list[WrittenAd]:
         """Ads for ``prompts[i]``, ``i`` in ``indices``, prompt ``i`` seeded ``how.seed + i``;
-        ``max_new_tokens`` counts words."""
+        ``max_new_tokens`` counts words. ``keywords`` are not read: the LSTM continues an ad's first
+        words only, and the seller's rules keep the candidates that carry them."""
         generations = generate_many(
             self.model,
             self.vocabulary,

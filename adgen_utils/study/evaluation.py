@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from adgen_utils.corpus.facts import parse_keywords
 from adgen_utils.corpus.text import repeated_word_share
 from adgen_utils.figures import save_figure, subplots
-from adgen_utils.models import DECODINGS, AdModel, Decoding, Refusal, ads_only, categories_for
+from adgen_utils.models import DECODINGS, AdModel, Decoding, Keywords, Refusal, ads_only, categories_for
 from adgen_utils.settings import DEFAULT_DECODING
 from adgen_utils.study.products import BrandLexicon
 from adgen_utils.study.selection import RULES, AdRules, ProductAds, normal, write_for_products
@@ -164,13 +165,19 @@ def ads_side_by_side(
     seed: int = 0,
     categories: Sequence[str | None] | None = None,
     progress: bool = False,
+    keywords: Keywords = None,
 ) -> pd.DataFrame:
     """Every model's ad (or :class:`Refusal`) for the same prompts: one row per prompt, one column per
-    model. ``categories`` go to the models that read them."""
+    model. ``categories`` go to the models that read them, ``keywords`` to all (each family reads them its way)."""
     prompts = list(prompts)
     table = {
         model.name: model.generate(
-            prompts, decoding, seed=seed, categories=categories_for(model, categories), progress=progress
+            prompts,
+            decoding,
+            seed=seed,
+            categories=categories_for(model, categories),
+            progress=progress,
+            keywords=keywords,
         )
         for model in models
     }
@@ -229,12 +236,13 @@ def playground_decoding(max_new_tokens: int = 32) -> Decoding:
     return replace(DECODINGS[DEFAULT_DECODING], max_new_tokens=max_new_tokens)
 
 
-def product_of_prompt(prompt: str, category: str | None = None) -> pd.DataFrame:
-    """A one-product table (brand, product, category, prompt) from a typed prompt: its first word
-    is the brand, the rest the product words."""
+def product_of_prompt(prompt: str, category: str | None = None, keywords: str = "") -> pd.DataFrame:
+    """A one-product table (brand, product, category, prompt, keywords) from a typed prompt: its
+    first word is the brand, the rest the product words; ``keywords`` separated by ``;``."""
     words = prompt.split()
     brand, product = (words[0], " ".join(words[1:])) if words else ("", "")
-    return pd.DataFrame([{"brand": brand, "product": product, "category": category, "prompt": " ".join(words)}])
+    row = {"brand": brand, "product": product, "category": category, "prompt": " ".join(words)}
+    return pd.DataFrame([{**row, "keywords": parse_keywords(keywords)}])
 
 
 def playground_table(
@@ -246,20 +254,25 @@ def playground_table(
     samples: int = 1,
     rules: AdRules | None = None,
     candidates: int = 1,
+    keywords: str = "",
 ) -> pd.DataFrame:
     """One column per model, ``samples`` rows: ads as written, or with ``rules`` the most likely that
-    pass (a missing one says which rules rejected the candidates)."""
+    pass (a missing one says which rules rejected the candidates). ``keywords`` (separated by ``;``)
+    go to the models that read them, and the rules keep only ads that carry them."""
     if not chosen:
         raise ValueError("choose at least one model")
     unknown = [name for name in chosen if name not in models]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {list(models)}")
     if rules is None:
-        table = ads_side_by_side([models[name] for name in chosen], [prompt] * samples, decoding, seed=seed)
+        wanted = [parse_keywords(keywords)] * samples if parse_keywords(keywords) else None
+        table = ads_side_by_side(
+            [models[name] for name in chosen], [prompt] * samples, decoding, seed=seed, keywords=wanted
+        )
     else:
         if candidates < samples:
             raise ValueError(f"candidates ({candidates}) must be at least the ads shown ({samples})")
-        product = product_of_prompt(prompt)
+        product = product_of_prompt(prompt, keywords=keywords)
         columns = {}
         for name in chosen:
             (result,) = write_for_products(models[name], product, rules, candidates, samples, decoding, seed)
@@ -278,6 +291,7 @@ def playground(models: dict, prompt: str = "Apple Watch Band", seed: int = 0, ru
     names = list(models)
     chooser = widgets.SelectMultiple(options=names, value=tuple(names), description="models", rows=min(len(names), 6))
     text = widgets.Text(value=prompt, description="prompt")
+    keywords = widgets.Text(value="", placeholder="44mm; black", description="keywords")
     start = playground_decoding()  # the series' default decoding; each control below sets one field
     decoding_controls = {
         "do_sample": widgets.Checkbox(value=start.do_sample, description="sample (off: greedy)"),
@@ -311,6 +325,7 @@ def playground(models: dict, prompt: str = "Apple Watch Band", seed: int = 0, ru
                     samples.value,
                     rules if apply_rules.value else None,
                     max(candidates.value, samples.value),
+                    keywords.value,
                 )
                 display(panel.last_table)
             except ValueError as error:
@@ -318,7 +333,9 @@ def playground(models: dict, prompt: str = "Apple Watch Band", seed: int = 0, ru
                 print(f"cannot generate: {error}")
 
     button.on_click(on_click)
-    controls = widgets.VBox([chooser, text, *decoding_controls.values(), samples, candidates, apply_rules, button])
+    controls = widgets.VBox(
+        [chooser, text, keywords, *decoding_controls.values(), samples, candidates, apply_rules, button]
+    )
     panel = widgets.HBox([controls, output])
     panel.last_table = None  # the table last shown (None before the first click or after an error)
     return panel

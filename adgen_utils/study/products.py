@@ -9,11 +9,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from adgen_utils.corpus.facts import COLOURS, MATERIALS, head_segment
 from adgen_utils.corpus.text import GENERIC_OPENERS, brand_of, is_word, tokenize
 
-# Where an ad's head segment ends: before "for", "with", "compatible", "fits", "by", "and", a comma,
-# a bracket, a pipe or a dash between spaces.
-SEGMENT_END = re.compile(r"\s(?:for|with|compatible|fits|by|and)\s|[,(|\[;]|\s[-–—]\s", re.IGNORECASE)
 AUDIENCE_WORDS = frozenset(["men", "women", "kids", "boys", "girls", "adults", "teens", "baby"])
 # Words that end head segments without naming a product ("... Band, Black", "... 2 Pack").
 NOT_TYPES = frozenset(
@@ -21,17 +19,14 @@ NOT_TYPES = frozenset(
     + ["black", "white", "silver", "gold", "blue", "red", "pink", "green", "grey", "gray", "rose", "purple"]
     + ["on", "in", "of", "to", "or", "designed", "inch", "large", "small", "new", "pro", "plus", "mini", "max"]
 )
+# Words that name a material or a colour ("Carbon Fiber ...", "Black ..."), never a brand.
+FACT_WORDS = frozenset(word for name in (*MATERIALS, *COLOURS) for word in name.split())
 MAX_PRODUCT_WORDS = 6  # a test product's words after its brand, at most (longer head segments are the ad itself)
 
 
 def words_of(ad: str) -> list[str]:
     """The ad's word tokens (punctuation left out), case kept."""
     return [t for t in tokenize(ad) if is_word(t)]
-
-
-def head_segment(ad: str) -> str:
-    """The part of the ad that names the product: up to the first :data:`SEGMENT_END`."""
-    return SEGMENT_END.split(ad, maxsplit=1)[0].strip()
 
 
 def brand_and_product(ad: str) -> tuple[str, str] | None:
@@ -62,15 +57,22 @@ def product_of(ad: str) -> tuple[str, str] | None:
     return brand, product
 
 
+def _starts_with(ad: str, prompt: str) -> bool:
+    """Whether ``ad`` is ``prompt`` (case aside) followed by more words: what a seller types, then the rest."""
+    ad_words, prompt_words = [w.lower() for w in tokenize(ad)], [w.lower() for w in tokenize(prompt)]
+    return ad_words[: len(prompt_words)] == prompt_words and len(words_of(ad)) > len(words_of(prompt))
+
+
 def product_set(ads: pd.DataFrame, size: int, seed: int = 0) -> pd.DataFrame:
     """A fixed, reproducible sample of ``size`` products from held-out ``ads`` (columns ad and
     optionally category): columns brand, product, category, prompt ("brand product"), product_type
-    and ad (the real ad it came from), one row per distinct prompt."""
+    and ad (the real ad it came from), one row per distinct prompt. Only ads that start with their
+    product's words and go on after them give a product ("New Lost Remote fit for TCL" does not)."""
     rows = []
     categories = ads["category"] if "category" in ads else [None] * len(ads)
     for ad, category in zip(ads["ad"], categories):
         product = product_of(ad)
-        if product:
+        if product and _starts_with(ad, f"{product[0]} {product[1]}"):
             brand, words = product
             rows.append((brand, words, category, f"{brand} {words}", brand_and_product(ad)[1], ad))
     table = pd.DataFrame(rows, columns=["brand", "product", "category", "prompt", "product_type", "ad"])
@@ -96,7 +98,10 @@ class BrandLexicon:
         self.brands = {
             w
             for w, n in opening.items()
-            if n >= min_ads and w not in AUDIENCE_WORDS and (n / total[w] >= 0.2 or after[w] / total[w] >= 0.2)
+            if n >= min_ads
+            and w not in AUDIENCE_WORDS
+            and w not in FACT_WORDS
+            and (n / total[w] >= 0.2 or after[w] / total[w] >= 0.2)
         }
         self.named_with: dict[str, set] = defaultdict(set)
         for words in token_lists:

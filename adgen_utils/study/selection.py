@@ -3,6 +3,7 @@ by the rules of :data:`RULES`, and the most likely that pass (mean log-probabili
 
 from __future__ import annotations
 
+import copy
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -13,18 +14,21 @@ import numpy as np
 import pandas as pd
 
 from adgen_utils.corpus.data import INVISIBLE, load_ads, load_dataset
+from adgen_utils.corpus.facts import has_phrase, head_segment, missing_keywords, parse_keywords
 from adgen_utils.corpus.text import tokenize
 from adgen_utils.layout import DATA_FOLDER, DATASET_FILE
 from adgen_utils.models import AdModel, Decoding, Refusal, categories_for
-from adgen_utils.settings import AMAZON_TITLE_CHARS
+from adgen_utils.study.formats import DEFAULT_FORMAT, ad_format
 from adgen_utils.study.products import BrandLexicon, ProductTypes, words_of
 
 RULES = {
     "refused": "the model cannot continue the product's prompt",
     "unfinished": "nothing complete is left after the product words",
     "off product": "the product words are not kept, or another product type takes over",
-    "other brand": "names a brand other than the product's own that the input does not name",
-    "too long": f"no complete phrase fits the character limit ({AMAZON_TITLE_CHARS} by default)",
+    "other brand": "names as its maker (with the product words) a brand the input does not name",
+    "missing keyword": "leaves out a keyword the seller gave, or the keyword did not fit the format's length",
+    "too long": "no complete phrase fits the format's character limit",
+    "format": "breaks the format's editorial rules: characters, promotional phrases, a word repeated",
     "training copy": "word for word a training ad",
     "repeat": "the same ad as a more likely candidate of the same product",
 }
@@ -80,18 +84,36 @@ class Verdict:
         return "; ".join(f"{rule}: {reason}" for rule, reason in zip(self.rejected_by, self.reasons))
 
 
-class AdRules:
-    """The rules of :data:`RULES`, fitted on ``training_ads``: their brands (:class:`BrandLexicon`),
-    product types (:class:`ProductTypes`) and the ads themselves (for copies). ``max_chars`` is the
-    longest ad, in characters."""
+def keywords_of(product) -> tuple[str, ...]:
+    """A product's keywords: its ``keywords`` field, a tuple or a ``;``-separated text (none if absent)."""
+    given = getattr(product, "keywords", None)
+    return tuple(given) if isinstance(given, (tuple, list)) else parse_keywords(given if isinstance(given, str) else "")
 
-    def __init__(self, training_ads: Sequence[str], max_chars: int = AMAZON_TITLE_CHARS, min_ads: int = 3):
-        if max_chars < 1:
-            raise ValueError(f"max_chars must be at least 1, got {max_chars}")
+
+class AdRules:
+    """The rules of :data:`RULES` for one :mod:`format <adgen_utils.study.formats>`, fitted on
+    ``training_ads``: their brands (:class:`BrandLexicon`), product types (:class:`ProductTypes`)
+    and the ads themselves (for copies). ``max_chars`` is the longest ad, in characters: the
+    format's limit unless a lower one is given."""
+
+    def __init__(
+        self, training_ads: Sequence[str], max_chars: int | None = None, min_ads: int = 3, format: str = DEFAULT_FORMAT
+    ):
+        self.format = ad_format(format)
+        max_chars = self.format.max_chars if max_chars is None else max_chars
+        if not 1 <= max_chars <= self.format.max_chars:
+            raise ValueError(f"max_chars must be 1 to {self.format.max_chars} for {format}, got {max_chars}")
         self.brands = BrandLexicon(training_ads, min_ads)
         self.types = ProductTypes(training_ads, self.brands.brands, min_ads)
         self.training = {normal(ad) for ad in training_ads}
         self.max_chars = max_chars
+
+    def for_format(self, format: str) -> AdRules:
+        """The same rules for another format (its length and editorial rules), without fitting again."""
+        other = copy.copy(self)
+        other.format = ad_format(format)
+        other.max_chars = other.format.max_chars
+        return other
 
     @staticmethod
     def _boundaries(text: str, after: int) -> list[int]:
@@ -100,28 +122,37 @@ class AdRules:
         ends += [m.end() for m in re.finditer(r"[)\]]", text) if m.end() > after]
         return sorted(set(ends))
 
-    def cut(self, ad: str, prompt: str, complete: bool = True) -> str:
+    def cut(self, ad: str, prompt: str, complete: bool = True, keywords: Sequence[str] = ()) -> str:
         """``ad`` cut to its last complete phrase: first line, cleaned, without an unfinished last phrase
-        (``complete`` False) or a dangling ending, within ``max_chars`` where a phrase end fits."""
+        (``complete`` False) or a dangling ending, within ``max_chars`` and the format's rules where a
+        phrase end fits them, and the longest such phrase that keeps every one of ``keywords``."""
         text = " ".join(INVISIBLE.sub("", (ad.splitlines() or [""])[0]).split())  # one line: the first
         keep = len(" ".join(prompt.split()))
         if not complete:
             ends = self._boundaries(text, keep)
             text = text[: ends[-1]] if ends else text[:keep]
         text = trim_dangling(text)
-        if len(text) > self.max_chars:
-            ends = [end for end in self._boundaries(text, keep) if end <= self.max_chars]
-            if ends:
-                text = trim_dangling(text[: ends[-1]])
+        if len(text) > self.max_chars or self.format.problems(text, prompt):
+            # The longest complete phrase that fits the format: its length, and its rules where a shorter ad
+            # keeps them (a word a third time, a "Free Shipping" at the end); else the longest that fits.
+            fitting = [text] if len(text) <= self.max_chars else []
+            fitting += [
+                trim_dangling(text[:end]) for end in reversed(self._boundaries(text, keep)) if end <= self.max_chars
+            ]
+            if self.format.name_alone and keep <= self.max_chars:
+                fitting.append(text[:keep])  # the product's name is an ad of this format too
+            fit = [t for t in fitting if not self.format.problems(t, prompt)] or fitting[:1]
+            text = next((t for t in fit if not missing_keywords(t, keywords)), fit[0] if fit else text)
         return text
 
     def judge(self, ad: str, product, complete: bool = True, cut: bool = True) -> Verdict:
         """The verdict of every rule but ``repeat`` on one candidate for ``product`` (brand, product,
-        category, prompt). With ``cut`` False the ad is judged as written."""
+        category, prompt, and keywords if it has them). With ``cut`` False the ad is judged as written."""
         prompt = product.prompt
-        text = self.cut(ad, prompt, complete) if cut else " ".join(ad.split())
+        written = " ".join(ad.split())
+        text = self.cut(ad, prompt, complete, keywords_of(product)) if cut else written
         failed: list[tuple[str, str]] = []
-        if cut and normal(text) == normal(prompt):
+        if cut and normal(text) == normal(prompt) and not self.format.name_alone:
             failed.append(("unfinished", "no complete phrase after the product words"))
         if not cut and (not complete or trim_dangling(text) != text):
             failed.append(("unfinished", "the ad stops in the middle of a phrase"))
@@ -137,12 +168,25 @@ class AdRules:
             if other:
                 failed.append(("off product", f"{other!r} takes over from {wanted!r}"))
         given = " ".join(str(getattr(product, name, "") or "") for name in ("brand", "product", "category", "prompt"))
+        given += " " + " ".join(keywords_of(product))  # a keyword "Apple Watch" lets the ad name Apple
         allowed = self.brands.mentions(words_of(given)) | {str(getattr(product, "brand", "") or "").lower()}
-        others = sorted(self.brands.mentions(words_of(text)) - allowed)
+        # The maker is named where the product is (the head segment: "Fintie Band"); brands after it say
+        # what an accessory fits ("..., Compatible with Fitbit Inspire"), as most accessory ads here do.
+        others = sorted(self.brands.mentions(words_of(head_segment(text))) - allowed)
         if others:
             failed.append(("other brand", f"names {', '.join(others)}"))
+        missing = missing_keywords(text, keywords_of(product))
+        if missing:
+            cut_off = [k for k in missing if has_phrase(written, k)]
+            why = f"lacks {', '.join(repr(k) for k in missing)}"
+            if cut_off:
+                why += f" ({', '.join(repr(k) for k in cut_off)} did not fit in {self.max_chars} characters)"
+            failed.append(("missing keyword", why))
         if len(text) > self.max_chars:
             failed.append(("too long", f"{len(text)} characters, more than {self.max_chars}"))
+        problems = self.format.problems(text, given)
+        if problems:
+            failed.append(("format", f"{self.format.name}: {'; '.join(problems)}"))
         if normal(text) in self.training:
             failed.append(("training copy", "the same words as a training ad"))
         return Verdict(text, tuple(rule for rule, _ in failed), tuple(reason for _, reason in failed))
@@ -217,13 +261,15 @@ def write_for_products(
     batch_size: int = 16,
     progress: bool = False,
 ) -> list[ProductAds]:
-    """For each product, ``candidates`` ads from ``model``, cut, judged, scored, and the ``per_product``
-    most likely distinct ones kept: one :class:`ProductAds` per product, in order."""
+    """For each product, ``candidates`` ads from ``model`` (told the product's keywords), cut, judged,
+    scored, and the ``per_product`` most likely distinct ones kept: one :class:`ProductAds` per
+    product, in order."""
     if candidates < 1 or per_product < 1:
         raise ValueError(f"candidates ({candidates}) and per_product ({per_product}) must be at least 1")
     rows = list(products.itertuples(index=False))
     prompts = [row.prompt for row in rows for _ in range(candidates)]
     categories = [getattr(row, "category", None) for row in rows for _ in range(candidates)]
+    keywords = [keywords_of(row) for row in rows for _ in range(candidates)]
     written = model.generate(
         prompts,
         decoding,
@@ -231,20 +277,38 @@ def write_for_products(
         batch_size=batch_size,
         categories=categories_for(model, categories),
         progress=progress,
+        keywords=keywords if any(keywords) else None,
     )
-    results = []
-    for i, row in enumerate(rows):
-        own = written[i * candidates : (i + 1) * candidates]
-        results.append(
-            ProductAds(
-                [
-                    Candidate(n, ad, Verdict("", ("refused",), (ad.reason,)))
-                    if isinstance(ad, Refusal)
-                    else Candidate(n, ad, rules.judge(ad, row, complete=getattr(ad, "complete", True)))
-                    for n, ad in enumerate(own, start=1)
-                ]
-            )
-        )
+    results = [
+        ProductAds(_judged(written[i * candidates : (i + 1) * candidates], row, rules)) for i, row in enumerate(rows)
+    ]
+    _choose_all(model, rows, results, per_product)
+    return results
+
+
+def rejudge(
+    model: AdModel, results: Sequence[ProductAds], products: pd.DataFrame, rules: AdRules, per_product: int = 1
+):
+    """The candidates of ``results`` judged again by other ``rules`` (another format) and chosen again
+    by ``model``'s likelihood: what the same written ads give there, without writing them again."""
+    rows = list(products.itertuples(index=False))
+    again = [ProductAds(_judged([c.written for c in r.candidates], row, rules)) for r, row in zip(results, rows)]
+    _choose_all(model, rows, again, per_product)
+    return again
+
+
+def _judged(written: Sequence, product, rules: AdRules) -> list[Candidate]:
+    """One judged :class:`Candidate` per written ad (a :class:`Refusal` is rejected as ``refused``)."""
+    return [
+        Candidate(n, ad, Verdict("", ("refused",), (ad.reason,)))
+        if isinstance(ad, Refusal)
+        else Candidate(n, ad, rules.judge(ad, product, complete=getattr(ad, "complete", True)))
+        for n, ad in enumerate(written, start=1)
+    ]
+
+
+def _choose_all(model: AdModel, rows: list, results: list[ProductAds], per_product: int) -> None:
+    """Score the passing candidates of every product with ``model`` and keep each one's most likely."""
     # Each distinct passing text is scored once, with its product's category.
     to_score: dict[tuple[str, str | None], str] = {}
     for row, result in zip(rows, results):
@@ -262,7 +326,6 @@ def write_for_products(
         result.ads = choose(
             result.candidates, lambda ad, category=category: likelihoods[(normal(ad), category)], per_product
         )
-    return results
 
 
 def training_ads_for(source: str | Path | None = None, model_source: str | None = None) -> tuple[list[str], str]:

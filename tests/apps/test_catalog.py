@@ -326,3 +326,62 @@ def test_an_lstm_refuses_products_it_knows_no_word_of_and_writes_the_rest(write_
     assert rows[0]["ad"] == rules.cut(written, "Sony TV Remote", written.complete) and rows[0]["ad"]
     settings = json.loads((tmp_path / "ads.csv.json").read_text())
     assert settings["model_path"] == model.describe().source == str(lstm_folder.resolve())
+
+
+def test_keywords_are_read_checked_and_every_kept_ad_carries_them(write_file, tmp_path, tiny_model, rules):
+    many = "; ".join(f"fact {i}" for i in range(9))
+    path = write_file(
+        "products.csv",
+        "brand,product,category,keywords\n"
+        "Acme,Watch Band,,44mm; Black ;;black\n"  # repeats and empty phrases left out
+        "Acme,TV Remote,tv,\n"  # no keywords: none required
+        f'Acme,Charger,,"{many}"\n'  # more than MAX_KEYWORDS
+        f"Acme,Cable,,{'x' * 250}\n"  # a keyword longer than a field may be
+        "Acme,Stand,,=1+1\n",  # a formula-like cell
+    )
+    products, bad = read_products(path)
+    assert products["keywords"].tolist() == [("44mm", "Black"), (), ("=1+1",)]
+    assert [(b["row"], b["reason"].split(",")[0]) for b in bad] == [
+        (4, "9 keywords"),
+        (5, "a keyword longer than 200 characters (250)"),
+    ]
+    output = tmp_path / "ads.csv"
+    summary = generate_catalog(
+        tiny_model,
+        path,
+        output,
+        rules,
+        per_product=1,
+        candidates=4,
+        decoding=FAST,
+        batch_size=8,
+        progress=False,
+        log=None,
+    )
+    assert summary["formula_cells"] == [{"row": 6, "field": "keywords"}]
+    rows = {r["row"]: r for r in read_ads(output)}
+    assert rows["2"]["keywords"] == "44mm; Black" and rows["3"]["keywords"] == ""
+    for row in rows.values():  # an ad kept carries every keyword, case aside
+        for keyword in filter(None, row["keywords"].split("; ")):
+            assert not row["ad"] or keyword.lower() in row["ad"].lower()
+    candidates = [c for c in read_ads(tmp_path / "ads.csv.candidates.csv") if c["row"] == "2"]
+    dropped = [c for c in candidates if "missing keyword" in c["rejected_by"]]
+    assert dropped and all("lacks '44mm'" in c["why"] or "lacks 'Black'" in c["why"] for c in dropped)  # named
+    assert output.read_text(encoding="utf-8").count("'=1+1") == 1  # written spreadsheet-safe
+
+
+def test_the_format_sets_the_length_and_is_recorded(write_file, tmp_path, tiny_folder, capsys):
+    path = write_products(write_file, 3)
+    output = tmp_path / "headlines.csv"
+    common = ["generate", "--model", str(tiny_folder), "--input", str(path), "--output", str(output)]
+    common += ["--per-product", "1", "--candidates", "3", "--max-new-tokens", "8", "--no-progress"]
+    assert main([*common, "--format", "google-headline"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["products_written"] == 3
+    assert all(len(r["ad"]) <= 30 for r in read_ads(output))
+    settings = json.loads((tmp_path / "headlines.csv.json").read_text())
+    assert (settings["format"], settings["max_chars"]) == ("google-headline", 30)
+    assert main([*common, "--format", "amazon-title"]) == 2  # another format: not mixed into the same file
+    assert "format" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*common, "--format", "facebook-post"])

@@ -91,6 +91,9 @@ def test_bench_catalog_kills_resumes_and_checks_every_row(tiny_folder):
     assert resumed["resumed_from"] + resumed["products_done"] == 24 and resumed["peak_rss_mib"] > 50
     assert result["rows"] == result["distinct_pairs"] == 24 and result["lost"] == result["repeated"] == 0
     assert 0 <= result["passing_share"] <= 1
+    keywords = result["keywords"]  # the same products with keywords: per candidate, both ways
+    assert keywords["seconds_per_candidate"]["with_keywords"] > 0 and 0 <= keywords["passing_share_with_keywords"] <= 1
+    assert keywords["with_over_without"] is None or keywords["with_over_without"] > 0
 
 
 def test_bench_compute_runs_the_lessons_and_adgen_finetune_on_the_same_validation_ads(tmp_path):

@@ -17,6 +17,7 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 from adgen_utils import layout
+from adgen_utils.corpus import facts
 from adgen_utils.settings import Finetune
 from adgen_utils.transformer import aitextgen, finetune, pretrained, stream
 from adgen_utils.transformer.admodel import footing_score
@@ -67,6 +68,30 @@ def test_category_conditioning_round_trips(ads, tiny):
     assert finetune.training_texts(ads.head(2)) == ads["ad"].head(2).tolist()
     category = ads["category"].iloc[0]
     assert finetune.training_texts(ads.head(1), True)[0].partition(pretrained.CATEGORY_SEPARATOR)[0] == category
+
+
+def test_keyword_examples_come_beside_the_plain_ads_and_prompts_carry_keywords(ads, tiny):
+    _, tokenizer = tiny
+    some = ads.head(200)
+    mixed = finetune.training_texts(some, keyword_examples=True, seed=1)
+    plain = some["ad"].tolist()
+    assert [t for t in mixed if not t.startswith(pretrained.KEYWORDS_LABEL)] == plain  # every ad, in order
+    examples = [t for t in mixed if t.startswith(pretrained.KEYWORDS_LABEL)]
+    assert 0.3 * len(plain) < len(examples) <= len(plain)  # the ads that state facts, once more
+    for text in examples:
+        line, ad = text.split("\n")
+        keywords = line.removeprefix(pretrained.KEYWORDS_LABEL).split("; ")
+        assert ad in plain and 1 <= len(keywords) <= 3 and not facts.missing_keywords(ad, keywords)
+    assert finetune.training_texts(some, keyword_examples=True, seed=1) == mixed  # drawn with the seed
+    with_category = finetune.training_texts(some.head(30), category_prefix=True, keyword_examples=True)
+    assert all(" | " in t.split("\n")[-1] for t in with_category)  # "Keywords: ...\n<category> | <ad>"
+    assert pretrained.ad_prompt("Sony TV", tokenizer, None, ("55 inch", "black")) == (
+        "<|endoftext|>Keywords: 55 inch; black\nSony TV"
+    )
+    assert pretrained.build_prompt("Sony TV", ["Ad one"], keywords=["black"]).endswith(
+        "Ad one\nKeywords: black\nSony TV"
+    )
+    assert pretrained.build_prompt("Sony TV", keywords=["black"]) == "Keywords: black\nSony TV"
 
 
 def test_method_choice_follows_the_memory_estimate(tiny):
