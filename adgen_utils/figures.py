@@ -22,6 +22,13 @@ def subplots(nrows: int = 1, ncols: int = 1, **kwargs):
     return plt.subplots(nrows, ncols, **kwargs)
 
 
+def finish(fig, folder: str | Path | None, name: str):
+    """Lay ``fig`` out, save it as :func:`save_figure` does, and return it: the end of every plot."""
+    fig.tight_layout()
+    save_figure(fig, folder, name)
+    return fig
+
+
 def save_figure(fig, folder: str | Path | None, name: str, dpi: int = 110) -> Path | None:
     """Write ``fig`` as ``folder/name.png`` (folder created if needed); return the path or None."""
     if folder is None:

@@ -188,8 +188,8 @@ class AdModel(Protocol):
         keywords: Keywords = None,
     ) -> list[Ad]:
         """One ad (or :class:`Refusal`, without running the model) per prompt, in order. ``categories``
-        to a model that reads none raise ValueError; ``keywords`` go to the prompts of a family that
-        reads them (the transformers), and are kept by the seller's rules in every family."""
+        to a model that reads none raise ValueError; ``keywords[i]`` are written into ad ``i`` in every
+        family (:mod:`adgen_utils.corpus.steering`), and also told on a keyword line to the transformers."""
         check_reads_category(self, categories)
         given = categories if categories is not None else [None] * len(prompts)
         if len(given) != len(prompts) or (keywords is not None and len(keywords) != len(prompts)):

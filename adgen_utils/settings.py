@@ -22,7 +22,6 @@ from adgen_utils.layout import RUNS_FOLDER, repository_root
 
 ORIGINAL_PROMPTS = ["Sony TV", "Apple Watch", "Labor Day discounts for"]
 DEFAULT_DECODING = "sample temperature 0.8 top-k 50 top-p 0.95 rep 1.2"
-AMAZON_TITLE_CHARS = 200  # the longest product title Amazon takes: the default length limit of an ad
 OFFLINE_MODEL = "smollm2-135m"  # a real pretrained model that installs from PyPI (see transformer.pretrained)
 DRIVE_RUNS = Path("/content/drive/MyDrive/adgen/runs")  # Colab: where run folders live with drive = True
 

@@ -22,7 +22,6 @@ from adgen_utils.models import DECODINGS
 from adgen_utils.settings import Catalog, Evaluation
 from adgen_utils.study import references, selection
 from adgen_utils.study.footing import load_ad_model
-from adgen_utils.study.formats import FORMATS
 from adgen_utils.transformer.admodel import with_shots
 
 
@@ -53,12 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             model, products, rules, args.candidates, decoding=decoding, seed=args.seed, batch_size=Catalog.batch_size
         )
         seconds[model.name] = round(time.perf_counter() - started, 1)
-    report = {}
-    for name in FORMATS:
-        format_rules = rules.for_format(name)
-        chosen = {m.name: selection.rejudge(m, written[m.name], products, format_rules) for m in models}
-        table = references.reference_table(chosen, products, format_rules)
-        report[name] = table.round(4).reset_index().to_dict("records")
+    tables = references.tables_by_format(models, written, products, rules)
+    report = {name: table.round(4).reset_index().to_dict("records") for name, table in tables.items()}
     keyword_counts = products["keywords"].map(len).value_counts().sort_index()
     print(
         json.dumps(

@@ -132,6 +132,9 @@ def test_the_library_is_thin():
     # the machine's instruction sets) added about 300, and a search for dead code found 109 to cut.
     # Issue 20's seller facts added about 600: keywords and the facts of an ad (corpus/facts.py),
     # the ad formats and their rules (study/formats.py), ads against the real ad (study/references.py),
-    # and keywords through generation, the rules, fine-tuning and the commands.
+    # and keywords through generation, the rules, fine-tuning and the commands. Writing the keywords
+    # into every family's ads as they are generated (steering.py, transformer/forcing.py, the LSTM's
+    # loop, the repetition penalty on the ad's own line) added about 190; shared figure endings and a
+    # shorter load_ad_model took 25 out.
     lines = sum(len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py"))
-    assert lines <= 7850, f"adgen_utils has {lines} lines; the design keeps it at 7,850 at most"
+    assert lines <= 8050, f"adgen_utils has {lines} lines; the design keeps it at 8,050 at most"

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from adgen_utils.corpus.data import FULL_CORPUS_ADS
 from adgen_utils.corpus.sequences import ORIGINAL_WINDOW, one_hot_bytes, window_count
 from adgen_utils.corpus.text import brand_of, is_word, tokenize
-from adgen_utils.figures import save_figure, subplots
+from adgen_utils.figures import finish, subplots
 
 ORIGINAL_OOM_ADS = 25_000  # where the original study's one-hot LSTM ran out of memory
 
@@ -99,9 +99,7 @@ def plot_load_report(ads: pd.DataFrame, report: dict, figures_dir, name: str, ma
         ylabel="",
         title=f"{sum(report['dropped'].values()):,} of {report['rows_read']:,} rows dropped, by reason",
     )
-    fig.tight_layout()
-    save_figure(fig, figures_dir, name)
-    return fig
+    return finish(fig, figures_dir, name)
 
 
 def plot_ad_lengths(lengths: pd.DataFrame, figures_dir, name: str):
@@ -114,9 +112,7 @@ def plot_ad_lengths(lengths: pd.DataFrame, figures_dir, name: str):
         ax.set(xlabel=f"{column} per ad", ylabel="ads")
         ax.legend()
     fig.suptitle("Ad length distribution")
-    fig.tight_layout()
-    save_figure(fig, figures_dir, name)
-    return fig
+    return finish(fig, figures_dir, name)
 
 
 def plot_top_words(words: pd.DataFrame, brands: pd.DataFrame, figures_dir, name: str):
@@ -127,9 +123,7 @@ def plot_top_words(words: pd.DataFrame, brands: pd.DataFrame, figures_dir, name:
     left.set(xlabel="occurrences", ylabel="", title="Most frequent words (case-folded, no stopwords)")
     sns.barplot(brands, x="ads", y="brand", color="C2", ax=right)
     right.set(xlabel="ads", ylabel="", title="Most frequent brands (first word, after 'New', 'Compatible'...)")
-    fig.tight_layout()
-    save_figure(fig, figures_dir, name)
-    return fig
+    return finish(fig, figures_dir, name)
 
 
 def plot_vocabulary_growth(growth: pd.DataFrame, k: float, beta: float, figures_dir, name: str, memory_gib=None):
@@ -161,6 +155,4 @@ def plot_vocabulary_growth(growth: pd.DataFrame, k: float, beta: float, figures_
     if memory_gib:
         right.axhline(memory_gib, color="black", linewidth=0.8, label=f"this machine's RAM ({memory_gib:.0f} GiB)")
     right.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, figures_dir, name)
-    return fig
+    return finish(fig, figures_dir, name)

@@ -112,8 +112,8 @@ class LSTMAdModel(AdModel):
         keywords: Keywords = None,
     ) -> list[WrittenAd]:
         """Ads for ``prompts[i]``, ``i`` in ``indices``, prompt ``i`` seeded ``how.seed + i``;
-        ``max_new_tokens`` counts words. ``keywords`` are not read: the LSTM continues an ad's first
-        words only, and the seller's rules keep the candidates that carry them."""
+        ``max_new_tokens`` counts words. The LSTM reads no keyword line: ``keywords[i]`` are written
+        into ad ``i`` as it is generated, as for every family (:mod:`adgen_utils.corpus.steering`)."""
         generations = generate_many(
             self.model,
             self.vocabulary,
@@ -122,6 +122,7 @@ class LSTMAdModel(AdModel):
             batch_size=how.batch_size,
             progress=how.progress,
             description=self.name,
+            keywords=[keywords[i] for i in indices] if keywords else None,
             **_check_decoding_for_lstm(how.decoding),
         )
         return [WrittenAd(g.text, g.complete) for g in generations]

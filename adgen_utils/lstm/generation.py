@@ -10,8 +10,11 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
+from adgen_utils.corpus.steering import steering_for
 from adgen_utils.corpus.text import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocabulary, detokenize, tokenize
 from adgen_utils.models import Refusal
+
+END = object()  # in a forced insertion: the ad ends here
 
 
 @dataclass
@@ -108,8 +111,10 @@ def generate_many(
     batch_size: int = 16,
     progress: bool = False,
     description: str = "generating",
+    keywords: Sequence[Sequence[str]] | None = None,
 ) -> list[Generation]:
-    """Continue each prompt until <eos> or ``max_new_tokens``: one :class:`Generation` per prompt.
+    """Continue each prompt until <eos> or ``max_new_tokens``: one :class:`Generation` per prompt, with
+    ``keywords[i]`` written into ad ``i`` (:class:`~adgen_utils.corpus.steering.KeywordSteering`).
 
     ``batch_size`` prompts advance together; prompt ``i`` samples with its own generator (``seeds[i]``), so
     its ad does not depend on its batch. A refused prompt raises ValueError."""
@@ -122,14 +127,25 @@ def generate_many(
         refusal = prompt_refusal(prompt, vocabulary)
         if refusal is not None:
             raise ValueError(refusal.reason)
+    steering = steering_for(keywords, len(prompts))
     prompt_tokens = [tokenize(prompt) for prompt in prompts]
     sequences = [[BOS_ID, *vocabulary.encode(tokens)] for tokens in prompt_tokens]
-    new_ids: list[list[int]] = [[] for _ in prompts]
+    new_words: list[list[str]] = [[] for _ in prompts]  # as written: a keyword the model does not know too
+    forced: list[list[str]] = [[] for _ in prompts]  # words of a keyword insertion still to write
     ended = [False] * len(prompts)
     rngs = [np.random.default_rng(seed) for seed in seeds]
     decoding = dict(
         greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty
     )
+
+    def insertion(i: int, logits: np.ndarray) -> list[str]:
+        """The words :class:`KeywordSteering` inserts in ad ``i`` now (none: the model chooses)."""
+        written = detokenize([*prompt_tokens[i], *new_words[i]])
+        ending = int(np.argmax(logits)) == EOS_ID
+        room = max_new_tokens - len(new_words[i])
+        chosen = steering[i].insertion(written, ending, room, lambda text: len(tokenize(text)))
+        return [] if chosen is None else [*tokenize(chosen.text), *([END] if chosen.closes else [])]
+
     with tqdm(total=len(prompts), desc=description, unit="ad", disable=not progress) as bar:
         for start in range(0, len(prompts), batch_size):
             active = list(range(start, min(start + batch_size, len(prompts))))
@@ -139,18 +155,24 @@ def generate_many(
                 logits = next_token_logits(model, [sequences[i] for i in active])
                 still = []
                 for i, row in zip(active, logits):
-                    next_id = pick_next_token(row, rngs[i], previous=sequences[i][1:], **decoding)
+                    if not forced[i] and steering[i].keywords:
+                        forced[i] = insertion(i, row)
+                    if forced[i]:
+                        word = forced[i].pop(0)
+                        next_id = EOS_ID if word is END else vocabulary.encode([word])[0]
+                    else:
+                        next_id = pick_next_token(row, rngs[i], previous=sequences[i][1:], **decoding)
+                        word = vocabulary.tokens[next_id]
                     if next_id == EOS_ID:
                         ended[i] = True
                         continue
-                    new_ids[i].append(next_id)
+                    new_words[i].append(word)
                     sequences[i].append(next_id)
                     still.append(i)
                 active = still
             bar.update(min(batch_size, len(prompts) - start))
     generations = []
-    for tokens, ids, complete in zip(prompt_tokens, new_ids, ended):
-        new_tokens = vocabulary.decode(ids)
+    for tokens, words, complete in zip(prompt_tokens, new_words, ended):
         unknown = [t for t, i in zip(tokens, vocabulary.encode(tokens)) if i == UNK_ID]
-        generations.append(Generation(detokenize([*tokens, *new_tokens]), new_tokens, unknown, complete))
+        generations.append(Generation(detokenize([*tokens, *words]), words, unknown, complete))
     return generations

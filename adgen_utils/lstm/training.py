@@ -17,7 +17,7 @@ import seaborn as sns
 
 from adgen_utils.corpus.sequences import TokenArrays
 from adgen_utils.corpus.text import Vocabulary
-from adgen_utils.figures import save_figure, subplots
+from adgen_utils.figures import finish, subplots
 from adgen_utils.layout import (
     HISTORY_FILE,
     LSTM_BACKUP_FOLDER,
@@ -255,6 +255,4 @@ def plot_history(history: pd.DataFrame, figures_dir=None, name: str = "lstm"):
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=8)
     fig.suptitle(f"{name}: training vs validation")
-    fig.tight_layout()
-    save_figure(fig, figures_dir, f"{name}_history")
-    return fig
+    return finish(fig, figures_dir, f"{name}_history")

@@ -13,7 +13,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import NullFormatter
 
-from adgen_utils.figures import save_figure, subplots
+from adgen_utils.figures import finish, subplots
 from adgen_utils.layout import EMBEDDING_LSTM, FINETUNED, ONE_HOT_LSTM, QUALITY_CURVE_FILE, model_dir
 
 # Model folder (layout) -> the label its curve gets.
@@ -90,6 +90,4 @@ def plot_quality_vs_compute(curves: pd.DataFrame, flat: dict[str, float] | None,
         axis.legend(fontsize=8)
     seconds_note = "seconds on the machine that trained each model"
     fig.suptitle(f"quality against training compute ({seconds_note}; pretraining not counted)")
-    fig.tight_layout()
-    save_figure(fig, figures_dir, name)
-    return fig
+    return finish(fig, figures_dir, name)

@@ -16,7 +16,7 @@ import seaborn as sns
 
 from adgen_utils.corpus.facts import parse_keywords
 from adgen_utils.corpus.text import repeated_word_share
-from adgen_utils.figures import save_figure, subplots
+from adgen_utils.figures import finish, subplots
 from adgen_utils.models import DECODINGS, AdModel, Decoding, Keywords, Refusal, ads_only, categories_for
 from adgen_utils.settings import DEFAULT_DECODING
 from adgen_utils.study.products import BrandLexicon
@@ -38,9 +38,7 @@ def plot_comparison(table: pd.DataFrame, figures_dir, name: str):
     axes[1].set(xlabel="bits per character (lower is better)")
     axes[2].set(xlabel="next-word accuracy (higher is better)", xlim=(0, 1))
     fig.suptitle(f"the same {int(table['ads'].iloc[0]):,} test ads, scored by each model")
-    fig.tight_layout()
-    save_figure(fig, figures_dir, name)
-    return fig
+    return finish(fig, figures_dir, name)
 
 
 # Generation quality ---
@@ -207,9 +205,7 @@ def plot_generation_quality(
     sns.barplot(shares, x="share", y="model", hue="measure", ax=right)
     right.set(xlim=(0, 1), ylabel="", title="diversity and faithfulness")
     right.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    save_figure(fig, figures_dir, name)
-    return fig
+    return finish(fig, figures_dir, name)
 
 
 def plot_seller_ads(seller: pd.DataFrame, figures_dir, name: str):
@@ -222,9 +218,7 @@ def plot_seller_ads(seller: pd.DataFrame, figures_dir, name: str):
     sns.barplot(rows, x="brand_conflicts", y="model", hue="ads", ax=right, legend=False)
     right.set(xlim=(0, 1), xlabel="ads naming a conflicting brand")
     left.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    save_figure(fig, figures_dir, name)
-    return fig
+    return finish(fig, figures_dir, name)
 
 
 # Playground ---

@@ -21,17 +21,10 @@ def is_lstm_folder(path) -> bool:
     return Path(str(path)).expanduser().joinpath(LSTM_MODEL_FILE).is_file()
 
 
-def load_ad_model(
-    name_or_path,
-    name: str | None = None,
-    shots: int = 0,
-    examples: pd.DataFrame | None = None,
-    seed: int = 0,
-    models_dir=None,
-    training_texts=None,
-) -> AdModel:
+def load_ad_model(name_or_path, name: str | None = None, shots: int = 0, **transformer) -> AdModel:
     """An LSTM folder or anything :func:`adgen_utils.transformer.pretrained.resolve_model` takes, as an
-    :class:`AdModel` named ``name``; the other arguments are a transformer's."""
+    :class:`AdModel` named ``name``; ``shots`` and the other keyword arguments are a transformer's
+    (:class:`~adgen_utils.transformer.admodel.TransformerAdModel`: examples, seed, models_dir, ...)."""
     if is_lstm_folder(name_or_path):
         if shots:
             raise ValueError("few-shot prompts are for transformers; a word-level LSTM reads one ad at a time")
@@ -40,9 +33,7 @@ def load_ad_model(
         return LSTMAdModel(Path(str(name_or_path)).expanduser(), name)
     from adgen_utils.transformer.admodel import TransformerAdModel
 
-    return TransformerAdModel(
-        name_or_path, name, shots, examples, seed, models_dir=models_dir, training_texts=training_texts
-    )
+    return TransformerAdModel(name_or_path, name, shots, **transformer)
 
 
 def evaluate_ad_model(model: AdModel, test: pd.DataFrame, progress: bool = False) -> dict:

@@ -14,9 +14,11 @@ from collections.abc import Sequence
 import pandas as pd
 
 from adgen_utils.corpus.facts import keywords_from, keywords_text, missing_keywords, parse_keywords
+from adgen_utils.models import AdModel
 from adgen_utils.study.evaluation import distinct_n
+from adgen_utils.study.formats import FORMATS
 from adgen_utils.study.products import product_set
-from adgen_utils.study.selection import AdRules, Candidate, ProductAds, keywords_of, normal
+from adgen_utils.study.selection import AdRules, Candidate, ProductAds, keywords_of, normal, rejudge
 
 JOINED, REAL = "join the inputs", "real ad"
 REFERENCE_COLUMNS = ["brand", "product", "category", "keywords", "ad"]
@@ -119,3 +121,17 @@ def reference_table(results: dict[str, Sequence[ProductAds]], products: pd.DataF
     rows[REAL] = judged(products["ad"].tolist(), products, rules, keep=True)
     table = pd.DataFrame([{"model": name, **figures(r, products, rules)} for name, r in rows.items()])
     return table.set_index("model")
+
+
+def tables_by_format(
+    models: Sequence[AdModel], written: dict[str, Sequence[ProductAds]], products: pd.DataFrame, rules: AdRules
+) -> dict[str, pd.DataFrame]:
+    """:func:`reference_table` for each of :data:`~adgen_utils.study.formats.FORMATS`: the candidates
+    each model wrote once (``written[model.name]``) judged again by that format's rules, and chosen
+    again by the model, without writing them again."""
+    tables = {}
+    for name in FORMATS:
+        format_rules = rules.for_format(name)  # the same brands and product types, this format's length and rules
+        chosen = {model.name: rejudge(model, written[model.name], products, format_rules) for model in models}
+        tables[name] = reference_table(chosen, products, format_rules)
+    return tables

@@ -190,16 +190,16 @@ class TransformerAdModel(AdModel):
         """Ads for ``prompts[i]``, ``i`` in ``indices``, ``how.batch_size`` prompts per ``generate``
         call (see :func:`generate_ads`), each prompt's full text from :meth:`prompt_texts`."""
         chosen = [categories[i] for i in indices] if categories is not None else None
+        wanted = [keywords[i] for i in indices] if keywords else None
         ads = generate_ads(
             self.model,
             self.tokenizer,
-            self.prompt_texts(
-                [prompts[i] for i in indices], chosen, [keywords[i] for i in indices] if keywords else None
-            ),
+            self.prompt_texts([prompts[i] for i in indices], chosen, wanted),
             how.decoding,
             batch_size=how.batch_size,
             seed=how.seed,
             progress=how.progress,
+            keywords=wanted,
         )
         return [strip_category(ad) for ad in ads] if self.category_prefix else ads
 

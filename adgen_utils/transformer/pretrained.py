@@ -34,16 +34,20 @@ from transformers import (
     BitsAndBytesConfig,
     GPTNeoConfig,
     GPTNeoForCausalLM,
+    LogitsProcessorList,
     PreTrainedTokenizerFast,
+    RepetitionPenaltyLogitsProcessor,
     set_seed,
 )
 
+from adgen_utils.corpus.steering import steering_for
 from adgen_utils.errors import ModelUnavailable
 from adgen_utils.hardware import detect_device, precision_for, torch_dtype_name
 from adgen_utils.layout import SOURCE_FILE
 from adgen_utils.logs import say
 from adgen_utils.models import Decoding, WrittenAd
 from adgen_utils.settings import OFFLINE_MODEL
+from adgen_utils.transformer.forcing import KeywordForcing, ending_tokens
 
 OFFLINE_DEFAULT = OFFLINE_MODEL
 TINY = "tiny"
@@ -364,6 +368,22 @@ def _ad_start(prompt: str, tokenizer) -> str:
     return start
 
 
+def _ad_line_processors(tokenizer, input_ids: torch.Tensor, decoding: Decoding) -> tuple[dict, LogitsProcessorList]:
+    """``generate``'s arguments for ``decoding``, and its repetition penalty as a processor that
+    counts the ad's own line only: not the examples, keyword line or end-of-text token before it.
+    A seller's keyword is then as likely in the ad as the model makes it, and every family is
+    penalised on the same text (an LSTM reads the ad's words alone)."""
+    arguments = decoding.generate_arguments()
+    penalty = arguments.pop("repetition_penalty", None)
+    if penalty is None or penalty == 1.0:
+        return arguments, LogitsProcessorList()
+    ends = torch.tensor(sorted(ending_tokens(tokenizer)), device=input_ids.device)
+    positions = torch.arange(1, input_ids.shape[1] + 1, device=input_ids.device)
+    line_start = (torch.isin(input_ids, ends) * positions).amax(dim=1)  # after the last line break or end-of-text
+    line_start = line_start.repeat_interleave(decoding.num_beams)  # beam search reads each prompt num_beams times
+    return arguments, LogitsProcessorList([RepetitionPenaltyLogitsProcessor(penalty, prompt_ignore_length=line_start)])
+
+
 def generate_ads(
     model,
     tokenizer,
@@ -372,10 +392,13 @@ def generate_ads(
     batch_size: int = 8,
     seed: int = 0,
     progress: bool = False,
+    keywords: Sequence[Sequence[str]] | None = None,
 ) -> list[WrittenAd]:
     """One :class:`WrittenAd` per prompt: its last line and the continuation up to a newline or
-    end-of-text. Over-long prompts lose their oldest tokens (with a warning)."""
+    end-of-text, with ``keywords[i]`` written into ad ``i`` (:class:`~adgen_utils.corpus.steering.KeywordSteering`).
+    Over-long prompts lose their oldest tokens (with a warning)."""
     prompts = list(prompts)
+    steering = steering_for(keywords, len(prompts))
     if not all(prompt and prompt.strip() for prompt in prompts):
         raise ValueError("empty prompt: give the first words of the ad (e.g. 'Sony TV')")
     prepare_tokenizer(tokenizer)
@@ -392,10 +415,22 @@ def generate_ads(
         ids = tokenizer(batch, add_special_tokens=False)["input_ids"]
         cut += sum(len(i) > room for i in ids)
         encoded = tokenizer.pad({"input_ids": [i[-room:] for i in ids]}, return_tensors="pt").to(device)
+        arguments, processors = _ad_line_processors(tokenizer, encoded["input_ids"], decoding)
+        forcing = KeywordForcing(
+            tokenizer,
+            steering[start : start + batch_size],
+            [_ad_start(p, tokenizer) for p in batch],
+            encoded["input_ids"].shape[1],
+            decoding.max_new_tokens,
+            decoding.num_beams,
+        )
+        if any(s.keywords for s in forcing.steering):
+            processors.append(forcing)
         with torch.no_grad():
             output = model.generate(
                 **encoded,
-                **decoding.generate_arguments(),
+                **arguments,
+                logits_processor=processors,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
                 stop_strings=["\n"],

@@ -18,6 +18,7 @@ from adgen_utils.study.footing import load_ad_model
 from adgen_utils.study.selection import AdRules
 
 # The default sampling preset with short ads, to keep the tests fast.
+LONG_KEYWORD = "Stainless Steel Mesh Loop Strap With Magnetic Closure And Quick Release Pins"
 FAST = Decoding(do_sample=True, temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.2, max_new_tokens=8)
 
 
@@ -337,10 +338,11 @@ def test_keywords_are_read_checked_and_every_kept_ad_carries_them(write_file, tm
         "Acme,TV Remote,tv,\n"  # no keywords: none required
         f'Acme,Charger,,"{many}"\n'  # more than MAX_KEYWORDS
         f"Acme,Cable,,{'x' * 250}\n"  # a keyword longer than a field may be
-        "Acme,Stand,,=1+1\n",  # a formula-like cell
+        "Acme,Stand,,=1+1\n"  # a formula-like cell
+        f"Acme,Loop,,{LONG_KEYWORD}\n",  # more words than the 8 new tokens can hold
     )
     products, bad = read_products(path)
-    assert products["keywords"].tolist() == [("44mm", "Black"), (), ("=1+1",)]
+    assert products["keywords"].tolist() == [("44mm", "Black"), (), ("=1+1",), (LONG_KEYWORD,)]
     assert [(b["row"], b["reason"].split(",")[0]) for b in bad] == [
         (4, "9 keywords"),
         (5, "a keyword longer than 200 characters (250)"),
@@ -364,9 +366,10 @@ def test_keywords_are_read_checked_and_every_kept_ad_carries_them(write_file, tm
     for row in rows.values():  # an ad kept carries every keyword, case aside
         for keyword in filter(None, row["keywords"].split("; ")):
             assert not row["ad"] or keyword.lower() in row["ad"].lower()
-    candidates = [c for c in read_ads(tmp_path / "ads.csv.candidates.csv") if c["row"] == "2"]
-    dropped = [c for c in candidates if "missing keyword" in c["rejected_by"]]
-    assert dropped and all("lacks '44mm'" in c["why"] or "lacks 'Black'" in c["why"] for c in dropped)  # named
+    candidates = read_ads(tmp_path / "ads.csv.candidates.csv")
+    assert not [c for c in candidates if c["row"] == "2" and "missing keyword" in c["rejected_by"]]  # written in
+    dropped = [c for c in candidates if c["row"] == "7"]
+    assert rows["7"]["ad"] == "" and all(f"lacks '{LONG_KEYWORD}'" in c["why"] for c in dropped)  # named
     assert output.read_text(encoding="utf-8").count("'=1+1") == 1  # written spreadsheet-safe
 
 

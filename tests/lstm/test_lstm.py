@@ -15,6 +15,7 @@ from lesson import lesson_callbacks, lesson_model
 
 from adgen_utils import layout
 from adgen_utils.corpus import sequences
+from adgen_utils.corpus.facts import missing_keywords
 from adgen_utils.corpus.text import BOS_ID, PAD_ID, Vocabulary, tokenize
 from adgen_utils.lstm import generation as lstm_generation
 from adgen_utils.lstm import model as lstm
@@ -309,6 +310,29 @@ def test_generation_refuses_bad_prompts_and_never_emits_special_tokens(corpus):
     assert len(greedy.new_tokens) < 40  # it learned to stop at <eos>
     batched = lstm_generation.generate_many(model, vocabulary, ["Sony", "Apple Watch"], greedy=True, batch_size=2)
     assert batched[0].text == greedy.text
+
+
+def test_keywords_are_written_into_the_ads_even_words_the_lstm_does_not_know(corpus):
+    vocabulary, train, _ = corpus
+    model = lesson_model("embedding", len(vocabulary))
+    model.fit(lstm.many_to_many_dataset(train, 16, shuffle=True), epochs=2, verbose=0)
+    keywords = [("Zqxw-44mm", "Stainless Steel"), (), ("Black",)]
+    prompts = ["Apple Watch Band", "Sony", "Fitbit Charge"]
+    for greedy in (True, False):
+        written = lstm_generation.generate_many(
+            model, vocabulary, prompts, greedy=greedy, seeds=[0, 1, 2], keywords=keywords, max_new_tokens=12
+        )
+        for generation, wanted, prompt in zip(written, keywords, prompts):
+            assert generation.text.startswith(prompt) and not missing_keywords(generation.text, wanted)
+            assert len(generation.new_tokens) <= 12
+        assert "Zqxw-44mm" in written[0].new_tokens and "<unk>" not in written[0].text
+    plain = lstm_generation.generate_many(model, vocabulary, prompts, greedy=True, max_new_tokens=12)
+    assert (
+        plain[1]
+        == lstm_generation.generate_many(model, vocabulary, prompts, greedy=True, keywords=keywords, max_new_tokens=12)[
+            1
+        ]
+    )  # no keywords: the model's own ad
 
 
 def test_tensorflow_grows_its_gpu_memory_on_demand():

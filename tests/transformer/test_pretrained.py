@@ -11,6 +11,7 @@ import torch
 from transformers import AutoConfig, pipeline
 
 from adgen_utils import errors, layout, models
+from adgen_utils.corpus.facts import missing_keywords
 from adgen_utils.transformer import pretrained
 
 
@@ -117,6 +118,40 @@ def test_generated_ads_are_one_line_that_starts_with_the_prompt(tiny_folder):
     )
     with pytest.raises(ValueError, match="empty prompt"):
         pretrained.generate_ads(model, tokenizer, ["Sony", " "])
+
+
+def test_keywords_are_written_into_the_ads_in_every_decoding(tiny_folder):
+    model, tokenizer = pretrained.load_causal_lm(tiny_folder)
+    prompts = ["Apple Watch Band", "Sony TV", pretrained.build_prompt("Fitbit Charge", ["Apple Watch Band 44mm"])]
+    keywords = [("44mm", "Stainless Steel"), (), ("Black",)]
+    for name, decoding in models.DECODINGS.items():
+        how = models.Decoding(**{**decoding.__dict__, "max_new_tokens": 20})
+        ads = pretrained.generate_ads(model, tokenizer, prompts, how, batch_size=2, keywords=keywords)
+        assert [ad.split()[0] for ad in ads] == ["Apple", "Sony", "Fitbit"], name
+        assert not any(missing_keywords(ad, wanted) for ad, wanted in zip(ads, keywords)), (name, ads)
+        assert all(len(ad.splitlines()) == 1 for ad in ads), name
+    greedy = models.Decoding(max_new_tokens=20)
+    plain = pretrained.generate_ads(model, tokenizer, prompts, greedy, batch_size=2)
+    steered = pretrained.generate_ads(model, tokenizer, prompts, greedy, batch_size=2, keywords=keywords)
+    assert steered[1] == plain[1]  # an ad without keywords is the model's own, in the same batch
+    with pytest.raises(ValueError, match="3 prompts but 1 keyword lists"):
+        pretrained.generate_ads(model, tokenizer, prompts, greedy, keywords=[("44mm",)])
+
+
+def test_the_repetition_penalty_counts_the_ads_own_line_only(tiny_folder):
+    # The keyword line and the examples are not the ad: a keyword is not penalised for being asked for.
+    model, tokenizer = pretrained.load_causal_lm(tiny_folder)
+    pretrained.prepare_tokenizer(tokenizer)
+    texts = [pretrained.ad_prompt("Apple Watch Band", tokenizer, keywords=["Stainless"]), "Watch Stainless"]
+    encoded = tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
+    decoding = models.DECODINGS[models.DEFAULT_DECODING]
+    arguments, processors = pretrained._ad_line_processors(tokenizer, encoded["input_ids"], decoding)
+    assert "repetition_penalty" not in arguments and arguments["temperature"] == decoding.temperature
+    scores = processors(encoded["input_ids"], torch.ones(2, len(tokenizer)))
+    stainless, watch = (tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in ("Stainless", "Watch"))
+    assert scores[0, stainless] == 1 and scores[0, watch] < 1  # asked for vs written in the ad
+    assert scores[1, stainless] < 1  # an ad with no line before it: all of it counts
+    assert pretrained._ad_line_processors(tokenizer, encoded["input_ids"], models.Decoding())[1] == []
 
 
 def test_batched_greedy_generation_matches_one_at_a_time(tiny_folder, embedded_ads):
