@@ -147,12 +147,14 @@ Keywords = Sequence[Sequence[str]] | None  # the keywords each prompt's ad must 
 @dataclass(frozen=True)
 class Writing:
     """How :meth:`AdModel.generate` writes: the decoding, the seed (prompt ``i`` of a call draws
-    with ``seed`` and its index), prompts per forward pass, and whether a progress bar shows."""
+    with ``seed`` and its index), prompts per forward pass, whether a progress bar shows, and the
+    characters within which the keywords are written (the format's length; None: no limit)."""
 
     decoding: Decoding
     seed: int
     batch_size: int
     progress: bool
+    max_chars: int | None = None
 
 
 @runtime_checkable
@@ -186,10 +188,12 @@ class AdModel(Protocol):
         categories: Categories = None,
         progress: bool = False,
         keywords: Keywords = None,
+        max_chars: int | None = None,
     ) -> list[Ad]:
         """One ad (or :class:`Refusal`, without running the model) per prompt, in order. ``categories``
         to a model that reads none raise ValueError; ``keywords[i]`` are written into ad ``i`` in every
-        family (:mod:`adgen_utils.corpus.steering`), and also told on a keyword line to the transformers."""
+        family (:mod:`adgen_utils.corpus.steering`) within ``max_chars`` characters where given, and
+        also told on a keyword line to the transformers."""
         check_reads_category(self, categories)
         given = categories if categories is not None else [None] * len(prompts)
         if len(given) != len(prompts) or (keywords is not None and len(keywords) != len(prompts)):
@@ -197,7 +201,7 @@ class AdModel(Protocol):
         results: list[Ad | None] = [self.refusal(prompt, category) for prompt, category in zip(prompts, given)]
         accepted = [i for i, result in enumerate(results) if result is None]
         # The family writes the accepted prompts only, and is not called when every prompt is refused.
-        how = Writing(decoding, seed, batch_size, progress)
+        how = Writing(decoding, seed, batch_size, progress, max_chars)
         ads = self.write_ads(prompts, accepted, categories, how, keywords) if accepted else []
         if len(ads) != len(accepted):
             raise RuntimeError(f"{len(ads)} ads written for {len(accepted)} prompts")

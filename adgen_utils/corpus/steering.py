@@ -5,7 +5,8 @@ fine-tuned model, told them on a keyword line, kept every keyword for 39% of hel
 This is lexically constrained decoding in its simplest form. The model writes; whenever it opens a
 new phrase (after a comma, a semicolon, a pipe or a dash) while a keyword is still missing, that
 phrase starts with the keyword, and the model carries on from there. If it is about to end the ad,
-or has no more room than the missing keywords need, they close the ad. Nothing else is forced, so
+or has no more room (tokens, or characters of the format) than the missing keywords need, they close
+the ad. Nothing else is forced, so
 the ad stays the model's own, and the rules still judge it as any other."""
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from dataclasses import dataclass
 
 from adgen_utils.corpus.facts import missing_keywords
 
+# How many characters one more step may write (a word, or a long word piece): the keywords close an ad
+# before the format's length is this near, so that they still fit once it ends.
+NEXT_STEP_CHARS = 12
 # The written text has just opened a new phrase: a separator, and perhaps the space after it.
 PHRASE_OPENED = re.compile(r"(?:[,;|]|\s[-–—])\s*$")
 
@@ -29,10 +33,11 @@ class Insertion:
 
 
 class KeywordSteering:
-    """The keywords one ad must carry, and when to write those it has not written yet."""
+    """The keywords one ad must carry, and when to write those it has not written yet: within
+    ``max_chars`` characters where given (the format's length, so that a short ad has them too)."""
 
-    def __init__(self, keywords: Sequence[str] = ()):
-        self.keywords = tuple(keywords)
+    def __init__(self, keywords: Sequence[str] = (), max_chars: int | None = None):
+        self.keywords, self.max_chars = tuple(keywords), max_chars
 
     def insertion(self, ad: str, ending: bool, room: int, length: Callable[[str], int]) -> Insertion | None:
         """What to write after ``ad`` (the ad so far), or None to leave the choice to the model.
@@ -45,17 +50,21 @@ class KeywordSteering:
             return None
         closing = ", " + ", ".join(missing)
         # + 1: the end of the ad. A text has about one unit per byte at most: most steps need not measure it.
-        if ending or (room <= len(closing.encode()) + 2 and room <= length(closing) + 1):
+        no_room = room <= len(closing.encode()) + 2 and room <= length(closing) + 1
+        full = self.max_chars is not None and len(ad) + len(closing) + NEXT_STEP_CHARS >= self.max_chars
+        if ending or no_room or full:
             return Insertion(closing, closes=True)
         if PHRASE_OPENED.search(ad):
             return Insertion(("" if ad.endswith(" ") else " ") + missing[0])  # "Band, " has its space
         return None
 
 
-def steering_for(keywords: Sequence[Sequence[str]] | None, count: int) -> list[KeywordSteering]:
+def steering_for(
+    keywords: Sequence[Sequence[str]] | None, count: int, max_chars: int | None = None
+) -> list[KeywordSteering]:
     """One :class:`KeywordSteering` per ad of ``count``: ``keywords[i]`` for ad ``i`` (none if None)."""
     if keywords is None:
         return [KeywordSteering() for _ in range(count)]
     if len(keywords) != count:
         raise ValueError(f"{count} prompts but {len(keywords)} keyword lists")
-    return [KeywordSteering(k) for k in keywords]
+    return [KeywordSteering(k, max_chars) for k in keywords]

@@ -123,6 +123,7 @@ class LSTMAdModel(AdModel):
             progress=how.progress,
             description=self.name,
             keywords=[keywords[i] for i in indices] if keywords else None,
+            max_chars=how.max_chars,
             **_check_decoding_for_lstm(how.decoding),
         )
         return [WrittenAd(g.text, g.complete) for g in generations]

@@ -112,9 +112,10 @@ def generate_many(
     progress: bool = False,
     description: str = "generating",
     keywords: Sequence[Sequence[str]] | None = None,
+    max_chars: int | None = None,
 ) -> list[Generation]:
     """Continue each prompt until <eos> or ``max_new_tokens``: one :class:`Generation` per prompt, with
-    ``keywords[i]`` written into ad ``i`` (:class:`~adgen_utils.corpus.steering.KeywordSteering`).
+    ``keywords[i]`` written into ad ``i`` within ``max_chars`` characters (:mod:`~adgen_utils.corpus.steering`).
 
     ``batch_size`` prompts advance together; prompt ``i`` samples with its own generator (``seeds[i]``), so
     its ad does not depend on its batch. A refused prompt raises ValueError."""
@@ -127,7 +128,7 @@ def generate_many(
         refusal = prompt_refusal(prompt, vocabulary)
         if refusal is not None:
             raise ValueError(refusal.reason)
-    steering = steering_for(keywords, len(prompts))
+    steering = steering_for(keywords, len(prompts), max_chars)
     prompt_tokens = [tokenize(prompt) for prompt in prompts]
     sequences = [[BOS_ID, *vocabulary.encode(tokens)] for tokens in prompt_tokens]
     new_words: list[list[str]] = [[] for _ in prompts]  # as written: a keyword the model does not know too

@@ -278,6 +278,7 @@ def write_for_products(
         categories=categories_for(model, categories),
         progress=progress,
         keywords=keywords if any(keywords) else None,
+        max_chars=rules.max_chars,  # keywords written within the format's length
     )
     results = [
         ProductAds(_judged(written[i * candidates : (i + 1) * candidates], row, rules)) for i, row in enumerate(rows)

@@ -200,6 +200,7 @@ class TransformerAdModel(AdModel):
             seed=how.seed,
             progress=how.progress,
             keywords=wanted,
+            max_chars=how.max_chars,
         )
         return [strip_category(ad) for ad in ads] if self.category_prefix else ads
 

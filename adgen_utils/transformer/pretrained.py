@@ -393,12 +393,14 @@ def generate_ads(
     seed: int = 0,
     progress: bool = False,
     keywords: Sequence[Sequence[str]] | None = None,
+    max_chars: int | None = None,
 ) -> list[WrittenAd]:
     """One :class:`WrittenAd` per prompt: its last line and the continuation up to a newline or
-    end-of-text, with ``keywords[i]`` written into ad ``i`` (:class:`~adgen_utils.corpus.steering.KeywordSteering`).
-    Over-long prompts lose their oldest tokens (with a warning)."""
+    end-of-text, with ``keywords[i]`` written into ad ``i`` within ``max_chars`` characters
+    (:class:`~adgen_utils.corpus.steering.KeywordSteering`). Over-long prompts lose their oldest
+    tokens (with a warning)."""
     prompts = list(prompts)
-    steering = steering_for(keywords, len(prompts))
+    steering = steering_for(keywords, len(prompts), max_chars)
     if not all(prompt and prompt.strip() for prompt in prompts):
         raise ValueError("empty prompt: give the first words of the ad (e.g. 'Sony TV')")
     prepare_tokenizer(tokenizer)

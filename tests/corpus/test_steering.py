@@ -40,3 +40,12 @@ def test_one_steering_per_ad():
     assert [s.keywords for s in steering_for(None, 3)] == [(), (), ()]
     with pytest.raises(ValueError, match="2 prompts but 1 keyword lists"):
         steering_for([("44mm",)], 2)
+
+
+def test_within_a_format_the_keywords_close_the_ad_before_its_length_is_reached():
+    steering = KeywordSteering(["44mm", "Black"], max_chars=60)
+    closing = Insertion(", 44mm, Black", closes=True)
+    assert steering.insertion("Fintie Band for Apple Watch", False, 30, words) is None  # 27 + 13 + 12 < 60
+    assert steering.insertion("Fintie Band for Apple Watch Series", False, 30, words) is None  # 34 + 25 < 60
+    assert steering.insertion("Fintie Band for Apple Watch Series 4", False, 30, words) == closing  # 36 + 25
+    assert KeywordSteering(["44mm"]).insertion("Fintie Band for Apple Watches" * 9, False, 30, words) is None

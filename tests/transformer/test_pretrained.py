@@ -134,6 +134,8 @@ def test_keywords_are_written_into_the_ads_in_every_decoding(tiny_folder):
     plain = pretrained.generate_ads(model, tokenizer, prompts, greedy, batch_size=2)
     steered = pretrained.generate_ads(model, tokenizer, prompts, greedy, batch_size=2, keywords=keywords)
     assert steered[1] == plain[1]  # an ad without keywords is the model's own, in the same batch
+    short = pretrained.generate_ads(model, tokenizer, prompts, greedy, keywords=keywords, max_chars=45)
+    assert all(len(ad) <= 45 and not missing_keywords(ad, k) for ad, k in zip(short, keywords) if k), short
     with pytest.raises(ValueError, match="3 prompts but 1 keyword lists"):
         pretrained.generate_ads(model, tokenizer, prompts, greedy, keywords=[("44mm",)])
 
