@@ -96,7 +96,26 @@ def catalog_tables(d: dict) -> list[str]:
             ["ads on disk when killed", killed["ads_on_disk"]], ["products passing every rule", pct(d["passing_share"])],
             ["rows, lost, repeated after the resume", f"{d['rows']}, {d['lost']}, {d['repeated']}"],
             *[[f"candidates rejected: {rule}", count] for rule, count in d["rejected_candidates"].items()]]
+    if "keywords" in d:  # measured since issue 20: the same products with keywords
+        k = d["keywords"]
+        rows += [[f"seconds per candidate, {way.replace('_', ' ')}", num(s, 4)]
+                 for way, s in k["seconds_per_candidate"].items()]
+        rows += [["with keywords / without", num(k["with_over_without"])],
+                 ["products passing every rule, with keywords", pct(k["passing_share_with_keywords"])]]
     return [table(["batch generation", "value"], rows)]
+
+
+def seller_tables(d: dict) -> list[str]:
+    counts = ", ".join(f"{n} with {k}" for k, n in d["keywords_per_product"].items())
+    parts = [f"{d['products']} held-out products ({counts} keywords), {d['candidates']} candidates each, "
+             f"decoding `{d['decoding']}`; seconds to write: "
+             + ", ".join(f"{model} {num(s)}" for model, s in d["writing_seconds"].items()) + "."]
+    for name, rows in d["formats"].items():
+        parts.append(f"`{name}`:")
+        parts.append(table(["model", "every keyword", "passing ad", "chrF", "ROUGE-L", "distinct-2", "training copies"],
+                           [[r["model"], pct(r["keyword_inclusion"]), pct(r["passing_share"]), f"{r['chrf']:.1f}",
+                             f"{r['rouge_l']:.1f}", num(r["distinct_2"]), pct(r["training_copies"])] for r in rows]))
+    return parts
 
 
 def compute_tables(d: dict) -> list[str]:
@@ -147,6 +166,8 @@ SECTIONS = [
     ("bench_generate", "Generation: batched and one at a time",
      lambda d: per_way(d, "ads_per_second", "ads / s"), f"{BENCH} generate"),
     ("bench_catalog", "A catalog's ads, killed and resumed", catalog_tables, f"{BENCH} catalog"),
+    ("bench_seller", "Ads against the real ad of held-out products", seller_tables,
+     "python -m benchmarks.seller runs/quick"),
     ("bench_compute", "Quality against training compute", compute_tables, f"{BENCH} compute"),
     ("bench_category", "Category-conditioned ads", category_tables, f"{BENCH} category"),
     ("bench_distributed", "Several processes (torchrun)", distributed_tables, f"{BENCH} distributed"),

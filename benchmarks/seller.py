@@ -1,9 +1,10 @@
 """Every model of a run against the real ad of each held-out product, in each format:
 ``python -m benchmarks.seller RUN_DIR [--products 100] [--candidates 8]``.
 
-Prints JSON: per format, one row per model (the two LSTMs, the pretrained model zero-shot and
-few-shot, the fine-tuned model), then ``join the inputs`` and ``real ad``, with the figures of
-:mod:`adgen_utils.study.references` and the seconds each model took to write. The products are held
+Prints JSON, saved as ``results/bench_seller.json``: per format, one row per model (the two LSTMs,
+the pretrained model zero-shot and few-shot, the fine-tuned model), then ``join the inputs`` and
+``real ad``, with the figures of :mod:`adgen_utils.study.references` and the seconds each model took
+to write. The products are held
 out from the run's test split with up to 3 facts of their real ad as keywords; the candidates are
 written once, as Amazon titles, and judged again for each format (:func:`selection.rejudge`)."""
 
@@ -11,18 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from adgen_utils import layout
 from adgen_utils.corpus.data import load_dataset
-from adgen_utils.hardware import describe_machine
 from adgen_utils.models import DECODINGS
 from adgen_utils.settings import Catalog, Evaluation
 from adgen_utils.study import references, selection
 from adgen_utils.study.footing import load_ad_model
 from adgen_utils.transformer.admodel import with_shots
+from benchmarks.results import with_provenance
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,22 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     tables = references.tables_by_format(models, written, products, rules)
     report = {name: table.round(4).reset_index().to_dict("records") for name, table in tables.items()}
     keyword_counts = products["keywords"].map(len).value_counts().sort_index()
-    print(
-        json.dumps(
-            {
-                "run_dir": str(args.run_dir),
-                "products": len(products),
-                "keywords_per_product": {int(k): int(v) for k, v in keyword_counts.items()},
-                "candidates": args.candidates,
-                "decoding": Catalog.decoding,
-                "writing_seconds": seconds,
-                "formats": report,
-                "machine": describe_machine(),
-            },
-            indent=1,
-            default=str,
-        )
-    )
+    result = {
+        "run_dir": str(args.run_dir),
+        "products": len(products),
+        "keywords_per_product": {int(k): int(v) for k, v in keyword_counts.items()},
+        "candidates": args.candidates,
+        "decoding": Catalog.decoding,
+        "writing_seconds": seconds,
+        "formats": report,
+    }
+    command = ["python", "-m", "benchmarks.seller", *(sys.argv[1:] if argv is None else argv)]
+    print(json.dumps(with_provenance(result, command), indent=1, default=str))
     return 0
 
 

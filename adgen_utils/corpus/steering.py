@@ -6,8 +6,7 @@ This is lexically constrained decoding in its simplest form. The model writes; w
 new phrase (after a comma, a semicolon, a pipe or a dash) while a keyword is still missing, that
 phrase starts with the keyword, and the model carries on from there. If it is about to end the ad,
 or has no more room (tokens, or characters of the format) than the missing keywords need, they close
-the ad. Nothing else is forced, so
-the ad stays the model's own, and the rules still judge it as any other."""
+the ad. Nothing else is forced, so the ad stays the model's own, and the rules judge it as any other."""
 
 from __future__ import annotations
 
