@@ -13,20 +13,22 @@ from adgen_utils.corpus.data import normalize_ad
 
 KEYWORD_SEPARATOR = ";"
 MAX_KEYWORDS = 8  # a longer list is a description, not the facts an ad must carry
-# Longest first, so that "stainless steel" is found before "steel".
-MATERIALS = sorted(
-    "stainless steel|leather|silicone|nylon|metal|aluminum|aluminium|titanium|steel|plastic|rubber|tpu|"  # noqa: SIM905
+
+
+def _longest_first(words: str) -> list[str]:
+    """``"a|b c"`` as a list, longest first, so that "stainless steel" is found before "steel"."""
+    return sorted(words.split("|"), key=len, reverse=True)
+
+
+MATERIALS = _longest_first(
+    "stainless steel|leather|silicone|nylon|metal|aluminum|aluminium|titanium|steel|plastic|rubber|tpu|"
     "pu leather|carbon fiber|glass|tempered glass|wood|bamboo|cotton|polyester|canvas|ceramic|acrylic|"
-    "copper|brass|silver|gold plated|fabric|mesh|velvet|wool|linen|vinyl|foam".split("|"),
-    key=len,
-    reverse=True,
+    "copper|brass|silver|gold plated|fabric|mesh|velvet|wool|linen|vinyl|foam"
 )
-COLOURS = sorted(
-    "black|white|red|blue|green|yellow|orange|pink|purple|grey|gray|brown|beige|navy|navy blue|rose gold|"  # noqa: SIM905
+COLOURS = _longest_first(
+    "black|white|red|blue|green|yellow|orange|pink|purple|grey|gray|brown|beige|navy|navy blue|rose gold|"
     "space gray|space grey|midnight|clear|transparent|teal|turquoise|khaki|ivory|burgundy|wine red|"
-    "sky blue|light blue|dark blue|dark green|olive|coral|lavender|mint".split("|"),
-    key=len,
-    reverse=True,
+    "sky blue|light blue|dark blue|dark green|olive|coral|lavender|mint"
 )
 SIZE = re.compile(
     r"(?<![\w.])\d+(?:[.,/]\d+)?(?:\s?-\s?\d+(?:\.\d+)?)?\s?"
