@@ -5,8 +5,9 @@ fine-tuned model, told them on a keyword line, kept every keyword for 39% of hel
 This is lexically constrained decoding in its simplest form. The model writes; whenever it opens a
 new phrase (after a comma, a semicolon, a pipe or a dash) while a keyword is still missing, that
 phrase starts with the keyword, and the model carries on from there. If it is about to end the ad,
-or has no more room (tokens, or characters of the format) than the missing keywords need, they close
-the ad. Nothing else is forced, so the ad stays the model's own, and the rules judge it as any other."""
+the first missing keyword opens a phrase of its own instead. When it has no more room (tokens, or
+characters of the format) than the missing keywords need, they close the ad. Nothing else is forced,
+so the ad stays the model's own, and the rules judge it as any other."""
 
 from __future__ import annotations
 
@@ -51,10 +52,12 @@ class KeywordSteering:
         # + 1: the end of the ad. A text has about one unit per byte at most: most steps need not measure it.
         no_room = room <= len(closing.encode()) + 2 and room <= length(closing) + 1
         full = self.max_chars is not None and len(ad) + len(closing) + NEXT_STEP_CHARS >= self.max_chars
-        if ending or no_room or full:
+        if no_room or full:
             return Insertion(closing, closes=True)
         if PHRASE_OPENED.search(ad):
             return Insertion(("" if ad.endswith(" ") else " ") + missing[0])  # "Band, " has its space
+        if ending:  # a phrase of its own, and the model goes on: closing here wrote "Brand Product, 44mm, Black"
+            return Insertion(", " + missing[0])
         return None
 
 

@@ -26,13 +26,20 @@ def test_the_model_chooses_inside_a_phrase_and_once_every_keyword_is_in():
     assert KeywordSteering().insertion("Fintie Band,", True, 0, words) is None
 
 
-def test_the_missing_keywords_close_an_ad_the_model_would_end_or_has_no_room_left_for():
+def test_a_missing_keyword_opens_a_phrase_where_the_model_would_end_the_ad():
+    steering = KeywordSteering(["44mm", "Stainless Steel", "Black"])
+    assert steering.insertion("Fintie Band", True, 30, words) == Insertion(", 44mm")  # not closed: the model goes on
+    assert steering.insertion("Fintie Band,", True, 30, words) == Insertion(" 44mm")  # its own comma kept
+    assert steering.insertion("Fintie Band 44mm Black", True, 30, words) == Insertion(", Stainless Steel")
+    assert steering.insertion("Fintie Band 44mm Black Stainless Steel", True, 30, words) is None  # it ends
+
+
+def test_the_missing_keywords_close_an_ad_with_no_room_left_for_them():
     steering = KeywordSteering(["44mm", "Stainless Steel", "Black"])
     closing = Insertion(", 44mm, Stainless Steel, Black", closes=True)
-    assert steering.insertion("Fintie Band", True, 30, words) == closing
     assert steering.insertion("Fintie Band for Apple Watch", False, 6, words) == closing  # 5 words and the end
+    assert steering.insertion("Fintie Band for Apple Watch", True, 6, words) == closing  # ending or not
     assert steering.insertion("Fintie Band for Apple Watch", False, 7, words) is None
-    assert steering.insertion("Fintie Band 44mm Black", True, 30, words) == Insertion(", Stainless Steel", closes=True)
 
 
 def test_one_steering_per_ad():
