@@ -372,12 +372,12 @@ def evaluations(steps: int, every: int | None, per_epoch: int) -> int:
     return 1 + steps // period + (1 if steps % period else 0)
 
 
-def plan_steps(model, tokenizer, blocks, settings: Finetune, precision: str, output_dir, score, timed: int = 2):
+def plan_steps(model, tokenizer, blocks, settings: Finetune, precision: str, output_dir, score, timed: int = 5):
     """The optimizer steps to run here (a :class:`adgen_utils.pace.Plan`): the planned ones, or as many
     as fit ``settings.minutes`` with their evaluations.
 
     A whole optimizer step (forward and backward over ``batch_size`` real blocks, gradient clipping and AdamW's update at
-    learning rate 0, which leaves the weights as they are) is timed ``timed`` times after a warm-up,
+    learning rate 0, which leaves the weights as they are) is timed ``timed`` times after two warm-up steps,
     in ``precision``; one evaluation is timed on ``score.head(10)`` and scaled to all ``score.ads``.
     The plan is kept in the checkpoints folder with the settings, so that a resumed run keeps its
     steps; a different GPU share or accumulation is timed as one step."""
@@ -404,7 +404,9 @@ def plan_steps(model, tokenizer, blocks, settings: Finetune, precision: str, out
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    each = seconds_per_step(step, timed) * settings.gradient_accumulation
+    # Two warm-up steps: on a CPU the second is still slow (the first fills AdamW's state), and single steps
+    # vary by half; timed once after one warm-up, 2.7 s was planned where the training took 1.95 s a step.
+    each = seconds_per_step(step, timed, warmup=2) * settings.gradient_accumulation
     model.eval()
     with torch.no_grad(), autocast:
         sample = score.head(10)
