@@ -54,10 +54,10 @@ class KeywordSteering:
         full = self.max_chars is not None and len(ad) + len(closing) + NEXT_STEP_CHARS >= self.max_chars
         if no_room or full:
             return Insertion(closing, closes=True)
-        if PHRASE_OPENED.search(ad):
-            return Insertion(("" if ad.endswith(" ") else " ") + missing[0])  # "Band, " has its space
-        if ending:  # a phrase of its own, and the model goes on: closing here wrote "Brand Product, 44mm, Black"
-            return Insertion(", " + missing[0])
+        opened = PHRASE_OPENED.search(ad)
+        if opened or ending:  # ending: a phrase of its own, and the model goes on (closing wrote "Brand Product, 44mm")
+            separator = ("" if ad.endswith(" ") else " ") if opened else ", "  # "Band, " has its space
+            return Insertion(separator + missing[0])
         return None
 
 
