@@ -146,12 +146,13 @@ Keywords = Sequence[Sequence[str]] | None  # the keywords each prompt's ad must 
 
 @dataclass(frozen=True)
 class Writing:
-    """How :meth:`AdModel.generate` writes: the decoding, the seed (prompt ``i`` of a call draws
-    with ``seed`` and its index), prompts per forward pass, whether a progress bar shows, and the
-    characters within which the keywords are written (the format's length; None: no limit)."""
+    """How :meth:`AdModel.generate` writes: the decoding, one seed per prompt (prompt ``i`` draws
+    with its own generator seeded ``seeds[i]``, whatever its batch-mates), prompts per forward pass,
+    whether a progress bar shows, and the characters within which the keywords are written (the
+    format's length; None: no limit)."""
 
     decoding: Decoding
-    seed: int
+    seeds: tuple[int, ...]
     batch_size: int
     progress: bool
     max_chars: int | None = None
@@ -183,25 +184,29 @@ class AdModel(Protocol):
         self,
         prompts: Sequence[str],
         decoding: Decoding = Decoding(),
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
         batch_size: int = 16,
         categories: Categories = None,
         progress: bool = False,
         keywords: Keywords = None,
         max_chars: int | None = None,
     ) -> list[Ad]:
-        """One ad (or :class:`Refusal`, without running the model) per prompt, in order. ``categories``
+        """One ad (or :class:`Refusal`, without running the model) per prompt, in order. Prompt ``i``
+        draws with ``seed + i``, or with ``seed[i]`` when ``seed`` gives one per prompt. ``categories``
         to a model that reads none raise ValueError; ``keywords[i]`` are written into ad ``i`` in every
         family (:mod:`adgen_utils.corpus.steering`) within ``max_chars`` characters where given, and
         also told on a keyword line to the transformers."""
         check_reads_category(self, categories)
         given = categories if categories is not None else [None] * len(prompts)
+        seeds = tuple(seed) if isinstance(seed, Sequence) else tuple(int(seed) + i for i in range(len(prompts)))
         if len(given) != len(prompts) or (keywords is not None and len(keywords) != len(prompts)):
             raise ValueError(f"{len(prompts)} prompts but {len(given)} categories or keyword lists")
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         results: list[Ad | None] = [self.refusal(prompt, category) for prompt, category in zip(prompts, given)]
         accepted = [i for i, result in enumerate(results) if result is None]
         # The family writes the accepted prompts only, and is not called when every prompt is refused.
-        how = Writing(decoding, seed, batch_size, progress, max_chars)
+        how = Writing(decoding, seeds, batch_size, progress, max_chars)
         ads = self.write_ads(prompts, accepted, categories, how, keywords) if accepted else []
         if len(ads) != len(accepted):
             raise RuntimeError(f"{len(ads)} ads written for {len(accepted)} prompts")

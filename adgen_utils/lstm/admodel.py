@@ -111,14 +111,14 @@ class LSTMAdModel(AdModel):
         how: Writing,
         keywords: Keywords = None,
     ) -> list[WrittenAd]:
-        """Ads for ``prompts[i]``, ``i`` in ``indices``, prompt ``i`` seeded ``how.seed + i``;
+        """Ads for ``prompts[i]``, ``i`` in ``indices``, prompt ``i`` seeded ``how.seeds[i]``;
         ``max_new_tokens`` counts words. The LSTM reads no keyword line: ``keywords[i]`` are written
         into ad ``i`` as it is generated, as for every family (:mod:`adgen_utils.corpus.steering`)."""
         generations = generate_many(
             self.model,
             self.vocabulary,
             [prompts[i] for i in indices],
-            seeds=[how.seed + i for i in indices],
+            seeds=[how.seeds[i] for i in indices],
             batch_size=how.batch_size,
             progress=how.progress,
             description=self.name,

@@ -4,6 +4,8 @@ by the rules of :data:`RULES`, and the most likely that pass (mean log-probabili
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -56,10 +58,14 @@ def _unclosed_bracket(text: str) -> int | None:
 
 def trim_dangling(text: str) -> str:
     """``text`` without a dangling ending: trailing separators, a last connecting word ("for",
-    "with", "and", ...) or a bracket that is never closed, repeatedly."""
+    "with", "and", ...) or a bracket that is never closed, repeatedly. An unclosed bracket that
+    opens nothing (a separator follows it, e.g. a keyword written after it) goes alone."""
     while True:
         bracket = _unclosed_bracket(text)
-        trimmed = text[:bracket] if bracket is not None else text
+        trimmed = text
+        if bracket is not None:
+            empty = re.match(r"\s*[,;|]", text[bracket + 1 :])
+            trimmed = text[:bracket].rstrip() + text[bracket + 1 :].lstrip() if empty else text[:bracket]
         trimmed = _DANGLING_END.sub("", trimmed).rstrip()
         if trimmed == text:
             return text
@@ -88,6 +94,16 @@ def keywords_of(product) -> tuple[str, ...]:
     """A product's keywords: its ``keywords`` field, a tuple or a ``;``-separated text (none if absent)."""
     given = getattr(product, "keywords", None)
     return tuple(given) if isinstance(given, (tuple, list)) else parse_keywords(given if isinstance(given, str) else "")
+
+
+def product_seed(seed: int, product) -> int:
+    """The seed of a product's first candidate (candidate ``k`` draws with it plus ``k``): a hash of
+    ``seed`` and what the product is (prompt, category, keywords), never of its place in a catalog, so
+    its ads are the same in any batch, chunk or engine; the same product twice gets the same ads."""
+    category = getattr(product, "category", None)
+    what = [seed, product.prompt, category if isinstance(category, str) else "", list(keywords_of(product))]
+    digest = hashlib.blake2b(json.dumps(what).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 2  # 62 bits: room for the candidates, within torch's seeds
 
 
 class AdRules:
@@ -263,7 +279,7 @@ def write_for_products(
 ) -> list[ProductAds]:
     """For each product, ``candidates`` ads from ``model`` (told the product's keywords), cut, judged,
     scored, and the ``per_product`` most likely distinct ones kept: one :class:`ProductAds` per
-    product, in order."""
+    product, in order. Candidate ``k`` of a product draws with :func:`product_seed` plus ``k``."""
     if candidates < 1 or per_product < 1:
         raise ValueError(f"candidates ({candidates}) and per_product ({per_product}) must be at least 1")
     rows = list(products.itertuples(index=False))
@@ -273,7 +289,7 @@ def write_for_products(
     written = model.generate(
         prompts,
         decoding,
-        seed=seed,
+        seed=[product_seed(seed, row) + k for row in rows for k in range(candidates)],
         batch_size=batch_size,
         categories=categories_for(model, categories),
         progress=progress,

@@ -48,6 +48,7 @@ from adgen_utils.logs import say
 from adgen_utils.models import Decoding, WrittenAd
 from adgen_utils.settings import OFFLINE_MODEL
 from adgen_utils.transformer.forcing import KeywordForcing, ending_tokens
+from adgen_utils.transformer.sampling import SeededSampling, sampling_warpers
 
 OFFLINE_DEFAULT = OFFLINE_MODEL
 TINY = "tiny"
@@ -390,21 +391,27 @@ def generate_ads(
     prompts: Sequence[str],
     decoding: Decoding = Decoding(),
     batch_size: int = 8,
-    seed: int = 0,
+    seeds: int | Sequence[int] = 0,
     progress: bool = False,
     keywords: Sequence[Sequence[str]] | None = None,
     max_chars: int | None = None,
 ) -> list[WrittenAd]:
     """One :class:`WrittenAd` per prompt: its last line and the continuation up to a newline or
     end-of-text, with ``keywords[i]`` written into ad ``i`` within ``max_chars`` characters
-    (:class:`~adgen_utils.corpus.steering.KeywordSteering`). Over-long prompts lose their oldest
-    tokens (with a warning)."""
+    (:class:`~adgen_utils.corpus.steering.KeywordSteering`). Sampling draws prompt ``i`` with its own
+    generator seeded ``seeds[i]`` (``seeds + i`` for one number), so an ad does not depend on its
+    batch-mates. Over-long prompts lose their oldest tokens (with a warning)."""
     prompts = list(prompts)
     steering = steering_for(keywords, len(prompts), max_chars)
+    seeds = list(seeds) if isinstance(seeds, Sequence) else [int(seeds) + i for i in range(len(prompts))]
     if not all(prompt and prompt.strip() for prompt in prompts):
         raise ValueError("empty prompt: give the first words of the ad (e.g. 'Sony TV')")
+    if len(seeds) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     prepare_tokenizer(tokenizer)
-    set_seed(seed)
+    seeded = decoding.do_sample and decoding.num_beams == 1
+    if decoding.do_sample and not seeded:  # beam search samples from torch's one generator
+        set_seed(seeds[0])
     device = next(model.parameters()).device
     ads: list[str] = []
     batches = range(0, len(prompts), batch_size)
@@ -428,6 +435,10 @@ def generate_ads(
         )
         if any(s.keywords for s in forcing.steering):
             processors.append(forcing)
+        if seeded:  # last, after the keywords: it draws, and generate's greedy step takes the drawn token
+            warpers = sampling_warpers(model.generation_config, arguments)
+            processors.append(SeededSampling(seeds[start : start + batch_size], warpers, device))
+            arguments = {**arguments, "do_sample": False, "temperature": None, "top_k": None, "top_p": None}
         with torch.no_grad():
             output = model.generate(
                 **encoded,

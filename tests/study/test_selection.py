@@ -73,6 +73,8 @@ def test_cut_keeps_the_last_complete_phrase(rules):
     prompt = "Fintie Band"
     assert rules.cut("Fintie Band for Apple Watch, Black, for", prompt) == "Fintie Band for Apple Watch, Black"
     assert rules.cut("Fintie Band for Apple Watch (Black", prompt) == "Fintie Band for Apple Watch"
+    # A bracket that opens nothing (a keyword was written after it) goes alone, not the phrases after it.
+    assert rules.cut("Fintie Band for Apple Watch [, 44mm, Black", prompt) == "Fintie Band for Apple Watch, 44mm, Black"
     assert rules.cut("Fintie Band for Apple Watch 44mm, Soft Sport", prompt, complete=False) == (
         "Fintie Band for Apple Watch 44mm"
     )
