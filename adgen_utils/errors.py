@@ -36,6 +36,10 @@ class ModelUnavailable(AdgenError, RuntimeError):
     """A model could not be found or loaded; the message says what to use instead."""
 
 
+class EngineUnavailable(AdgenError, RuntimeError):
+    """Spark cannot start here: pyspark or Java 17 is missing; the message names what to install."""
+
+
 class PublishError(AdgenError, RuntimeError):
     """Publishing failed; the message never holds the Hub token."""
 

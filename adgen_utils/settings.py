@@ -168,6 +168,24 @@ class Catalog:
     decoding: str = knob(DEFAULT_DECODING, "a name in adgen_utils.models.DECODINGS")
     max_new_tokens: int = knob(40, "tokens (words for an LSTM) per ad")
     batch_size: int = knob(16, "prompts per generate() call")
+    chunk_products: int = knob(
+        200, "products per chunk, in input order: batches never cross one; Spark writes and resumes by chunk"
+    )
+
+
+@dataclass
+class Spark:
+    """``adgen generate --engine spark``: Spark's settings where spark-submit and --spark-conf give none.
+    A model is loaded once per Python worker, and each task runs one worker: on a cluster a task
+    takes every core of its executor, one model per executor (one per core would hold a copy of the
+    model per core). ``local[N]`` runs N one-thread workers on this machine."""
+
+    master: str = knob("local[*]", "where Spark runs: local[N] (N workers here), yarn, spark://host:7077, k8s://...")
+    executor_cores: int = knob(4, "cores per executor on a cluster")
+    task_cpus: int = knob(4, "cores per task on a cluster (= executor_cores: one model per executor); local[N] uses 1")
+    executor_memory: str = knob("2g", "the executor JVM's heap: it holds little, the model lives in Python")
+    memory_overhead: str = knob("4g", "room for the Python worker beside the heap: about 1.3 GB for smollm2-135m")
+    driver_memory: str = knob("2g", "the driver's JVM heap: it stages the products and reads the results")
 
 
 # What each profile changes, per settings class. quick is the classes' own defaults.

@@ -5,6 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 stamp=.venv/.adgen-installed
+# adgen generate --engine spark and its tests need Java 17 or later: Debian's openjdk-17-jre-headless.
+if ! java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])'; then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        echo "setup: installing Java 17 for Spark (openjdk-17-jre-headless)" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+    else
+        echo "setup: Spark (adgen generate --engine spark) needs Java 17: sudo apt-get install openjdk-17-jre-headless" >&2
+    fi
+fi
 if [[ -f $stamp && $stamp -nt requirements.txt && $stamp -nt pyproject.toml ]]; then
     exit 0
 fi

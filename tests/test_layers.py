@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "adgen_utils"
-HEAVY = ("torch", "tensorflow", "keras", "transformers")
+HEAVY = ("torch", "tensorflow", "keras", "transformers", "pyspark")
 # Each layer may import from itself and the layers after it in this list (lower layers).
 LAYERS = ["apps", "study", "lstm", "transformer", "corpus", "base"]
 BELOW = {layer: set(LAYERS[i:]) for i, layer in enumerate(LAYERS)}
@@ -136,5 +136,9 @@ def test_the_library_is_thin():
     # into every family's ads as they are generated (steering.py, transformer/forcing.py, the LSTM's
     # loop, the repetition penalty on the ad's own line) added about 190; shared figure endings and a
     # shorter load_ad_model took 25 out.
+    # Issue 21's Spark engine added about 530 (apps/spark.py: the session and Java check, the workers'
+    # model cache and GPU claim, chunks written whole, the Parquet and CSV outputs, a user's DataFrame),
+    # per-row sampling about 70 (transformer/sampling.py) and the chunked one code path of both engines
+    # about 100 (apps/catalog.py); the torchrun part files it replaces took about 60 out.
     lines = sum(len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py"))
-    assert lines <= 8050, f"adgen_utils has {lines} lines; the design keeps it at 8,050 at most"
+    assert lines <= 8800, f"adgen_utils has {lines} lines; the design keeps it at 8,800 at most"

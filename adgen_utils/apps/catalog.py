@@ -1,8 +1,11 @@
 """Ads for a seller's catalog: read a products CSV, write ``per_product`` ads per product, resumably.
 
-Batches are appended with one fsync'd write, so a killed run loses at most the batch in flight and a
-rerun writes only the missing products; ``<output>.json`` records the settings so a resume never mixes
-two. Units: ``row`` is a 1-based line number of the products file (header = line 1); seconds."""
+The products are cut into chunks in input order and each chunk into batches (:class:`CatalogJob`);
+a batch's ads and candidates (:func:`batch_rows`) are what every engine writes, here appended with
+one fsync'd write, so a killed run loses at most the batch in flight and a rerun writes only the
+missing products (:mod:`adgen_utils.apps.spark` writes whole chunks instead). ``<output>.json``
+records the settings so a resume never mixes two. Units: ``row`` is a 1-based line number of the
+products file (header = line 1); seconds."""
 
 from __future__ import annotations
 
@@ -13,7 +16,6 @@ import json
 import mmap
 import os
 import re
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,7 +26,6 @@ from tqdm.auto import tqdm
 from adgen_utils.corpus.data import UNDECODABLE, csv_records, normalize_ad, read_header
 from adgen_utils.corpus.facts import MAX_KEYWORDS, keywords_text, parse_keywords
 from adgen_utils.errors import CorpusFormatError
-from adgen_utils.hardware import launch, wait_for_processes
 from adgen_utils.logs import say
 from adgen_utils.models import DECODINGS, AdModel, Decoding
 from adgen_utils.settings import Catalog
@@ -33,36 +34,62 @@ from adgen_utils.study.selection import RULES, AdRules, ProductAds, keywords_of,
 
 MAX_FIELD_CHARS = 200  # a longer brand, product or category is a pasted description, not a name
 COLUMNS = ["row", "brand", "product", "category", "keywords", "ad_number", "ad", "likelihood", "rejected", "model"]
-PARTS_SUFFIX = ".parts"  # beside the output: each process's own files in a distributed run, gathered at the end
-ADS_PART, CANDIDATES_PART = "ads", "candidates"  # a part's name: <stem>-<rank>.csv
 
 
 @dataclasses.dataclass(frozen=True)
 class OutputFiles:
     """Every file :func:`generate_catalog` writes for one output: the ads, its settings (``.json``),
-    the skipped rows, the candidates, and the folder of the processes' parts in a distributed run."""
+    the skipped rows and the candidates."""
 
     ads: Path
     sidecar: Path
     skipped: Path
     candidates: Path
-    parts: Path
 
     @classmethod
     def beside(cls, output: Path) -> OutputFiles:
         def named(suffix: str) -> Path:
             return output.with_name(output.name + suffix)
 
-        return cls(output, named(".json"), named(".skipped.csv"), named(".candidates.csv"), named(PARTS_SUFFIX))
+        return cls(output, named(".json"), named(".skipped.csv"), named(".candidates.csv"))
 
-    def part(self, stem: str, rank: int) -> Path:
-        """Process ``rank``'s own file of ``stem`` (ads or candidates) in a distributed run."""
-        return self.parts / f"{stem}-{rank}.csv"
 
-    def all(self, stem: str) -> list[Path]:
-        """The ads (or candidates) file and the processes' parts of it."""
-        main = self.ads if stem == ADS_PART else self.candidates
-        return [main, *sorted(self.parts.glob(f"{stem}-*.csv"))] if self.parts.exists() else [main]
+@dataclasses.dataclass(frozen=True)
+class CatalogJob:
+    """How a catalog's ads are written, whatever the engine (one process or Spark's workers, which
+    are sent this). Products are cut into chunks of ``chunk_products`` in input order, and each chunk
+    into batches of ``batch_size // candidates`` products the model accepts: batches never cross a
+    chunk, so every engine makes the same ``generate`` calls and writes the same ads."""
+
+    per_product: int = Catalog.per_product
+    candidates: int = Catalog.candidates
+    decoding: Decoding = DECODINGS[Catalog.decoding]
+    batch_size: int = Catalog.batch_size
+    seed: int = 0
+    chunk_products: int = Catalog.chunk_products
+
+    def __post_init__(self):
+        if min(self.per_product, self.batch_size, self.chunk_products) < 1 or self.candidates < self.per_product:
+            raise ValueError(
+                f"per_product ({self.per_product}), batch_size ({self.batch_size}) and chunk_products "
+                f"({self.chunk_products}) must be at least 1, and candidates ({self.candidates}) at least per_product"
+            )
+
+    def settings(self, model: AdModel, rules: AdRules, rules_source: str | None) -> dict:
+        """What makes the ads what they are: a resumed output must have been written with the same."""
+        return {
+            "model": model.name,
+            "model_path": model.describe().source,
+            "per_product": self.per_product,
+            "candidates": self.candidates,
+            "format": rules.format.name,
+            "max_chars": rules.max_chars,
+            "rules_from": rules_source,
+            "decoding": dataclasses.asdict(self.decoding),
+            "seed": self.seed,
+            "seeds": "per product",  # not per batch, as before issue 21: such an output is not resumed
+            "chunk_products": self.chunk_products,
+        }
 
 
 CANDIDATE_COLUMNS = ["row", "candidate", "written", "ad", "rejected_by", "why", "likelihood", "ad_number"]
@@ -101,6 +128,22 @@ def _row_problem(fields: dict[str, str]) -> str | None:
     return None
 
 
+def product_record(row: int, fields: dict[str, str]) -> dict | str:
+    """One product as :func:`read_products` gives it, from its raw ``brand``, ``product`` and optional
+    ``category`` and ``keywords`` texts; or why it cannot be used. Every engine checks rows with this."""
+    reason = _row_problem(fields)
+    if reason is not None:
+        return reason
+    return {
+        "row": row,
+        "brand": normalize_ad(fields["brand"]),
+        "product": normalize_ad(fields["product"]),
+        "category": normalize_ad(fields.get("category", "")) or None,
+        "keywords": parse_keywords(fields.get("keywords")),
+        "prompt": make_prompt(fields["brand"], fields["product"]),
+    }
+
+
 def read_products(path) -> tuple[pd.DataFrame, list[dict]]:
     """Read a products CSV (``brand``, ``product``, optional ``category`` and ``keywords``, phrases
     separated by ``;`` that every ad must carry; headers matched loosely).
@@ -130,21 +173,11 @@ def read_products(path) -> tuple[pd.DataFrame, list[dict]]:
                 {"row": line_number, "reason": f"wrong number of fields ({len(fields)}, the header has {len(columns)})"}
             )
             continue
-        raw = {name: fields[index] for name, index in wanted.items()}
-        reason = _row_problem(raw)
-        if reason is not None:
-            bad_rows.append({"row": line_number, "reason": reason})
-            continue
-        products.append(
-            {
-                "row": line_number,
-                "brand": normalize_ad(raw["brand"]),
-                "product": normalize_ad(raw["product"]),
-                "category": normalize_ad(raw.get("category", "")) or None,
-                "keywords": parse_keywords(raw.get("keywords")),
-                "prompt": make_prompt(raw["brand"], raw["product"]),
-            }
-        )
+        record = product_record(line_number, {name: fields[index] for name, index in wanted.items()})
+        if isinstance(record, str):
+            bad_rows.append({"row": line_number, "reason": record})
+        else:
+            products.append(record)
     frame = pd.DataFrame(products, columns=PRODUCT_COLUMNS).astype({"row": "int64"})
     frame["category"] = pd.Series([p["category"] for p in products], dtype=object)  # None, not NaN
     frame.attrs.update(source=str(path), sha256=hashlib.sha256(path.read_bytes()).hexdigest(), bad_rows=list(bad_rows))
@@ -221,11 +254,6 @@ def _append(path: Path, text: str) -> None:
         os.fsync(file.fileno())
 
 
-def _batch_seed(seed: int, row: int) -> int:
-    """The seed of the batch whose first product is on line ``row`` (fits numpy's 32 bits)."""
-    return (seed + row * 1000) % 2**31
-
-
 def _ad_rows(product, result: ProductAds, per_product: int, model_name: str) -> list[list]:
     """The ``per_product`` rows of one product in the ads file: its kept ads, best first, then
     empty ads where fewer passed every rule."""
@@ -263,22 +291,101 @@ def _candidate_rows(product, result: ProductAds) -> list[list]:
     ]
 
 
-def _file_totals(output: Path, candidates_path: Path) -> dict:
-    """What the whole output holds now (this run and the runs it resumed): products, those with at
-    least one ad that passed every rule, their share, and how many candidates each rule rejected."""
-    ads = _read_rows(output, COLUMNS)
+def catalog_totals(ads: list[list], candidates: list[list]) -> dict:
+    """What a whole output holds (this run and the runs it resumed), from its ads and candidate rows:
+    products, those with at least one ad that passed every rule, their share, and how many
+    candidates each rule rejected."""
     products = {int(r[0]) for r in ads}
     with_ad = {int(r[0]) for r in ads if r[COLUMNS.index("ad")]}
-    rejected = Counter()
-    if candidates_path.exists():
-        for record in _read_rows(candidates_path, CANDIDATE_COLUMNS):
-            rejected.update(rule for rule in record[CANDIDATE_COLUMNS.index("rejected_by")].split(" + ") if rule)
+    rejected = Counter(
+        rule for record in candidates for rule in record[CANDIDATE_COLUMNS.index("rejected_by")].split(" + ") if rule
+    )
     return {
         "products_written": len(products),
         "products_with_ad": len(with_ad),
         "passing_share": round(len(with_ad) / len(products), 4) if products else 0.0,
         "rejected_candidates": {rule: rejected[rule] for rule in RULES if rejected[rule]},
     }
+
+
+def catalog_products(products) -> pd.DataFrame:
+    """The products of :func:`read_products` (a path is read with it), with ``category`` and
+    ``keywords`` columns however the frame was made."""
+    frame = products if isinstance(products, pd.DataFrame) else read_products(products)[0]
+    missing = {"row", "brand", "product", "prompt"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"products lacks columns {sorted(missing)}: read it with read_products")
+    if "category" not in frame.columns:
+        frame = frame.assign(category=None)
+    if "keywords" not in frame.columns:
+        frame = frame.assign(keywords=[()] * len(frame))
+    return frame
+
+
+def chunk_batches(model: AdModel, products: list, job: CatalogJob) -> tuple[list[list], list[dict]]:
+    """One chunk of products (rows of :func:`catalog_products`, in input order) as the batches the
+    model writes and the ``{"row", "reason"}`` of each product it refuses."""
+    usable, refused = [], []
+    for product in products:
+        if not isinstance(product.category, str) or not product.category:  # NaN or "" in a hand-made frame
+            product = product._replace(category=None)
+        reason = _refusal(model, product)
+        if reason:
+            refused.append({"row": int(product.row), "reason": reason})
+        else:
+            usable.append(product)
+    step = max(1, job.batch_size // job.candidates)
+    return [usable[start : start + step] for start in range(0, len(usable), step)], refused
+
+
+def batch_rows(model: AdModel, batch: list, rules: AdRules, job: CatalogJob) -> tuple[list[list], list[list], int]:
+    """The ads rows and candidate rows of one batch, and how many ads passed: the one code path of
+    every engine. Each product draws with seeds of its own (:func:`product_seed`)."""
+    results = write_for_products(
+        model,
+        pd.DataFrame(batch),
+        rules,
+        candidates=job.candidates,
+        per_product=job.per_product,
+        decoding=job.decoding,
+        seed=job.seed,
+        batch_size=job.batch_size,
+    )
+    refused = [c.verdict.reasons[0] for r in results for c in r.candidates if c.verdict.rejected_by == ("refused",)]
+    if refused:  # its refusal() accepted these prompts in chunk_batches
+        raise RuntimeError(f"{model.name} refused a prompt it had accepted: {refused[0]}")
+    ads = [row for p, r in zip(batch, results) for row in _ad_rows(p, r, job.per_product, model.name)]
+    candidates = [row for p, r in zip(batch, results) for row in _candidate_rows(p, r)]
+    return ads, candidates, sum(len(r.ads) for r in results)
+
+
+def catalog_batches(model: AdModel, frame: pd.DataFrame, job: CatalogJob) -> tuple[list[list], list[dict]]:
+    """Every batch of a catalog, chunk by chunk, and the products the model refuses."""
+    products = list(frame.itertuples(index=False))
+    batches, refused = [], []
+    for start in range(0, len(products), job.chunk_products):
+        chunk, chunk_refused = chunk_batches(model, products[start : start + job.chunk_products], job)
+        batches += chunk
+        refused += chunk_refused
+    return batches, refused
+
+
+def input_formulas(frame: pd.DataFrame) -> list[dict]:
+    """The input cells that start like a spreadsheet formula, as ``{"row", "field"}``."""
+    return [
+        {"row": int(frame["row"].iloc[position]), "field": column}
+        for position, column in formula_cells(
+            frame.assign(keywords=frame["keywords"].map(keywords_text)), ["brand", "product", "category", "keywords"]
+        )
+    ]
+
+
+def log_formulas(formulas: list[dict], log) -> None:
+    if formulas:
+        log(
+            f"{len(formulas)} input cell(s) start like a spreadsheet formula (=, +, -, @, tab, CR), e.g. row "
+            f"{formulas[0]['row']} {formulas[0]['field']}: written with a leading ' so no spreadsheet runs them"
+        )
 
 
 def generate_catalog(
@@ -295,219 +402,123 @@ def generate_catalog(
     log=say,
     overwrite: bool = False,
     rules_source: str | None = None,
+    chunk_products: int = Catalog.chunk_products,
 ) -> dict:
     """Write ``per_product`` ads per product to ``output``, each the most likely of ``candidates`` that
     pass ``rules`` (empty where none did), with ``<output>.candidates.csv`` and ``<output>.skipped.csv``.
 
-    Resumable: batches of ``batch_size // candidates`` products, seeded by their first row, so a rerun
-    writes the same ads as an uninterrupted run; other settings raise FileExistsError unless ``overwrite``.
-    Under torchrun, process ``r`` of ``N`` writes batches ``i % N == r``. Returns counts, timings and totals."""
+    Resumable: each batch is appended whole, and a product's ads depend on the product, the settings
+    and its chunk's batches only (:class:`CatalogJob`), so a rerun writes the same ads as an
+    uninterrupted run; other settings raise FileExistsError unless ``overwrite``. Returns counts,
+    timings and totals."""
     started = time.perf_counter()
     log = log or (lambda line: None)
-    if per_product < 1 or batch_size < 1 or candidates < per_product:
-        raise ValueError(
-            f"per_product ({per_product}) and batch_size ({batch_size}) must be at least 1, and candidates "
-            f"({candidates}) at least per_product"
-        )
-    frame = products if isinstance(products, pd.DataFrame) else read_products(products)[0]
-    missing = {"row", "brand", "product", "prompt"} - set(frame.columns)
-    if missing:
-        raise ValueError(f"products lacks columns {sorted(missing)}: read it with read_products")
-    if "category" not in frame.columns:
-        frame = frame.assign(category=None)
-    if "keywords" not in frame.columns:
-        frame = frame.assign(keywords=[()] * len(frame))
+    job = CatalogJob(per_product, candidates, decoding, batch_size, seed, chunk_products)
+    frame = catalog_products(products)
     # read_products records the file and its hash; a frame made by hand is identified by its contents.
     source = frame.attrs.get("source")
     sha256 = frame.attrs.get("sha256") or hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
-    bad_rows = list(frame.attrs.get("bad_rows", []))
-    if source is not None:
-        source = str(Path(source).resolve())
-
-    files = OutputFiles.beside(Path(output))
-    output = files.ads
     settings = {
-        "model": model.name,
-        "model_path": model.describe().source,
-        "per_product": per_product,
-        "candidates": candidates,
-        "format": rules.format.name,
-        "max_chars": rules.max_chars,
-        "rules_from": rules_source,
-        "decoding": dataclasses.asdict(decoding),
-        "seed": seed,
-        "input": source,
+        **job.settings(model, rules, rules_source),
+        "input": None if source is None else str(Path(source).resolve()),
         "input_sha256": sha256,
     }
-    here = launch()
-    log = log if here.main else (lambda line: None)
-
-    usable = []
-    for product in frame.itertuples(index=False):
-        if not isinstance(product.category, str) or not product.category:  # NaN or "" in a hand-made frame
-            product = product._replace(category=None)
-        reason = _refusal(model, product)
-        if reason:
-            bad_rows.append({"row": int(product.row), "reason": reason})
-            continue
-        usable.append(product)
-    bad_rows.sort(key=lambda bad: bad["row"])
-    # Batches are fixed groups of the usable products, so a batch's seed and company are the same in
-    # every run, on any number of processes: a batch a kill left partly written is written again whole.
-    step = max(1, batch_size // candidates)
-    batches = [usable[start : start + step] for start in range(0, len(usable), step)]
-    formulas = [
-        {"row": int(frame["row"].iloc[position]), "field": column}
-        for position, column in formula_cells(
-            frame.assign(keywords=frame["keywords"].map(keywords_text)), ["brand", "product", "category", "keywords"]
-        )
-    ]
-    if here.main:  # the other processes wait: the files are made ready once
-        _prepare_output(files, settings, batch_size, per_product, batches, overwrite, log)
-        if bad_rows:
-            rows = [["row", "reason"], *([b["row"], b["reason"]] for b in bad_rows)]
-            _write_atomically(files.skipped, csv_text(rows))
-            log(f"skipped {len(bad_rows)} row(s) of the products file: see {files.skipped}")
-        else:
-            files.skipped.unlink(missing_ok=True)
-        if formulas:
-            log(
-                f"{len(formulas)} input cell(s) start like a spreadsheet formula (=, +, -, @, tab, CR), e.g. row "
-                f"{formulas[0]['row']} {formulas[0]['field']}: written with a leading ' so no spreadsheet runs them"
-            )
-    wait_for_processes()
-    done = _complete_products(files, per_product)
-    todo = [i for i, batch in enumerate(batches) if any(int(p.row) not in done for p in batch)]
-    remaining = sum(len(batches[i]) for i in todo)
+    files = OutputFiles.beside(Path(output))
+    batches, refused = catalog_batches(model, frame, job)
+    bad_rows = sorted([*frame.attrs.get("bad_rows", []), *refused], key=lambda bad: bad["row"])
+    formulas = input_formulas(frame)
+    _prepare_output(files, settings, batch_size, per_product, batches, overwrite, log)
+    if bad_rows:
+        _write_atomically(files.skipped, csv_text([["row", "reason"], *([b["row"], b["reason"]] for b in bad_rows)]))
+        log(f"skipped {len(bad_rows)} row(s) of the products file: see {files.skipped}")
+    else:
+        files.skipped.unlink(missing_ok=True)
+    log_formulas(formulas, log)
+    done = _complete_products(files.ads, per_product)
+    todo = [batch for batch in batches if any(int(p.row) not in done for p in batch)]
+    remaining = sum(len(batch) for batch in todo)
     if done:
-        log(f"resuming {output}: {len(done)} product(s) already there, {remaining} to write")
-    if here.distributed:
-        log(
-            f"{here.processes} processes write every {here.processes}th batch each into {files.parts}; the main one gathers them"
-        )
+        log(f"resuming {files.ads}: {len(done)} product(s) already there, {remaining} to write")
     if candidates > 1 and not decoding.do_sample and decoding.num_beams == 1:
         log("note: greedy decoding writes the same candidate every time: sample to give the rules a choice")
-    mine = [batches[i] for i in todo if i % here.processes == here.rank]
-    ads_file, candidates_file = (
-        (files.part(ADS_PART, here.rank), files.part(CANDIDATES_PART, here.rank))
-        if here.distributed
-        else (files.ads, files.candidates)
-    )
-    for path, columns in ((ads_file, COLUMNS), (candidates_file, CANDIDATE_COLUMNS)):
-        if not path.exists() or path.stat().st_size == 0:
-            _write_atomically(path, csv_text([columns]))
 
     written = 0
-    shown = len(done) + remaining
-    bar = tqdm(total=shown, initial=len(done), unit="product", desc="products", disable=not progress or not here.main)
+    bar = tqdm(total=len(done) + remaining, initial=len(done), unit="product", desc="products", disable=not progress)
     try:
-        for batch in mine:
-            results = write_for_products(
-                model,
-                pd.DataFrame(batch),
-                rules,
-                candidates=candidates,
-                per_product=per_product,
-                decoding=decoding,
-                seed=_batch_seed(seed, int(batch[0].row)),
-                batch_size=batch_size,
-            )
-            refused = [
-                c.verdict.reasons[0] for r in results for c in r.candidates if c.verdict.rejected_by == ("refused",)
-            ]
-            if refused:  # its refusal() accepted these prompts above
-                raise RuntimeError(f"{model.name} refused a prompt it had accepted: {refused[0]}")
-            _append(candidates_file, csv_text(row for p, r in zip(batch, results) for row in _candidate_rows(p, r)))
-            _append(
-                ads_file,
-                csv_text(row for p, r in zip(batch, results) for row in _ad_rows(p, r, per_product, model.name)),
-            )
-            written += sum(len(r.ads) for r in results)
-            bar.update(len(batch) * here.processes)  # the others advance about as fast
+        for batch in todo:
+            ads, candidate_rows, passed = batch_rows(model, batch, rules, job)
+            _append(files.candidates, csv_text(candidate_rows))
+            _append(files.ads, csv_text(ads))
+            written += passed
+            bar.update(len(batch))
     finally:
         bar.close()
-    wait_for_processes()
-    if here.main and files.parts.exists():
-        _gather_parts(files, [int(p.row) for p in usable])
     seconds = time.perf_counter() - started
-    summary = {
-        "products": len(usable),
+    return {
+        "products": sum(len(batch) for batch in batches),
         "bad_rows": len(bad_rows),
         "problems": bad_rows[:SHOWN_PROBLEMS],
         "formula_cells": formulas[:SHOWN_PROBLEMS],
         "products_done": remaining,
         "resumed_from": len(done),
-        "processes": here.processes,
         "ads_written": written,
         "seconds": round(seconds, 2),
         "ads_per_second": round(written / seconds, 2) if seconds else 0.0,
-        "output": str(output),
+        "output": str(files.ads),
+        **catalog_totals(
+            _read_rows(files.ads, COLUMNS),
+            _read_rows(files.candidates, CANDIDATE_COLUMNS) if files.candidates.exists() else [],
+        ),
     }
-    if here.main:
-        summary.update(_file_totals(files.ads, files.candidates))
-    return summary
 
 
-def _complete_products(files: OutputFiles, per_product: int) -> set[int]:
-    """The products whose ``per_product`` ads are all in the ads file, or all in one of the parts."""
-    done = set()
-    for path in files.all(ADS_PART):
-        if path.exists():
-            counts = Counter(int(record[0]) for record in _read_rows(path, COLUMNS))
-            done |= {row for row, count in counts.items() if count >= per_product}
-    return done
+def _complete_products(ads: Path, per_product: int) -> set[int]:
+    """The products whose ``per_product`` ads are all in the ads file."""
+    if not ads.exists():
+        return set()
+    counts = Counter(int(record[0]) for record in _read_rows(ads, COLUMNS))
+    return {row for row, count in counts.items() if count >= per_product}
+
+
+def check_settings(sidecar: Path, settings: dict, written: Path) -> None:
+    """Raise FileExistsError unless ``written`` (an output that exists) was written with ``settings``,
+    as its ``sidecar`` records them."""
+    if not sidecar.is_file():
+        raise FileExistsError(
+            f"{written} exists but {sidecar.name} (its settings) does not, so it cannot be "
+            "resumed safely: pass overwrite=True / --overwrite or pick another output"
+        )
+    previous = json.loads(sidecar.read_text(encoding="utf-8"))
+    compared = [
+        key for key in settings if key not in ("input", "batch_size")
+    ]  # the same bytes elsewhere are the same input
+    changed = [key for key in compared if previous.get(key) != settings[key]]
+    if changed:
+        raise FileExistsError(
+            f"{written} was written with other settings ({', '.join(changed)}: "
+            f"{', '.join(f'{previous.get(k)!r} -> {settings[k]!r}' for k in changed)[:300]}): pass "
+            "overwrite=True / --overwrite to start over, or pick another output"
+        )
 
 
 def _prepare_output(files: OutputFiles, settings, batch_size, per_product, batches, overwrite, log) -> None:
-    """Make the output ready (main process): a new run's files, or a resumed one's settings checked,
-    torn last lines cut and half-written batches removed."""
-    output, sidecar, parts = files.ads, files.sidecar, files.parts
+    """Make the output ready: a new run's files, or a resumed one's settings checked, torn last
+    lines cut and half-written batches removed."""
     if overwrite:
-        for path in (output, sidecar, files.candidates, files.skipped):
+        for path in (files.ads, files.sidecar, files.candidates, files.skipped):
             path.unlink(missing_ok=True)
-        shutil.rmtree(parts, ignore_errors=True)
-    compared = [key for key in settings if key != "input"]  # the same bytes read from elsewhere are the same input
-    if output.exists() or parts.exists():
-        if not sidecar.is_file():
-            raise FileExistsError(
-                f"{output} exists but {sidecar.name} (its settings) does not, so it cannot be "
-                "resumed safely: pass overwrite=True / --overwrite or pick another output"
-            )
-        previous = json.loads(sidecar.read_text(encoding="utf-8"))
-        changed = [key for key in compared if previous.get(key) != settings[key]]
-        if changed:
-            raise FileExistsError(
-                f"{output} was written with other settings ({', '.join(changed)}: "
-                f"{', '.join(f'{previous.get(k)!r} -> {settings[k]!r}' for k in changed)[:300]}): pass "
-                "overwrite=True / --overwrite to start over, or pick another output"
-            )
-        for path in [*files.all(ADS_PART), *files.all(CANDIDATES_PART)]:
+    if files.ads.exists():
+        check_settings(files.sidecar, settings, files.ads)
+        for path in (files.ads, files.candidates):
             if path.exists() and _truncate_torn_line(path):
                 log(f"removed a torn last line from {path}")
-    _write_atomically(sidecar, json.dumps({**settings, "batch_size": batch_size}, indent=2) + "\n")
-    for path, columns in ((output, COLUMNS), (files.candidates, CANDIDATE_COLUMNS)):
+    _write_atomically(files.sidecar, json.dumps({**settings, "batch_size": batch_size}, indent=2) + "\n")
+    for path, columns in ((files.ads, COLUMNS), (files.candidates, CANDIDATE_COLUMNS)):
         if not path.exists() or path.stat().st_size == 0:
             _write_atomically(path, csv_text([columns]))
-    done = _complete_products(files, per_product)
+    done = _complete_products(files.ads, per_product)
     whole = done - {int(p.row) for batch in batches if any(int(q.row) not in done for q in batch) for p in batch}
-    removed = sum(_keep_only(path, COLUMNS, whole) for path in files.all(ADS_PART))
+    removed = _keep_only(files.ads, COLUMNS, whole)
     if removed:
         log(f"removed the ads of a batch that was not written whole ({removed} rows): it is written again")
-    for path in files.all(CANDIDATES_PART):
-        _keep_only(path, CANDIDATE_COLUMNS, whole)
-    if launch().distributed:
-        parts.mkdir(exist_ok=True)
-
-
-def _gather_parts(files: OutputFiles, order: list[int]) -> None:
-    """Merge the parts of a distributed run into the ads and candidates files, every product once,
-    in the products file's order (then each ad's or candidate's number); then remove the parts."""
-    position = {row: i for i, row in enumerate(order)}
-    for target, stem, columns, number in (
-        (files.ads, ADS_PART, COLUMNS, COLUMNS.index("ad_number")),
-        (files.candidates, CANDIDATES_PART, CANDIDATE_COLUMNS, CANDIDATE_COLUMNS.index("candidate")),
-    ):
-        records = [record for path in files.all(stem) if path.exists() for record in _read_rows(path, columns)]
-        records.sort(key=lambda r: (position[int(r[0])], int(r[number])))  # "row" is every file's first column
-        _write_atomically(target, csv_text([columns, *records]))
-    shutil.rmtree(files.parts)
+    _keep_only(files.candidates, CANDIDATE_COLUMNS, whole)

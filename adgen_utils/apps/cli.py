@@ -7,16 +7,26 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 
-from adgen_utils.apps.catalog import generate_catalog
+from adgen_utils.apps.catalog import CatalogJob, generate_catalog
 from adgen_utils.corpus import data
 from adgen_utils.errors import USAGE, AdgenError
-from adgen_utils.hardware import join_processes, wait_for_processes
+from adgen_utils.hardware import join_processes, launch, wait_for_processes
 from adgen_utils.layout import DATA_FOLDER, DATASET_FILE, FINETUNED, comparison_path, model_dir
 from adgen_utils.logs import say, show_messages
 from adgen_utils.models import DECODINGS
-from adgen_utils.settings import ORIGINAL_PROMPTS, PROFILES, Catalog, Corpus, Finetune, default_run_dir, profile_values
+from adgen_utils.settings import (
+    ORIGINAL_PROMPTS,
+    PROFILES,
+    Catalog,
+    Corpus,
+    Finetune,
+    Spark,
+    default_run_dir,
+    profile_values,
+)
 from adgen_utils.study.footing import load_ad_model
 from adgen_utils.study.formats import FORMATS
 from adgen_utils.study.selection import AdRules, training_ads_for
@@ -225,34 +235,68 @@ def command_generate(args) -> int:
             "pick a 'sample ...' --decoding"
         )
     decoding = dataclasses.replace(decoding, **overrides, max_new_tokens=args.max_new_tokens)
-    here = join_processes()  # under torchrun / accelerate launch: each process on its own GPU, a share of the products
+    if launch().distributed:
+        raise ValueError(
+            "adgen generate shares a catalog out with Spark, not torchrun: add --engine spark --master local[2] "
+            "(two workers here) or run it on a cluster (README, 'A catalog of millions')"
+        )
+    if args.engine != "spark" and (args.master or args.spark_conf or args.csv):
+        raise ValueError("--master, --spark-conf and --csv go with --engine spark")
+    job = CatalogJob(args.per_product, args.candidates, decoding, args.batch_size, args.seed, args.chunk_products)
+    started = time.perf_counter()
+    spark = _spark_session(args) if args.engine == "spark" else None  # Java and pyspark checked before the model loads
+    spark_start = time.perf_counter() - started
     model = load_ad_model(args.model, models_dir=args.models_dir)
     training, source = training_ads_for(args.training_ads, model.describe().source)
-    if here.main:
-        say(f"the seller's rules are fitted on {source}")
+    say(f"the seller's rules are fitted on {source}")
+    rules = AdRules(training, max_chars=args.max_chars, format=args.format)
     log = lambda line: print(line, file=sys.stderr, flush=True)
     try:
-        summary = generate_catalog(
-            model,
-            args.input,
-            args.output,
-            AdRules(training, max_chars=args.max_chars, format=args.format),
-            per_product=args.per_product,
-            candidates=args.candidates,
-            rules_source=source,
-            decoding=decoding,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            progress=not args.no_progress,
-            log=log,
-            overwrite=args.overwrite,
-        )
+        if spark is not None:
+            from adgen_utils.apps.spark import generate_on_spark
+
+            summary = generate_on_spark(
+                spark, model, args.input, args.output, rules, job, source, args.csv, overwrite=args.overwrite, log=log
+            )
+            summary["spark_start_seconds"] = round(spark_start, 2)
+        else:
+            summary = generate_catalog(
+                model,
+                args.input,
+                args.output,
+                rules,
+                per_product=job.per_product,
+                candidates=job.candidates,
+                decoding=job.decoding,
+                batch_size=job.batch_size,
+                seed=job.seed,
+                chunk_products=job.chunk_products,
+                rules_source=source,
+                progress=not args.no_progress,
+                log=log,
+                overwrite=args.overwrite,
+            )
     except KeyboardInterrupt:
         log(f"adgen: interrupted; the ads written so far are in {args.output}: run the same command again to resume")
         return 130
-    if here.main:
-        print(json.dumps(summary, indent=2))
+    finally:
+        if spark is not None:
+            spark.stop()
+    print(json.dumps(summary, indent=2))
     return 0
+
+
+def _spark_session(args):
+    """The Spark session of ``adgen generate --engine spark``: --master and --spark-conf KEY=VALUE."""
+    from adgen_utils.apps.spark import spark_session
+
+    conf = {}
+    for pair in args.spark_conf:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.startswith("spark."):
+            raise ValueError(f"--spark-conf takes spark.KEY=VALUE, got {pair!r}")
+        conf[key] = value
+    return spark_session(args.master, conf, progress=not args.no_progress)
 
 
 def _add_param_option(parser: argparse.ArgumentParser, text: str) -> None:
@@ -380,9 +424,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--input",
         required=True,
         help="products CSV with columns brand, product[, category][, keywords: phrases separated by ';' that every ad "
-        "must carry]",
+        "must carry]; --engine spark also reads Parquet",
     )
-    generate.add_argument("--output", required=True, help="ads CSV; if it exists, only the missing ads are written")
+    generate.add_argument(
+        "--output",
+        required=True,
+        help="ads CSV (--engine spark: a folder of Parquet files); if it exists, only the missing ads are written",
+    )
     generate.add_argument("--per-product", type=int, default=Catalog.per_product, help="ads per product")
     generate.add_argument(
         "--candidates",
@@ -419,6 +467,33 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--overwrite", action="store_true", help="replace an output written with other settings")
     generate.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     generate.add_argument("--models-dir", help="where 'tiny' is built or found")
+    generate.add_argument(
+        "--chunk-products",
+        type=int,
+        default=Catalog.chunk_products,
+        help="products per chunk: batches never cross one, so every engine writes the same ads; Spark's unit of work",
+    )
+    generate.add_argument(
+        "--engine",
+        choices=["one-process", "spark"],
+        default="one-process",
+        help="spark: Spark's workers write the chunks, each loading the model once (pip install 'adgen[spark]', Java 17)",
+    )
+    generate.add_argument(
+        "--master", help=f"with --engine spark: where it runs (default: spark-submit's, else {Spark.master})"
+    )
+    generate.add_argument(
+        "--spark-conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --engine spark: a Spark setting, e.g. spark.executor.memoryOverhead=6g; repeatable",
+    )
+    generate.add_argument(
+        "--csv",
+        action="store_true",
+        help="with --engine spark: also the CSV files adgen generate writes, in the folder",
+    )
     generate.set_defaults(handler=command_generate)
     return parser
 

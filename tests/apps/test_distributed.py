@@ -1,8 +1,7 @@
-"""Past one process: ``adgen finetune`` and ``adgen generate`` under ``torchrun --nproc_per_node 2``
-on this CPU (gloo): the same model as one process on the same global batch, resumes on another
-number of processes, and sharded generation that survives a killed process (real runs, the tiny model)."""
+"""Past one process: ``adgen finetune`` under ``torchrun --nproc_per_node 2`` on this CPU (gloo): the
+same model as one process on the same global batch, and resumes on another number of processes (real
+runs, the tiny model). ``adgen generate`` shares a catalog out with Spark instead (tests/apps/test_spark.py)."""
 
-import csv
 import json
 import os
 import signal
@@ -14,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 
 from adgen_utils import layout
-from adgen_utils.spreadsheet import restore
 from adgen_utils.study.footing import load_ad_model
 
 PYTHON = Path(sys.executable)
@@ -88,38 +86,15 @@ def test_a_checkpoint_of_two_processes_resumes_on_one(tmp_path):
     pd.testing.assert_series_equal(resumed["eval_loss"], uninterrupted["eval_loss"], rtol=1e-3)
 
 
-def read(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as file:
-        return [{k: restore(v) for k, v in row.items()} for row in csv.DictReader(file)]
-
-
 def children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def test_sharded_generation_survives_a_killed_process(write_file, tmp_path, tiny_folder):
-    products = write_file("products.csv", "brand,product\n" + "".join(f"Brand{i},Widget {i}\n" for i in range(40)))
-    common = ["--input", str(products), "--per-product", "2", "--candidates", "2", "--batch-size", "4"]
-    common += ["--max-new-tokens", "8", "--no-progress", "--model", str(tiny_folder)]  # rules: the embedded ads
-    output = tmp_path / "ads.csv"
-    process = adgen(["generate", "--output", str(output), *common], processes=2, start_new_session=True)
-    parts = output.with_name("ads.csv.parts")
-    deadline = time.monotonic() + 300
-    while not ((parts / "ads-1.csv").is_file() and (parts / "ads-1.csv").read_bytes().count(b"\n") >= 1 + 4):
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "no batch written within 300 s"
-        time.sleep(0.02)
-    workers = children(process.pid)
-    assert len(workers) == 2
-    os.kill(workers[1], signal.SIGKILL)  # one process of two; torchrun then stops the other
-    process.communicate(timeout=120)
-    assert process.returncode != 0 and parts.is_dir() and len(read(output)) < 80
-    summary = json.loads(finish(adgen(["generate", "--output", str(output), *common], processes=2)))
-    assert summary["processes"] == 2 and summary["resumed_from"] > 0 and summary["products_written"] == 40
-    rows = read(output)
-    assert [(int(r["row"]), int(r["ad_number"])) for r in rows] == [(r, n) for r in range(2, 42) for n in (1, 2)]
-    assert not parts.exists() and len(read(output.with_name("ads.csv.candidates.csv"))) == 80
-    alone = tmp_path / "alone.csv"
-    finish(adgen(["generate", "--output", str(alone), *common]))
-    assert read(alone) == rows  # the seeds follow the batches: the ads one process writes
-    assert read(alone.with_name("alone.csv.candidates.csv")) == read(output.with_name("ads.csv.candidates.csv"))
+def test_generate_under_torchrun_points_to_spark(monkeypatch, capsys, tmp_path):
+    # Spark shares a catalog out (local[N] on one machine, a cluster past it): torchrun is for fine-tuning.
+    from adgen_utils.apps.cli import main
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code = main(["generate", "--input", "x.csv", "--output", str(tmp_path / "ads.csv"), "--model", "tiny"])
+    assert code == 2 and "--engine spark --master local[2]" in capsys.readouterr().err
