@@ -400,6 +400,83 @@ def bench_catalog(
     }
 
 
+def bench_spark(
+    model: str = Prompting().models[0],
+    products: int = 60,
+    chunk_products: int = 10,
+    executors: tuple = (1, 10, 50, 100),
+    log=say,
+) -> dict:
+    """The same ``products`` (test split, one ad each, the command's own candidates, batch and
+    decoding) written three ways, each a fresh ``adgen generate`` child: in one process, and with
+    ``--engine spark`` on ``local[1]`` and ``local[2]`` (one Python worker per core, each with its
+    own model and one thread). Reports products per second (end to end and the job alone), the
+    driver's and each worker's peak RSS, Spark's start-up, each worker's model load, the rules sent
+    and the model folder read, whether the three CSV outputs are the same bytes, and what the best
+    rate here predicts for 1M products on ``executors`` machines like this one."""
+    with tempfile.TemporaryDirectory() as work:
+        inputs = Path(work, "products.csv")
+        count = _catalog_products(inputs, products, seed=0)
+        common = ["--model", model, "--input", str(inputs), "--per-product", "1", "--no-progress"]
+        common += ["--chunk-products", str(chunk_products)]
+        ways = {
+            "one_process": ["--output", str(Path(work, "one_process", "ads.csv"))],
+            "local1": ["--engine", "spark", "--master", "local[1]", "--csv", "--output", str(Path(work, "local1"))],
+            "local2": ["--engine", "spark", "--master", "local[2]", "--csv", "--output", str(Path(work, "local2"))],
+        }
+        Path(work, "one_process").mkdir()
+        runs = {}
+        for way, arguments in ways.items():
+            log(f"adgen generate on {count} products: {way}")
+            child = run_child([*ADGEN, "generate", *common, *arguments])
+            runs[way] = {**printed_json(child, f"adgen generate ({way})"), "wall": child, "rss": child["peak_rss_mib"]}
+        outputs = {way: Path(work, way) for way in ways}
+        same = {
+            name: len({(folder / name).read_bytes() for folder in outputs.values()}) == 1
+            for name in ("ads.csv", "ads.csv.candidates.csv")
+        }
+    out = {"model": model, "products": count, "chunk_products": chunk_products, "same_bytes": same}
+    for way, run in runs.items():
+        seconds = run["wall"]["seconds"]
+        entry = {
+            "seconds": round(seconds, 2),
+            "products_per_second": round(count / seconds, 3),
+            "job_seconds": run["seconds"],
+            "job_products_per_second": round(count / run["seconds"], 3),
+            "driver_peak_rss_mib": round(run["rss"], 1),
+            "passing_share": run["passing_share"],
+        }
+        if way != "one_process":
+            entry |= {
+                "spark_start_seconds": run["spark_start_seconds"],
+                "workers": run["workers"],
+                "rules_broadcast_mib": run["rules_broadcast_mib"],
+                "model_folder_mib": run["model_folder_mib"],
+            }
+        out[way] = entry
+    out["local2_over_one_process"] = ratio(
+        out["local2"]["products_per_second"], out["one_process"]["products_per_second"]
+    )
+    out["local2_over_local1"] = ratio(out["local2"]["products_per_second"], out["local1"]["products_per_second"])
+    for way in ("local1", "local2"):  # the workers write side by side: the slowest one sets the pace
+        slowest = max(w["writing_seconds"] for w in out[way]["workers"])
+        out[way]["writing_products_per_second"] = round(count / slowest, 3)
+    steady = {
+        "one_process": out["one_process"]["job_products_per_second"],
+        "local2": out["local2"]["writing_products_per_second"],
+    }
+    best = max(steady.values())
+    start_up = out["local2"]["spark_start_seconds"] + max(w["model_load_seconds"] for w in out["local2"]["workers"])
+    out["one_million_products"] = {
+        "assumes": "each executor is this machine and writes at the best steady rate measured here "
+        "(model loaded, Spark started); start-up paid once",
+        "steady_products_per_second": steady,
+        "rate_per_executor": best,
+        "hours": {n: round((1e6 / (best * n) + start_up) / 3600, 1) for n in executors},
+    }
+    return out
+
+
 def bench_compute(
     profile: str = "quick",
     corpus: str | None = None,
@@ -700,6 +777,15 @@ def build_parser() -> argparse.ArgumentParser:
     catalog.add_argument("--kill-after", type=float, help="seconds after which the first run is killed")
     catalog.add_argument("--batch-size", type=int, help="prompts per generate() call")
     catalog.add_argument("--max-new-tokens", type=int)
+    spark = add(
+        "spark",
+        "adgen generate in one process against --engine spark on local[1] and local[2]: products/s, memory per worker",
+        repeats=None,
+    )
+    spark.add_argument("--model", help="'smollm2-135m' (offline default), a model folder or a Hub id")
+    spark.add_argument("--products", type=int, help="products of the embedded test split (one ad each)")
+    spark.add_argument("--chunk-products", type=int, help="products per chunk (Spark's unit of work)")
+    spark.add_argument("--executors", type=int, nargs="+", help="executor counts for the 1M-product prediction")
     compute = add(
         "compute",
         "quality against training compute: every model family on the same ads, bits per char against seconds and FLOPs",

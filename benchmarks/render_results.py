@@ -105,6 +105,25 @@ def catalog_tables(d: dict) -> list[str]:
     return [table(["batch generation", "value"], rows)]
 
 
+def spark_tables(d: dict) -> list[str]:
+    ways = (("one process", "one_process"), ("Spark local[1]", "local1"), ("Spark local[2]", "local2"))
+    rows = [[label, num(d[key]["products_per_second"]), num(d[key].get("writing_products_per_second",
+             d[key]["job_products_per_second"])), num(d[key]["driver_peak_rss_mib"]),
+             " / ".join(num(w["peak_rss_mib"]) for w in d[key].get("workers", [])),
+             num(d[key].get("spark_start_seconds", "")), " / ".join(num(w["model_load_seconds"])
+             for w in d[key].get("workers", []))] for label, key in ways]
+    same = "the same bytes" if all(d["same_bytes"].values()) else f"NOT the same bytes: {d['same_bytes']}"
+    m = d["one_million_products"]
+    hours = [[n, num(h)] for n, h in m["hours"].items()]
+    return [f"{d['products']} test-split products, one ad each, `{d['model']}`, chunks of {d['chunk_products']}; "
+            f"the three ways wrote {same}. Rules broadcast: {num(d['local2']['rules_broadcast_mib'])} MiB; "
+            f"model folder each worker reads: {num(d['local2']['model_folder_mib'])} MiB.",
+            table(["way", "products / s, end to end", "products / s, writing", "driver peak RSS MiB",
+                   "worker peak RSS MiB", "Spark start s", "model load s per worker"], rows),
+            table(["executors like this machine", "hours for 1M products"], hours),
+            f"Prediction: {m['assumes']}, {num(m['rate_per_executor'])} products / s each."]
+
+
 def seller_tables(d: dict) -> list[str]:
     counts = ", ".join(f"{n} with {k}" for k, n in d["keywords_per_product"].items())
     parts = [f"{d['products']} held-out products ({counts} keywords), {d['candidates']} candidates each, "
@@ -154,7 +173,7 @@ def tokens_tables(d: dict) -> list[str]:
 
 
 SETTINGS = [lessons.Corpus, lessons.Sequences, lessons.OneHotLSTM, lessons.EmbeddingLSTM, lessons.Prompting,
-            lessons.Finetune, lessons.Evaluation, lessons.Publishing, lessons.Catalog]
+            lessons.Finetune, lessons.Evaluation, lessons.Publishing, lessons.Catalog, lessons.Spark]
 
 # (file stem, title, tables, the command that measures it); bench_generate* may be several files.
 SECTIONS = [
@@ -166,6 +185,7 @@ SECTIONS = [
     ("bench_generate", "Generation: batched and one at a time",
      lambda d: per_way(d, "ads_per_second", "ads / s"), f"{BENCH} generate"),
     ("bench_catalog", "A catalog's ads, killed and resumed", catalog_tables, f"{BENCH} catalog"),
+    ("bench_spark", "A catalog on Spark: local[1], local[2] and one process", spark_tables, f"{BENCH} spark"),
     ("bench_seller", "Ads against the real ad of held-out products", seller_tables,
      "python -m benchmarks.seller runs/quick"),
     ("bench_compute", "Quality against training compute", compute_tables, f"{BENCH} compute"),

@@ -96,6 +96,19 @@ def test_bench_catalog_kills_resumes_and_checks_every_row(tiny_folder):
     assert keywords["with_over_without"] is None or keywords["with_over_without"] > 0
 
 
+def test_bench_spark_compares_one_process_local1_and_local2_on_the_same_products(tiny_folder):
+    result = bench.bench_spark(str(tiny_folder), products=8, chunk_products=2, executors=(1, 10), log=quiet)
+    assert result["products"] == 8 and result["same_bytes"] == {"ads.csv": True, "ads.csv.candidates.csv": True}
+    assert len(result["local1"]["workers"]) == 1 and len(result["local2"]["workers"]) == 2
+    for way in ("local1", "local2"):
+        assert result[way]["spark_start_seconds"] > 0 and result[way]["rules_broadcast_mib"] > 0
+        assert all(w["peak_rss_mib"] > 50 and w["model_load_seconds"] > 0 for w in result[way]["workers"])
+        assert sum(w["chunks"] for w in result[way]["workers"]) == 4
+    assert result["local2_over_local1"] > 0 and result["one_process"]["products_per_second"] > 0
+    hours = result["one_million_products"]["hours"]
+    assert set(hours) == {1, 10} and hours[1] > hours[10] > 0
+
+
 def test_bench_compute_runs_the_lessons_and_adgen_finetune_on_the_same_validation_ads(tmp_path):
     from adgen_utils.settings import Finetune, profile_values
     from adgen_utils.study.compute import CHALLENGER, CONTENDERS
