@@ -197,7 +197,7 @@ class TransformerAdModel(AdModel):
             self.prompt_texts([prompts[i] for i in indices], chosen, wanted),
             how.decoding,
             batch_size=how.batch_size,
-            seeds=[how.seeds[i] for i in indices],
+            seed=[how.seeds[i] for i in indices],
             progress=how.progress,
             keywords=wanted,
             max_chars=how.max_chars,

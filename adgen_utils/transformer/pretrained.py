@@ -391,7 +391,7 @@ def generate_ads(
     prompts: Sequence[str],
     decoding: Decoding = Decoding(),
     batch_size: int = 8,
-    seeds: int | Sequence[int] = 0,
+    seed: int | Sequence[int] = 0,
     progress: bool = False,
     keywords: Sequence[Sequence[str]] | None = None,
     max_chars: int | None = None,
@@ -399,11 +399,11 @@ def generate_ads(
     """One :class:`WrittenAd` per prompt: its last line and the continuation up to a newline or
     end-of-text, with ``keywords[i]`` written into ad ``i`` within ``max_chars`` characters
     (:class:`~adgen_utils.corpus.steering.KeywordSteering`). Sampling draws prompt ``i`` with its own
-    generator seeded ``seeds[i]`` (``seeds + i`` for one number), so an ad does not depend on its
+    generator seeded ``seed[i]`` (``seed + i`` for one number), so an ad does not depend on its
     batch-mates. Over-long prompts lose their oldest tokens (with a warning)."""
     prompts = list(prompts)
     steering = steering_for(keywords, len(prompts), max_chars)
-    seeds = list(seeds) if isinstance(seeds, Sequence) else [int(seeds) + i for i in range(len(prompts))]
+    seeds = list(seed) if isinstance(seed, Sequence) else [int(seed) + i for i in range(len(prompts))]
     if not all(prompt and prompt.strip() for prompt in prompts):
         raise ValueError("empty prompt: give the first words of the ad (e.g. 'Sony TV')")
     if len(seeds) != len(prompts):

@@ -113,8 +113,8 @@ def test_generated_ads_are_one_line_that_starts_with_the_prompt(tiny_folder):
         assert ads[0].startswith("Sony TV") and ads[1].startswith("Apple Watch"), name
         assert all(len(ad.splitlines()) == 1 and "<|endoftext|>" not in ad for ad in ads), name
     sampled = models.DECODINGS["sample top-k 40"]
-    assert pretrained.generate_ads(model, tokenizer, prompts, sampled, seeds=3) == pretrained.generate_ads(
-        model, tokenizer, prompts, sampled, seeds=3
+    assert pretrained.generate_ads(model, tokenizer, prompts, sampled, seed=3) == pretrained.generate_ads(
+        model, tokenizer, prompts, sampled, seed=3
     )
     with pytest.raises(ValueError, match="empty prompt"):
         pretrained.generate_ads(model, tokenizer, ["Sony", " "])

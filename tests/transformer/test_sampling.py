@@ -46,12 +46,12 @@ def test_a_sampled_ad_depends_on_its_seed_not_its_batch(tiny_folder):
     model, tokenizer = pretrained.load_causal_lm(tiny_folder)
     sampled = models.Decoding(**{**models.DECODINGS[models.DEFAULT_DECODING].__dict__, "max_new_tokens": 12})
     prompt = "Apple Watch Band"
-    batch = pretrained.generate_ads(model, tokenizer, [prompt] * 4, sampled, batch_size=4, seeds=[11, 12, 13, 14])
-    alone = pretrained.generate_ads(model, tokenizer, [prompt], sampled, seeds=[13])
-    reordered = pretrained.generate_ads(model, tokenizer, [prompt] * 3, sampled, batch_size=2, seeds=[14, 13, 11])
+    batch = pretrained.generate_ads(model, tokenizer, [prompt] * 4, sampled, batch_size=4, seed=[11, 12, 13, 14])
+    alone = pretrained.generate_ads(model, tokenizer, [prompt], sampled, seed=[13])
+    reordered = pretrained.generate_ads(model, tokenizer, [prompt] * 3, sampled, batch_size=2, seed=[14, 13, 11])
     assert alone[0] == batch[2] and reordered == [batch[3], batch[2], batch[0]]
     assert len(set(batch)) > 1  # the seeds differ, and so do the ads
     # Sampling with keywords: a forced row still draws, so its seed's stream stays its own.
     keywords = [("44mm",), ()]
-    with_kw = pretrained.generate_ads(model, tokenizer, [prompt] * 2, sampled, seeds=[13, 14], keywords=keywords)
+    with_kw = pretrained.generate_ads(model, tokenizer, [prompt] * 2, sampled, seed=[13, 14], keywords=keywords)
     assert with_kw[1] == batch[3] and "44mm" in with_kw[0]
