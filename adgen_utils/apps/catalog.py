@@ -18,6 +18,7 @@ import os
 import re
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -291,15 +292,16 @@ def _candidate_rows(product, result: ProductAds) -> list[list]:
     ]
 
 
-def catalog_totals(ads: list[list], candidates: list[list]) -> dict:
-    """What a whole output holds (this run and the runs it resumed), from its ads and candidate rows:
-    products, those with at least one ad that passed every rule, their share, and how many
-    candidates each rule rejected."""
-    products = {int(r[0]) for r in ads}
-    with_ad = {int(r[0]) for r in ads if r[COLUMNS.index("ad")]}
-    rejected = Counter(
-        rule for record in candidates for rule in record[CANDIDATE_COLUMNS.index("rejected_by")].split(" + ") if rule
-    )
+def catalog_totals(ads: Iterable[tuple], rejections: Iterable[str]) -> dict:
+    """What a whole output holds (this run and the runs it resumed), from each ads row's ``(row, ad)``
+    and each candidate's ``rejected_by``, read once: products, those with at least one ad that passed
+    every rule, their share, and how many candidates each rule rejected."""
+    products, with_ad = set(), set()
+    for row, ad in ads:
+        products.add(int(row))
+        if ad:
+            with_ad.add(int(row))
+    rejected = Counter(rule for rejected_by in rejections for rule in rejected_by.split(" + ") if rule)
     return {
         "products_written": len(products),
         "products_with_ad": len(with_ad),
@@ -466,8 +468,8 @@ def generate_catalog(
         "ads_per_second": round(written / seconds, 2) if seconds else 0.0,
         "output": str(files.ads),
         **catalog_totals(
-            _read_rows(files.ads, COLUMNS),
-            _read_rows(files.candidates, CANDIDATE_COLUMNS) if files.candidates.exists() else [],
+            ((r[0], r[COLUMNS.index("ad")]) for r in _read_rows(files.ads, COLUMNS)),
+            (r[CANDIDATE_COLUMNS.index("rejected_by")] for r in _read_rows(files.candidates, CANDIDATE_COLUMNS)),
         ),
     }
 

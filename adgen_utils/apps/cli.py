@@ -246,7 +246,8 @@ def command_generate(args) -> int:
     started = time.perf_counter()
     spark = _spark_session(args) if args.engine == "spark" else None  # Java and pyspark checked before the model loads
     spark_start = time.perf_counter() - started
-    model = load_ad_model(args.model, models_dir=args.models_dir)
+    # On Spark the driver only names the model to its workers: it keeps its own copy off the GPU.
+    model = load_ad_model(args.model, models_dir=args.models_dir, **({"device": "cpu"} if spark else {}))
     training, source = training_ads_for(args.training_ads, model.describe().source)
     say(f"the seller's rules are fitted on {source}")
     rules = AdRules(training, max_chars=args.max_chars, format=args.format)
@@ -258,7 +259,7 @@ def command_generate(args) -> int:
             summary = generate_on_spark(
                 spark, model, args.input, args.output, rules, job, source, args.csv, overwrite=args.overwrite, log=log
             )
-            summary["spark_start_seconds"] = round(spark_start, 2)
+            summary |= {"master": spark.sparkContext.master, "spark_start_seconds": round(spark_start, 2)}
         else:
             summary = generate_catalog(
                 model,

@@ -32,6 +32,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -51,10 +52,10 @@ from adgen_utils.apps.catalog import (
     product_record,
     read_products,
 )
-from adgen_utils.corpus.facts import keywords_text, parse_keywords
+from adgen_utils.corpus.facts import parse_keywords
 from adgen_utils.errors import CorpusFormatError, EngineUnavailable
 from adgen_utils.logs import say
-from adgen_utils.models import AdModel
+from adgen_utils.models import FINE_TUNED, FROM_SCRATCH, ZERO_SHOT, AdModel
 from adgen_utils.settings import Spark
 from adgen_utils.spreadsheet import csv_text
 from adgen_utils.study.footing import load_ad_model
@@ -63,7 +64,7 @@ from adgen_utils.study.selection import AdRules
 # pyspark warns on every import that pandas 3 is new to it; mapInPandas, all this module uses, is tested here.
 warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
 try:
-    from pyspark import SparkConf, TaskContext
+    from pyspark import SparkConf, SparkContext, TaskContext
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
@@ -71,6 +72,8 @@ except ImportError as error:  # the CLI turns this into one line that says what 
     raise EngineUnavailable("--engine spark needs pyspark: pip install 'adgen[spark]'") from error
 
 JAVA_PACKAGE = "openjdk-17-jre-headless"
+OUTPUT_FOLDERS = ("ads", "candidates", "skipped")
+CSV_FILES = ("ads.csv", "ads.csv.candidates.csv", "ads.csv.skipped.csv")
 SKIPPED_COLUMNS = ["row", "reason"]
 STATUS_SCHEMA = (
     "chunk long, products long, skipped long, ads_passed long, written boolean, seconds double, "
@@ -108,6 +111,8 @@ def spark_session(master: str | None = None, conf: dict[str, str] | None = None,
     """A Spark session for writing ads: ``master`` (else spark-submit's, else ``local[*]``), ``conf``
     over spark-submit's settings over :class:`~adgen_utils.settings.Spark`'s defaults."""
     require_java()
+    if os.environ.get("PYSPARK_GATEWAY_PORT"):  # spark-submit started this process and its JVM: read its settings
+        SparkContext._ensure_initialized()
     settings = SparkConf()  # spark-submit's --master and --conf, when it started this process
     if master or not settings.contains("spark.master"):
         settings.setMaster(master or Spark.master)
@@ -156,8 +161,9 @@ def _worker_model(source: str, name: str) -> tuple[AdModel, float]:
             torch.set_num_threads(max(1, context.cpus()))
         if gpu is not None and gpu.addresses and torch.cuda.is_available():  # a cluster's GPU scheduling
             torch.cuda.set_device(int(gpu.addresses[0]))
-        elif torch.cuda.device_count() > 1:  # local[N] on a machine with several GPUs: one each
-            torch.cuda.set_device(claim_gpu(torch.cuda.device_count()) or 0)
+        elif torch.cuda.device_count() > 1:  # local[N] on a machine with several GPUs: one each, then shared
+            claimed = claim_gpu(torch.cuda.device_count())
+            torch.cuda.set_device(claimed if claimed is not None else os.getpid() % torch.cuda.device_count())
         started = time.perf_counter()
         _MODELS[(source, name)] = load_ad_model(source, name=name), time.perf_counter() - started
     return _MODELS[(source, name)]
@@ -194,13 +200,24 @@ def _whole_chunks(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         yield pd.concat(held, ignore_index=True)
 
 
+def raw_fields(values: dict) -> dict[str, str]:
+    """A Parquet or DataFrame row's ``brand``, ``product``, ``category`` and ``keywords`` as the texts
+    a CSV would hold: missing or null as empty, a list of keywords joined by ``;``."""
+    fields = {}
+    for name in ("brand", "product", "category", "keywords"):
+        value = values.get(name)
+        if isinstance(value, (list, tuple, np.ndarray)):
+            value = ";".join(str(v) for v in value)
+        fields[name] = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+    return fields
+
+
 def chunk_rows(model: AdModel, chunk: pd.DataFrame, rules: AdRules, job: CatalogJob) -> tuple[list, list, list]:
     """The ads, candidate and skipped rows of one chunk of raw products (``row``, ``brand``,
-    ``product``, optional ``category`` and ``keywords`` texts), as one process writes them."""
+    ``product``, optional ``category`` and ``keywords``), as one process writes them."""
     products, skipped = [], []
     for raw in chunk.to_dict("records"):
-        fields = {k: "" if pd.isna(raw.get(k)) else str(raw[k]) for k in ("brand", "product", "category", "keywords")}
-        record = product_record(int(raw["row"]), fields)
+        record = product_record(int(raw["row"]), raw_fields(raw))
         if isinstance(record, str):
             skipped.append([int(raw["row"]), record])
         else:
@@ -242,6 +259,13 @@ def _write_parquet(path: Path, table: pa.Table, attempt: int) -> None:
 
 def _chunk_file(output: Path, kind: str, chunk: int) -> Path:
     return output / kind / f"chunk-{chunk:05d}.parquet"
+
+
+def _chunk_files(output: Path, kind: str) -> list[Path]:
+    """The chunk files of ``kind`` in chunk order (their numbers may outgrow the padding), and for
+    ``skipped`` the input's bad rows first."""
+    files = sorted((output / kind).glob("chunk-*.parquet"), key=lambda path: int(path.stem.split("-")[1]))
+    return [output / kind / "input.parquet", *files] if kind == "skipped" else files
 
 
 def write_chunks(
@@ -302,12 +326,6 @@ def _readable(path: Path) -> bool:
         return False
 
 
-def _model_of(model: AdModel) -> tuple[str, str]:
-    """The folder every worker loads and the name the ads carry: a name like 'tiny' or
-    'smollm2-135m' was resolved when ``model`` was loaded, so no worker builds or downloads it again."""
-    return model.describe().source, model.name
-
-
 def read_catalog(path) -> tuple[pd.DataFrame, list[dict]]:
     """A products CSV (read as :func:`~adgen_utils.apps.catalog.read_products` reads it, line numbers
     as rows) or Parquet file (row ``i`` is numbered ``i + 2``, as if under a header line), checked
@@ -321,10 +339,7 @@ def read_catalog(path) -> tuple[pd.DataFrame, list[dict]]:
         raise CorpusFormatError(f"{path}: no {' or '.join(missing)} column; the columns are {list(raw.columns)}")
     products, bad_rows = [], []
     for position, values in enumerate(raw.to_dict("records")):
-        fields = {
-            k: "" if pd.isna(values.get(k)) else str(values[k]) for k in ("brand", "product", "category", "keywords")
-        }
-        record = product_record(position + 2, fields)
+        record = product_record(position + 2, raw_fields(values))
         if isinstance(record, str):
             bad_rows.append({"row": position + 2, "reason": record})
         else:
@@ -336,9 +351,8 @@ def _stage(products: pd.DataFrame, bad_rows: list[dict], output: Path, job: Cata
     """``products.parquet`` (with each product's chunk) and ``skipped/input.parquet``, written once."""
     staged = products.assign(
         chunk=[position // job.chunk_products for position in range(len(products))],
-        keywords=products["keywords"].map(keywords_text),
+        keywords=products["keywords"].map(";".join),  # never longer than the cell they were read from
     )
-    (output / "skipped").mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(
         staged[["row", "chunk", "brand", "product", "category", "keywords"]], preserve_index=False
     )
@@ -346,6 +360,49 @@ def _stage(products: pd.DataFrame, bad_rows: list[dict], output: Path, job: Cata
         output / "skipped" / "input.parquet", _table([[b["row"], b["reason"]] for b in bad_rows], SKIPPED_COLUMNS), 0
     )
     _write_parquet(output / "products.parquet", table, 0)
+
+
+def _model_of(model: AdModel) -> tuple[str, str]:
+    """The folder every worker loads and the name the ads carry: a name like 'tiny' or
+    'smollm2-135m' was resolved when ``model`` was loaded, so no worker builds or downloads it again."""
+    description = model.describe()
+    if description.setting not in (ZERO_SHOT, FINE_TUNED, FROM_SCRATCH):  # its examples would be lost on the way
+        raise ValueError(f"{model.name}: a few-shot model is not written on Spark; give a fine-tuned or zero-shot one")
+    return description.source, model.name
+
+
+def _input_digest(path: Path) -> str:
+    """The input's SHA-256, or for a folder of Parquet files, of its files' names, sizes and times."""
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    listing = sorted((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in path.rglob("*"))
+    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+
+
+def _prepare(output: Path, settings: dict, overwrite: bool) -> bool:
+    """Make ``output`` ready: with ``overwrite``, adgen's own files removed (nothing else); a folder
+    that holds other files refused. True when the products are staged already (a resume, its
+    settings checked); leftover temporary files of a killed job removed."""
+    sidecar = output / "settings.json"
+    if output.exists() and not output.is_dir():
+        raise FileExistsError(f"{output} is a file: with --engine spark, --output is a folder")
+    if output.is_dir() and any(output.iterdir()) and not sidecar.is_file():
+        raise FileExistsError(f"{output} holds other files than adgen's: pick another output")
+    if overwrite:
+        for kind in OUTPUT_FOLDERS:
+            shutil.rmtree(output / kind, ignore_errors=True)
+        for name in ("products.parquet", "settings.json", *CSV_FILES):
+            (output / name).unlink(missing_ok=True)
+    for folder in (output, *(output / kind for kind in OUTPUT_FOLDERS)):
+        folder.mkdir(parents=True, exist_ok=True)
+        for leftover in folder.glob(".*.tmp*"):  # a killed job's, never renamed
+            leftover.unlink()
+    staged = _readable(output / "products.parquet")
+    if staged:
+        check_settings(sidecar, settings, output)
+    else:
+        sidecar.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    return staged
 
 
 def generate_on_spark(
@@ -362,7 +419,7 @@ def generate_on_spark(
     log=say,
 ) -> dict:
     """:func:`~adgen_utils.apps.catalog.generate_catalog` as a Spark job: the ads of ``products`` (a
-    CSV or Parquet file) by ``model`` (each worker loads its folder once) into the folder
+    CSV or Parquet file or folder) by ``model`` (each worker loads its folder once) into the folder
     ``output``; with ``csv``, also the CSV files ``adgen generate`` writes, byte for byte. Chunks are
     spread over ``partitions`` tasks (default: one per chunk left). Resumable: a rerun writes only
     the chunks not written; other settings raise FileExistsError unless ``overwrite``."""
@@ -374,27 +431,15 @@ def generate_on_spark(
     settings = {
         **job.settings(model, rules, rules_source),
         "input": str(products.resolve()),
-        "input_sha256": hashlib.sha256(products.read_bytes()).hexdigest() if products.is_file() else None,
+        "input_sha256": _input_digest(products),
     }
-    sidecar = output / "settings.json"
-    if overwrite:
-        shutil.rmtree(output, ignore_errors=True)
-    if output.is_dir() and any(output.iterdir()) and not sidecar.is_file():
-        raise FileExistsError(
-            f"{output} holds other files than adgen's: pass overwrite=True / --overwrite or pick another output"
-        )
-    if (output / "products.parquet").exists():
-        check_settings(sidecar, settings, output)
-    else:
+    if not _prepare(output, settings, overwrite):
         frame, bad_rows = read_catalog(products)
-        output.mkdir(parents=True, exist_ok=True)
-        sidecar.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
         _stage(frame, bad_rows, output, job)
-    for kind in ("ads", "candidates", "skipped"):
-        (output / kind).mkdir(exist_ok=True)
-        for leftover in (output / kind).glob(".*.tmp-*"):  # a killed task's, never renamed
-            leftover.unlink()
     staged = pd.read_parquet(output / "products.parquet")
+    bad_rows = pq.read_table(output / "skipped" / "input.parquet").num_rows
+    if bad_rows:
+        log(f"skipped {bad_rows} row(s) of the products file: see {output / 'skipped'}")
     formulas = input_formulas(staged.assign(keywords=staged["keywords"].map(parse_keywords)))
     log_formulas(formulas, log)
     chunks = int(staged["chunk"].max()) + 1 if len(staged) else 0
@@ -402,12 +447,12 @@ def generate_on_spark(
     todo = chunks - len(done)
     if done:
         log(f"resuming {output}: {len(done)} of {chunks} chunk(s) already written, {todo} to write")
-    rules_shared = spark.sparkContext.broadcast(rules)
     statuses = []
     if todo:
         rows = spark.read.parquet(str(output / "products.parquet")).where(~F.col("chunk").isin(done))
+        shared = spark.sparkContext.broadcast(rules)  # sent once per executor
         write = functools.partial(
-            write_chunks, source=source, name=name, rules=rules_shared, job=job, output=str(output.resolve())
+            write_chunks, source=source, name=name, rules=shared, job=job, output=str(output.resolve())
         )
         spread = rows.repartitionByRange(min(partitions or todo, todo), "chunk").sortWithinPartitions("chunk", "row")
         statuses = [row.asDict() for row in spread.mapInPandas(write, STATUS_SCHEMA).collect()]
@@ -423,30 +468,22 @@ def generate_on_spark(
     return summary
 
 
-def _read_all(output: Path, kind: str, columns: list[str]) -> list[list]:
-    """The rows of every chunk file of ``kind``, in chunk order, as the CSV files' cells."""
-    rows = []
-    for path in sorted((output / kind).glob("*.parquet")):
-        rows += _cells(pq.read_table(path).to_pylist(), columns)
-    return rows
+def _column(output: Path, kind: str, *columns: str):
+    """``columns`` of every row of the ``kind`` files, file by file (never all in memory)."""
+    for path in _chunk_files(output, kind):
+        table = pq.read_table(path, columns=list(columns))
+        yield from zip(*(table.column(c).to_pylist() for c in columns))
 
 
 def _cells(records: list[dict], columns: list[str]) -> list[list]:
     """Parquet rows back to the CSV's cells: likelihoods with 4 decimals, empty where null."""
-
-    def cell(column, value):
-        if value is None:
-            return ""
-        return f"{value:.4f}" if column == "likelihood" else value
-
-    return [[cell(column, record[column]) for column in columns] for record in records]
+    return [["" if r[c] is None else f"{r[c]:.4f}" if c == "likelihood" else r[c] for c in columns] for r in records]
 
 
 def _summary(output: Path, statuses: list[dict], done: list[int], started: float) -> dict:
     """What :func:`generate_catalog` sums up, from the chunk files, with each worker's pid, chunks,
-    model load seconds and peak memory."""
-    ads = _read_all(output, "ads", COLUMNS)
-    skipped = sorted(_read_all(output, "skipped", SKIPPED_COLUMNS))
+    writing seconds, model load seconds and peak memory."""
+    skipped = sorted(_column(output, "skipped", "row", "reason"))
     workers = {}
     for status in statuses:
         worker = workers.setdefault(
@@ -458,20 +495,26 @@ def _summary(output: Path, statuses: list[dict], done: list[int], started: float
         worker["peak_rss_mib"] = round(max(worker["peak_rss_mib"], status["peak_rss_mib"]), 1)
     written = [s for s in statuses if s["written"]]
     seconds = time.perf_counter() - started
-    products = len({int(r[0]) for r in ads})
+    totals = catalog_totals(
+        _column(output, "ads", "row", "ad"), (r for (r,) in _column(output, "candidates", "rejected_by"))
+    )
+    products_done = sum(s["products"] - s["skipped"] for s in written)
+    ads_written = sum(s["ads_passed"] for s in written)
     return {
         "engine": "spark",
-        "products": products,
+        "products": totals["products_written"],
         "bad_rows": len(skipped),
         "problems": [{"row": row, "reason": reason} for row, reason in skipped[:SHOWN_PROBLEMS]],
-        "products_done": sum(s["products"] - s["skipped"] for s in written),
+        "products_done": products_done,
+        "resumed_from": totals["products_written"] - products_done,
         "resumed_chunks": len(done),
         "chunks_written": len(written),
-        "ads_written": sum(s["ads_passed"] for s in written),
+        "ads_written": ads_written,
         "seconds": round(seconds, 2),
+        "ads_per_second": round(ads_written / seconds, 2) if seconds else 0.0,
         "workers": [{"pid": pid, **worker} for pid, worker in workers.items()],
         "output": str(output),
-        **catalog_totals(ads, _read_all(output, "candidates", CANDIDATE_COLUMNS)),
+        **totals,
     }
 
 
@@ -480,20 +523,17 @@ def write_csv(output) -> list[Path]:
     in ``output``: the bytes ``adgen generate --output ads.csv`` writes for the same products."""
     output = Path(output)
     written = []
-    for name, kind, columns in (
-        ("ads.csv", "ads", COLUMNS),
-        ("ads.csv.candidates.csv", "candidates", CANDIDATE_COLUMNS),
-    ):
+    for name, kind, columns in zip(CSV_FILES, ("ads", "candidates"), (COLUMNS, CANDIDATE_COLUMNS)):
         target = output / name
         staged = target.with_name(f".{name}.tmp")
         with open(staged, "w", newline="", encoding="utf-8") as file:
             file.write(csv_text([columns]))
-            for path in sorted((output / kind).glob("chunk-*.parquet")):  # chunk by chunk: never all in memory
+            for path in _chunk_files(output, kind):  # chunk by chunk: never all in memory
                 file.write(csv_text(_cells(pq.read_table(path).to_pylist(), columns)))
         os.replace(staged, target)
         written.append(target)
-    skipped = sorted(_read_all(output, "skipped", SKIPPED_COLUMNS))
-    target = output / "ads.csv.skipped.csv"
+    skipped = sorted(_column(output, "skipped", "row", "reason"))
+    target = output / CSV_FILES[2]
     target.unlink(missing_ok=True)
     if skipped:
         target.write_text(csv_text([SKIPPED_COLUMNS, *skipped]), encoding="utf-8")
@@ -504,8 +544,9 @@ def write_csv(output) -> list[Path]:
 def ads_for_dataframe(df: DataFrame, model: AdModel, rules: AdRules, job: CatalogJob | None = None) -> DataFrame:
     """The ads of a Spark DataFrame of products (``brand``, ``product``, optional ``category``,
     ``keywords`` and ``row``), for a PySpark job of your own: one row per product and ad number with
-    the ads file's columns, and one row with ``reason`` per product skipped. The same ads as
-    ``adgen generate`` on the rows in this order; for a job that resumes, use :func:`generate_on_spark`."""
+    the ads file's columns, and one row with ``reason`` per product skipped. Rows are numbered (and
+    cut into chunks) in the DataFrame's order, so an ordered DataFrame gives the ads of ``adgen
+    generate`` on its rows in that order; for a job that resumes, use :func:`generate_on_spark`."""
     job = job or CatalogJob()
     source, name = _model_of(model)
     spark = df.sparkSession

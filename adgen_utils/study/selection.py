@@ -99,7 +99,7 @@ def keywords_of(product) -> tuple[str, ...]:
 def product_seed(seed: int, product) -> int:
     """The seed of a product's first candidate (candidate ``k`` draws with it plus ``k``): a hash of
     ``seed`` and what the product is (prompt, category, keywords), never of its place in a catalog, so
-    its ads are the same in any batch, chunk or engine; the same product twice gets the same ads."""
+    its random draws are the same in any batch or engine."""
     category = getattr(product, "category", None)
     what = [seed, product.prompt, category if isinstance(category, str) else "", list(keywords_of(product))]
     digest = hashlib.blake2b(json.dumps(what).encode(), digest_size=8).digest()

@@ -410,8 +410,8 @@ def generate_ads(
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     prepare_tokenizer(tokenizer)
     seeded = decoding.do_sample and decoding.num_beams == 1
-    if decoding.do_sample and not seeded:  # beam search samples from torch's one generator
-        set_seed(seeds[0])
+    if decoding.do_sample and not seeded:  # beam search samples from torch's one generator (numpy's: 32 bits)
+        set_seed(seeds[0] % 2**32)
     device = next(model.parameters()).device
     ads: list[str] = []
     batches = range(0, len(prompts), batch_size)

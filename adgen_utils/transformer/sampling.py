@@ -2,8 +2,9 @@
 
 ``generate`` draws every row of a batch from torch's one global generator, so a row's tokens depend
 on its batch-mates, the batch size and every call before it. :class:`SeededSampling` draws each row
-from a generator of its own, seeded by the caller (per product in a catalog): a product's ads are
-then the same alone, in any batch, in one process or on Spark. It is the last logits processor of a
+from a generator of its own, seeded by the caller (per product in a catalog): a product's draws no
+longer depend on its batch-mates, and the same batches give the same ads in one process or on
+Spark (:class:`~adgen_utils.apps.catalog.CatalogJob`). It is the last logits processor of a
 ``generate`` call made with ``do_sample=False``: it warps the scores exactly as ``generate`` would
 (temperature, then top-k, then top-p), draws one token per row, and leaves only that token
 possible, so ``generate``'s greedy step takes it."""

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -119,8 +120,15 @@ def test_spark_writes_the_ads_of_one_process_on_any_partitions(write_file, tmp_p
     other = CatalogJob(**{**JOB.__dict__, "seed": 6})
     with pytest.raises(FileExistsError, match="seed"):
         spark_module.generate_on_spark(spark, tiny_model, products, out, rules, other, log=None)
+    (out / "notes.txt").write_text("the user's own file")
     again = spark_module.generate_on_spark(spark, tiny_model, products, out, rules, other, overwrite=True, log=None)
-    assert again["chunks_written"] == 5 and again["resumed_chunks"] == 0
+    assert again["chunks_written"] == 5 and again["resumed_chunks"] == 0 and again["resumed_from"] == 0
+    assert (out / "notes.txt").exists() and not (out / "ads.csv").exists()  # overwrite removes adgen's files only
+    # A folder of other files, or a file, is never written into, overwrite or not.
+    with pytest.raises(FileExistsError, match="other files than adgen's"):
+        spark_module.generate_on_spark(spark, tiny_model, products, tmp_path, rules, JOB, overwrite=True, log=None)
+    with pytest.raises(FileExistsError, match="is a file"):
+        spark_module.generate_on_spark(spark, tiny_model, products, products, rules, JOB, log=None)
 
 
 def test_a_users_dataframe_gets_the_ads_of_one_process(tmp_path, spark, tiny_model, rules):
@@ -165,6 +173,9 @@ def test_bad_rows_are_counted_not_fatal(tmp_path, spark, lstm_folder, rules):
     ]
     assert summary["products_written"] == 2 and summary["bad_rows"] == 5
     assert [int(r[0]) for r in cells(tmp_path / "out" / "ads.csv")] == [2, 8]
+    # Lake tables hold keywords as lists and nulls as nulls: read as the texts a CSV would hold.
+    listed = {"brand": "Acme", "product": None, "category": float("nan"), "keywords": np.array(["44mm", "Black"])}
+    assert spark_module.raw_fields(listed) == {"brand": "Acme", "product": "", "category": "", "keywords": "44mm;Black"}
 
 
 def adgen(arguments, **popen):

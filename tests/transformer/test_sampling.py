@@ -55,3 +55,6 @@ def test_a_sampled_ad_depends_on_its_seed_not_its_batch(tiny_folder):
     keywords = [("44mm",), ()]
     with_kw = pretrained.generate_ads(model, tokenizer, [prompt] * 2, sampled, seed=[13, 14], keywords=keywords)
     assert with_kw[1] == batch[3] and "44mm" in with_kw[0]
+    # Beam search that samples draws from torch's one generator: a product's 62-bit seed still seeds it.
+    beams = models.Decoding(do_sample=True, num_beams=2, max_new_tokens=4)
+    assert pretrained.generate_ads(model, tokenizer, [prompt], beams, seed=[2**61 + 5])[0].startswith(prompt)
