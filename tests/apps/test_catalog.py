@@ -15,7 +15,6 @@ from adgen_utils.errors import CorpusFormatError
 from adgen_utils.models import Decoding, Refusal
 from adgen_utils.spreadsheet import restore
 from adgen_utils.study.footing import load_ad_model
-from adgen_utils.study.selection import AdRules
 
 # The default sampling preset with short ads, to keep the tests fast.
 LONG_KEYWORD = "Stainless Steel Mesh Loop Strap With Magnetic Closure And Quick Release Pins"
@@ -27,17 +26,6 @@ def main(argv):
     from adgen_utils.apps.cli import main as adgen
 
     return adgen(argv)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tiny_folder):
-    return load_ad_model(tiny_folder)
-
-
-@pytest.fixture(scope="module")
-def rules(embedded_ads):
-    """The seller's rules, fitted on 3,000 embedded training ads."""
-    return AdRules(embedded_ads.loc[embedded_ads["split"] == "train", "ad"].head(3000).tolist())
 
 
 def write_products(write_file, n, name="products.csv", extra_lines=()):

@@ -20,7 +20,6 @@ from adgen_utils.errors import EngineUnavailable
 from adgen_utils.models import Decoding
 from adgen_utils.spreadsheet import restore
 from adgen_utils.study.footing import load_ad_model
-from adgen_utils.study.selection import AdRules
 
 spark_module = pytest.importorskip("adgen_utils.apps.spark", exc_type=EngineUnavailable)
 
@@ -45,16 +44,6 @@ def spark():
     session = spark_module.spark_session("local[2]", progress=False)
     yield session
     session.stop()
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tiny_folder):
-    return load_ad_model(tiny_folder)
-
-
-@pytest.fixture(scope="module")
-def rules(embedded_ads):
-    return AdRules(embedded_ads.loc[embedded_ads["split"] == "train", "ad"].head(3000).tolist())
 
 
 def one_process(model, products, folder, rules, job=JOB):
