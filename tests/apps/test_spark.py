@@ -256,6 +256,13 @@ def test_without_java_the_error_names_the_package(monkeypatch, tmp_path, capsys)
     shutil.rmtree(tmp_path / "jdk")
 
 
+def test_without_pyspark_the_error_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyspark", None)  # what a machine without the spark extra has
+    monkeypatch.delitem(sys.modules, "adgen_utils.apps.spark")
+    with pytest.raises(EngineUnavailable, match=r"pip install 'adgen\[spark\]'"):
+        import adgen_utils.apps.spark  # noqa: F401
+
+
 def test_local_workers_on_a_machine_with_gpus_claim_one_each(tmp_path):
     # What local[N] on Kaggle's 2 x T4 does: each Python worker takes a GPU no other worker holds.
     claims = [spark_module.claim_gpu(2, tmp_path) for _ in range(3)]
