@@ -429,14 +429,13 @@ def generate_catalog(
     batches, refused = catalog_batches(model, frame, job)
     bad_rows = sorted([*frame.attrs.get("bad_rows", []), *refused], key=lambda bad: bad["row"])
     formulas = input_formulas(frame)
-    _prepare_output(files, settings, batch_size, per_product, batches, overwrite, log)
+    done = _prepare_output(files, settings, batch_size, per_product, batches, overwrite, log)
     if bad_rows:
         _write_atomically(files.skipped, csv_text([["row", "reason"], *([b["row"], b["reason"]] for b in bad_rows)]))
         log(f"skipped {len(bad_rows)} row(s) of the products file: see {files.skipped}")
     else:
         files.skipped.unlink(missing_ok=True)
     log_formulas(formulas, log)
-    done = _complete_products(files.ads, per_product)
     todo = [batch for batch in batches if any(int(p.row) not in done for p in batch)]
     remaining = sum(len(batch) for batch in todo)
     if done:
@@ -491,9 +490,7 @@ def check_settings(sidecar: Path, settings: dict, written: Path) -> None:
             "resumed safely: pass overwrite=True / --overwrite or pick another output"
         )
     previous = json.loads(sidecar.read_text(encoding="utf-8"))
-    compared = [
-        key for key in settings if key not in ("input", "batch_size")
-    ]  # the same bytes elsewhere are the same input
+    compared = [key for key in settings if key != "input"]  # the same bytes read from elsewhere are the same input
     changed = [key for key in compared if previous.get(key) != settings[key]]
     if changed:
         raise FileExistsError(
@@ -503,9 +500,9 @@ def check_settings(sidecar: Path, settings: dict, written: Path) -> None:
         )
 
 
-def _prepare_output(files: OutputFiles, settings, batch_size, per_product, batches, overwrite, log) -> None:
+def _prepare_output(files: OutputFiles, settings, batch_size, per_product, batches, overwrite, log) -> set[int]:
     """Make the output ready: a new run's files, or a resumed one's settings checked, torn last
-    lines cut and half-written batches removed."""
+    lines cut and half-written batches removed. Returns the products written whole."""
     if overwrite:
         for path in (files.ads, files.sidecar, files.candidates, files.skipped):
             path.unlink(missing_ok=True)
@@ -524,3 +521,4 @@ def _prepare_output(files: OutputFiles, settings, batch_size, per_product, batch
     if removed:
         log(f"removed the ads of a batch that was not written whole ({removed} rows): it is written again")
     _keep_only(files.candidates, CANDIDATE_COLUMNS, whole)
+    return whole

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -212,19 +212,26 @@ def raw_fields(values: dict) -> dict[str, str]:
     return fields
 
 
+def checked_products(rows: Iterable[tuple[int, dict]]) -> tuple[pd.DataFrame, list[dict]]:
+    """``(row, values)`` pairs of a Parquet file or DataFrame checked as one process checks a CSV's
+    rows: the products (:func:`~adgen_utils.apps.catalog.read_products`'s columns) and the
+    ``{"row", "reason"}`` of each row set aside."""
+    products, bad_rows = [], []
+    for row, values in rows:
+        record = product_record(row, raw_fields(values))
+        if isinstance(record, str):
+            bad_rows.append({"row": row, "reason": record})
+        else:
+            products.append(record)
+    return pd.DataFrame(products, columns=PRODUCT_COLUMNS), bad_rows
+
+
 def chunk_rows(model: AdModel, chunk: pd.DataFrame, rules: AdRules, job: CatalogJob) -> tuple[list, list, list]:
     """The ads, candidate and skipped rows of one chunk of raw products (``row``, ``brand``,
     ``product``, optional ``category`` and ``keywords``), as one process writes them."""
-    products, skipped = [], []
-    for raw in chunk.to_dict("records"):
-        record = product_record(int(raw["row"]), raw_fields(raw))
-        if isinstance(record, str):
-            skipped.append([int(raw["row"]), record])
-        else:
-            products.append(record)
-    frame = pd.DataFrame(products, columns=PRODUCT_COLUMNS)
+    frame, bad_rows = checked_products((int(raw["row"]), raw) for raw in chunk.to_dict("records"))
     batches, refused = chunk_batches(model, list(frame.itertuples(index=False)), job)
-    skipped += [[bad["row"], bad["reason"]] for bad in refused]
+    skipped = [[bad["row"], bad["reason"]] for bad in bad_rows + refused]
     ads, candidates = [], []
     for batch in batches:
         batch_ads, batch_candidates, _ = batch_rows(model, batch, rules, job)
@@ -337,14 +344,7 @@ def read_catalog(path) -> tuple[pd.DataFrame, list[dict]]:
     missing = [name for name in ("brand", "product") if name not in raw.columns]
     if missing:
         raise CorpusFormatError(f"{path}: no {' or '.join(missing)} column; the columns are {list(raw.columns)}")
-    products, bad_rows = [], []
-    for position, values in enumerate(raw.to_dict("records")):
-        record = product_record(position + 2, raw_fields(values))
-        if isinstance(record, str):
-            bad_rows.append({"row": position + 2, "reason": record})
-        else:
-            products.append(record)
-    return pd.DataFrame(products, columns=PRODUCT_COLUMNS), bad_rows
+    return checked_products((position + 2, values) for position, values in enumerate(raw.to_dict("records")))
 
 
 def _stage(products: pd.DataFrame, bad_rows: list[dict], output: Path, job: CatalogJob) -> None:
